@@ -3,3 +3,18 @@
 //! The launch sequence lives in [`jail`]; the host side that starts a jail, enforces the wall clock
 //! and output limits and collects the outcome lives in [`supervisor`]. Every raw syscall is behind a
 //! safe wrapper in the private `sys` module, the only place with `unsafe`.
+
+pub mod interp;
+pub mod jail;
+pub mod landlock;
+pub mod limits;
+pub mod mounts;
+pub mod run;
+pub mod seccomp;
+pub mod supervisor;
+mod sys;
+
+pub use interp::Interpreter;
+pub use jail::{JailSpec, Network};
+pub use limits::{Limit, Limits};
+pub use supervisor::{Captured, Launch, Outcome, OutputMode, Status, Stdin};

@@ -1,0 +1,386 @@
+//! The launch sequence of a jail, read top to bottom in [`init_main`]:
+//!
+//! ```text
+//! supervisor (host)                       jail init, PID 1 of a new PID namespace
+//! ─────────────────                       ─────────────────────────────────────────
+//! open bind sources, pipes, memfds
+//! clone(NEWUSER|NEWNS|NEWPID|NEWIPC|NEWUTS[|NEWNET]) ──►  wait for the id maps
+//! write uid_map / gid_map, sync byte ──────────────────►  drop to the unprivileged id, die-with-parent
+//!                                                         minimal root, pivot_root, old root detached
+//!                                                         hostname, Landlock, no_new_privs, seccomp
+//!                                                         fork the interpreter (PID 2):
+//!                                                           new session, signals reset, fds arranged,
+//!                                                           rlimits, execve (the one execve allowed)
+//!                                                         approve that execve, then reap until PID 2
+//! poll output, enforce the wall clock   ◄──── status ──── exits, and report its status
+//! ```
+//!
+//! PID 1 stays a tiny init: the interpreter as PID 1 would ignore SIGXCPU (PITFALLS.md), and an
+//! init also reaps zombies. When it exits, the kernel kills everything left in the namespace.
+
+use crate::landlock::{self, Access, LandlockRules};
+use crate::limits::Limits;
+use crate::mounts::{self, BindKind, BindMount, MountError};
+use crate::seccomp::{self, ExecPolicy, SeccompOptions};
+use crate::sys;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// The id the sandboxed code runs as inside its user namespace ("nobody"). As root, it maps to
+/// the host's 65534 too, so the jail never holds host root's files as their owner.
+pub const INSIDE_ID: u32 = 65534;
+pub const HOSTNAME: &str = "pysandbox";
+
+/// Whether the jail gets a network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Network {
+    /// A fresh network namespace with no interfaces but a down loopback: nothing is reachable.
+    #[default]
+    None,
+    /// The host's network namespace (the `network` feature).
+    Host,
+}
+
+/// Everything a jail needs, resolved and validated.
+#[derive(Debug, Clone)]
+pub struct JailSpec {
+    pub interpreter: crate::interp::Interpreter,
+    /// Arguments after `argv[0]` (which is the interpreter's path).
+    pub args: Vec<String>,
+    /// The whole environment of the interpreter (empty unless the policy passes variables).
+    pub env: Vec<(String, String)>,
+    pub limits: Limits,
+    pub read_paths: Vec<PathBuf>,
+    pub write_paths: Vec<PathBuf>,
+    pub network: Network,
+    /// Whether the code may start programs (the `subprocess` feature).
+    pub allow_exec: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum JailError {
+    #[error("waiting for the supervisor's id maps: {0}")]
+    Sync(io::Error),
+    #[error("switching to the sandbox user {INSIDE_ID}: {0}")]
+    SetIds(io::Error),
+    #[error("setting die-with-parent: {0}")]
+    DeathSignal(io::Error),
+    #[error("supervisor exited during setup")]
+    ParentGone,
+    #[error(transparent)]
+    Mount(#[from] MountError),
+    #[error("setting the hostname: {0}")]
+    Hostname(io::Error),
+    #[error("landlock: {0}")]
+    Landlock(#[from] landlock::LandlockError),
+    #[error("setting no_new_privs: {0}")]
+    NoNewPrivs(io::Error),
+    #[error("seccomp: {0}")]
+    Seccomp(#[from] seccomp::SeccompError),
+    #[error("starting the interpreter process: {0}")]
+    Fork(io::Error),
+    #[error("the interpreter did not start: {0}")]
+    Exec(io::Error),
+    #[error("setting resource limit {name}: {source}")]
+    Rlimit {
+        name: &'static str,
+        source: io::Error,
+    },
+    #[error("arranging file descriptors: {0}")]
+    Fds(io::Error),
+    #[error("starting a new session: {0}")]
+    Session(io::Error),
+}
+
+/// What the supervisor prepares before `clone`: everything that allocates or opens host files.
+pub(crate) struct Prepared {
+    pub binds: Vec<BindMount>,
+    pub exe: CString,
+    pub argv: Vec<CString>,
+    pub envp: Vec<CString>,
+    pub limits: Limits,
+    pub landlock: LandlockRules,
+    pub seccomp: SeccompOptions,
+}
+
+/// Descriptors the jail's init holds (raw numbers of the supervisor's descriptors, inherited).
+pub(crate) struct InitFds {
+    /// Readable end; the supervisor writes one byte once the id maps are in place and keeps its
+    /// end open for the jail's life, so a hang-up means the supervisor is gone.
+    pub sync: RawFd,
+    /// Setup errors, as text. Close-on-exec: the interpreter's copy vanishes when it starts.
+    pub error: RawFd,
+    /// The interpreter's exit status, written by init when it reaps it.
+    pub status: RawFd,
+    /// Descriptors handed to the interpreter as 0, 1, 2, 3, …
+    pub child: Vec<RawFd>,
+}
+
+impl Prepared {
+    pub(crate) fn new(spec: &JailSpec) -> Result<Prepared, MountError> {
+        let mut binds = Vec::new();
+        let mut rules = Vec::new();
+        for b in &spec.interpreter.binds {
+            binds.push(mounts::check_bind(
+                &b.source,
+                &b.target,
+                BindKind::ReadOnly,
+            )?);
+            rules.push((b.target.clone(), Access::ReadExec));
+        }
+        for dev in mounts::DEV_NODES {
+            binds.push(mounts::check_bind(
+                Path::new(dev),
+                Path::new(dev),
+                BindKind::Device,
+            )?);
+            rules.push((PathBuf::from(dev), Access::ReadWrite));
+        }
+        for p in &spec.read_paths {
+            binds.push(mounts::check_bind(p, p, BindKind::ReadOnly)?);
+            rules.push((p.clone(), Access::Read));
+        }
+        for p in &spec.write_paths {
+            binds.push(mounts::check_bind(p, p, BindKind::ReadWrite)?);
+            rules.push((p.clone(), Access::ReadWrite));
+        }
+        rules.push((PathBuf::from("/tmp"), Access::ReadWrite));
+        let cstr = |s: &str| CString::new(s.as_bytes()).unwrap_or_default();
+        let exe = cstr(&spec.interpreter.executable.to_string_lossy());
+        let mut argv = vec![exe.clone()];
+        argv.extend(spec.args.iter().map(|a| cstr(a)));
+        let envp = spec
+            .env
+            .iter()
+            .map(|(k, v)| cstr(&format!("{k}={v}")))
+            .collect();
+        let abi = landlock::abi().unwrap_or(0);
+        Ok(Prepared {
+            binds,
+            exe,
+            argv,
+            envp,
+            limits: spec.limits.clone(),
+            landlock: LandlockRules {
+                paths: rules,
+                // Scoping (ABI 6) keeps sibling jails from signalling each other or meeting on
+                // abstract unix sockets; on older kernels the PID and network namespaces already
+                // separate them.
+                scope_signals: abi >= 6,
+                scope_abstract_unix: abi >= 6 && spec.network == Network::Host,
+                restrict_tcp: spec.network == Network::None && abi >= 4,
+            },
+            seccomp: SeccompOptions {
+                exec: if spec.allow_exec {
+                    ExecPolicy::Allow
+                } else {
+                    ExecPolicy::FirstOnly
+                },
+                network: spec.network == Network::Host,
+            },
+        })
+    }
+}
+
+/// Exit code of init when the jail could not be set up (the message is on the error pipe).
+pub(crate) const SETUP_FAILED: i32 = 125;
+
+fn report(fd: RawFd, err: &JailError) {
+    let _ = sys::write_all(fd, err.to_string().as_bytes());
+}
+
+/// Entry point of the jail's init (PID 1), in the child of `clone`. Never returns.
+pub(crate) fn init_main(p: Prepared, fds: InitFds) -> ! {
+    match init(p, &fds) {
+        Ok(()) => sys::exit_now(0),
+        Err(e) => {
+            report(fds.error, &e);
+            sys::exit_now(SETUP_FAILED)
+        }
+    }
+}
+
+fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
+    // Keep only what the jail needs: nothing else of the host's crosses into it.
+    let mut keep = vec![fds.sync, fds.error, fds.status];
+    keep.extend(&fds.child);
+    sys::close_all_except(&keep).map_err(JailError::Fds)?;
+    // Before dropping to the sandbox user: see `BindMount`.
+    let sources = mounts::open_sources(&p.binds)?;
+
+    let mut byte = [0u8; 1];
+    match sys::read_raw(fds.sync, &mut byte) {
+        Ok(1) => {}
+        Ok(_) => return Err(JailError::ParentGone),
+        Err(e) => return Err(JailError::Sync(e)),
+    }
+    // As host root, drop the supplementary groups (root's group 0 would otherwise follow us in);
+    // an unprivileged caller cannot (setgroups is denied in its user namespace) and need not.
+    let host_root = sys::geteuid() == 0;
+    sys::set_ids(INSIDE_ID, INSIDE_ID, host_root).map_err(JailError::SetIds)?;
+    // After set_ids: a credential change clears the parent-death signal.
+    sys::set_pdeathsig_kill().map_err(JailError::DeathSignal)?;
+    let mut pfd = [libc::pollfd {
+        fd: fds.sync,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    if sys::poll(&mut pfd, 0).map_err(JailError::Sync)? > 0 && pfd[0].revents & libc::POLLHUP != 0 {
+        return Err(JailError::ParentGone);
+    }
+    sys::set_not_dumpable().map_err(JailError::NoNewPrivs)?;
+
+    mounts::build_root(&p.binds, &sources, p.limits.tmp_size)?;
+    drop(sources);
+    sys::sethostname(HOSTNAME).map_err(JailError::Hostname)?;
+
+    landlock::apply(&p.landlock)?;
+    sys::set_no_new_privs().map_err(JailError::NoNewPrivs)?;
+    let listener = seccomp::install(&p.seccomp)?;
+
+    let (pid, pidfd) = match sys::fork_pidfd().map_err(JailError::Fork)? {
+        sys::Forked::Child => {
+            drop(listener);
+            let err = interpreter(&p.exe, &p.argv, &p.envp, &p.limits, fds);
+            report(fds.error, &err);
+            sys::exit_now(127);
+        }
+        sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
+    };
+    if let Some(listener) = listener {
+        // Allow exactly the execve that starts the interpreter; closing the listener makes the
+        // kernel fail every later execve with ENOSYS.
+        seccomp::approve_first_exec(listener, pidfd.as_fd())?;
+    }
+    // The interpreter's copy of the error pipe closed at execve; ours closes now, so the
+    // supervisor sees end-of-file once the interpreter runs.
+    let _ = sys::close_all_except(&[fds.status]);
+    loop {
+        match sys::wait4(-1, 0) {
+            Ok(Some(r)) if r.pid == pid => {
+                let rec = status_record(r.status);
+                let _ = sys::write_all(fds.status, &rec);
+                return Ok(());
+            }
+            Ok(_) => continue,
+            Err(_) => return Ok(()),
+        }
+    }
+}
+
+/// Status record: one byte kind (0 exited, 1 signalled) and a little-endian i32 value.
+fn status_record(status: libc::c_int) -> [u8; 5] {
+    let (kind, value) = if libc::WIFSIGNALED(status) {
+        (1u8, libc::WTERMSIG(status))
+    } else {
+        (0u8, libc::WEXITSTATUS(status))
+    };
+    let mut rec = [0u8; 5];
+    rec[0] = kind;
+    rec[1..].copy_from_slice(&value.to_le_bytes());
+    rec
+}
+
+/// Decode [`status_record`]: Ok(code) or Err(signal).
+pub(crate) fn parse_status_record(rec: &[u8]) -> Option<Result<i32, i32>> {
+    if rec.len() != 5 {
+        return None;
+    }
+    let value = i32::from_le_bytes(rec[1..5].try_into().ok()?);
+    match rec[0] {
+        0 => Some(Ok(value)),
+        1 => Some(Err(value)),
+        _ => None,
+    }
+}
+
+/// The interpreter's side (PID 2): returns only on failure.
+fn interpreter(
+    exe: &CString,
+    argv: &[CString],
+    envp: &[CString],
+    limits: &Limits,
+    fds: &InitFds,
+) -> JailError {
+    if let Err(e) = sys::setsid() {
+        return JailError::Session(e);
+    }
+    sys::reset_signals();
+    // The error pipe goes last and keeps close-on-exec: it reports a failed execve only.
+    let mut arranged = fds.child.clone();
+    arranged.push(fds.error);
+    if let Err(e) = sys::arrange_fds(&arranged) {
+        return JailError::Fds(e);
+    }
+    let error_fd = (arranged.len() - 1) as RawFd;
+    if let Err(e) = sys::set_cloexec(error_fd) {
+        return JailError::Fds(e);
+    }
+    if let Err(e) = std::env::set_current_dir("/tmp") {
+        return JailError::Fds(e);
+    }
+    if let Err(e) = apply_rlimits(limits) {
+        return e;
+    }
+    let err = sys::execve(exe, argv, envp);
+    let e = JailError::Exec(err);
+    report(error_fd, &e);
+    sys::exit_now(127)
+}
+
+fn apply_rlimits(l: &Limits) -> Result<(), JailError> {
+    let set = |name: &'static str, res, soft: u64, hard: u64| {
+        sys::setrlimit(res, soft, hard).map_err(|source| JailError::Rlimit { name, source })
+    };
+    if let Some(mem) = l.memory {
+        set("memory (RLIMIT_AS)", libc::RLIMIT_AS, mem, mem)?;
+    }
+    if let Some(cpu) = l.cpu {
+        // Whole seconds, rounded up; SIGXCPU at the soft limit, SIGKILL one second later.
+        let secs = cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0);
+        set("cpu time (RLIMIT_CPU)", libc::RLIMIT_CPU, secs, secs + 1)?;
+    }
+    // init runs as the same user in this user namespace and counts as one process.
+    let nproc = u64::from(l.processes) + 1;
+    set("processes (RLIMIT_NPROC)", libc::RLIMIT_NPROC, nproc, nproc)?;
+    let nofile = u64::from(l.open_files);
+    set(
+        "open files (RLIMIT_NOFILE)",
+        libc::RLIMIT_NOFILE,
+        nofile,
+        nofile,
+    )?;
+    set(
+        "file size (RLIMIT_FSIZE)",
+        libc::RLIMIT_FSIZE,
+        l.file_size,
+        l.file_size,
+    )?;
+    set("core dumps (RLIMIT_CORE)", libc::RLIMIT_CORE, 0, 0)?;
+    set("locked memory (RLIMIT_MEMLOCK)", libc::RLIMIT_MEMLOCK, 0, 0)?;
+    set(
+        "message queues (RLIMIT_MSGQUEUE)",
+        libc::RLIMIT_MSGQUEUE,
+        0,
+        0,
+    )?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_records_round_trip() {
+        // A normal exit with code 3 is encoded in bits 8..16 of a wait status.
+        assert_eq!(parse_status_record(&status_record(3 << 8)), Some(Ok(3)));
+        // Killed by SIGKILL: the low 7 bits hold the signal.
+        assert_eq!(parse_status_record(&status_record(9)), Some(Err(9)));
+        assert_eq!(parse_status_record(&[7, 0, 0, 0, 0]), None);
+        assert_eq!(parse_status_record(&[0, 0]), None);
+    }
+}

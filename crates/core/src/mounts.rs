@@ -1,0 +1,226 @@
+//! The jail's filesystem: a fresh tmpfs root holding only read-only binds of the interpreter's own
+//! files, four `/dev` nodes, a private size-limited `/tmp` and the paths the policy allows.
+
+use crate::sys;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+/// Where the new root is assembled before `pivot_root`, inside the jail's private mount namespace
+/// (the host's `/tmp` is not touched: the tmpfs hides it only in this namespace).
+const STAGING: &str = "/tmp";
+
+/// Device nodes the interpreter needs (`/dev/urandom` for hash seeds and `os.urandom`).
+pub const DEV_NODES: [&str; 4] = ["/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindKind {
+    /// Read-only, nosuid, nodev (the interpreter, allowed read paths).
+    ReadOnly,
+    /// Writable, nosuid, nodev (paths the policy allows writing).
+    ReadWrite,
+    /// A host device node: read-only mount flags but device access kept.
+    Device,
+}
+
+/// One bind mount. The jail's init opens the source right after `clone`, while it still has the
+/// caller's credentials: once it switches to the unprivileged id it may not be able to walk to the
+/// source any more (pyenv lives under `/root`, mode 0700). The source must be opened inside the
+/// jail's mount namespace: the kernel refuses to bind a mount of another namespace (EINVAL).
+#[derive(Debug)]
+pub struct BindMount {
+    pub source: PathBuf,
+    pub target: PathBuf,
+    pub is_dir: bool,
+    pub kind: BindKind,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    #[error("cannot open bind source {path}: {source}")]
+    OpenSource { path: PathBuf, source: io::Error },
+    #[error("cannot make the host mounts private to the jail: {0}")]
+    MakePrivate(io::Error),
+    #[error("cannot mount the jail's root tmpfs: {0}")]
+    RootTmpfs(io::Error),
+    #[error("cannot create mount point {path}: {source}")]
+    MountPoint { path: PathBuf, source: io::Error },
+    #[error("cannot bind {target} into the jail: {source}")]
+    Bind { target: PathBuf, source: io::Error },
+    #[error("cannot make {target} read-only: {source}")]
+    Remount { target: PathBuf, source: io::Error },
+    #[error("cannot mount the private /tmp (size {size} bytes): {source}")]
+    Tmp { size: u64, source: io::Error },
+    #[error("pivot_root into the jail's root failed: {0}")]
+    PivotRoot(io::Error),
+}
+
+/// Check a bind source on the host side, so that a missing path fails before anything starts.
+pub fn check_bind(path: &Path, target: &Path, kind: BindKind) -> Result<BindMount, MountError> {
+    let meta = std::fs::metadata(path).map_err(|source| MountError::OpenSource {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(BindMount {
+        source: path.to_path_buf(),
+        target: target.to_path_buf(),
+        is_dir: meta.is_dir(),
+        kind,
+    })
+}
+
+fn staged(target: &Path) -> PathBuf {
+    Path::new(STAGING).join(target.strip_prefix("/").unwrap_or(target))
+}
+
+fn mount_point(path: &Path, is_dir: bool) -> Result<(), MountError> {
+    let err = |source| MountError::MountPoint {
+        path: path.to_path_buf(),
+        source,
+    };
+    if is_dir {
+        std::fs::create_dir_all(path).map_err(err)?;
+    } else {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(err)?;
+        }
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(err)?;
+    }
+    Ok(())
+}
+
+/// Open every bind source (`O_PATH`), in the jail's mount namespace, with the caller's credentials.
+pub fn open_sources(binds: &[BindMount]) -> Result<Vec<OwnedFd>, MountError> {
+    binds
+        .iter()
+        .map(|b| {
+            sys::open_path(&b.source).map_err(|source| MountError::OpenSource {
+                path: b.source.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+fn bind(b: &BindMount, fd: &OwnedFd) -> Result<(), MountError> {
+    let target = staged(&b.target);
+    mount_point(&target, b.is_dir)?;
+    // The magic link names the already-open source without walking its host path again.
+    let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    sys::mount(Some(&source), &target, None, libc::MS_BIND, None).map_err(|source| {
+        MountError::Bind {
+            target: b.target.clone(),
+            source,
+        }
+    })?;
+    let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID;
+    match b.kind {
+        BindKind::ReadOnly => flags |= libc::MS_RDONLY | libc::MS_NODEV,
+        BindKind::ReadWrite => flags |= libc::MS_NODEV,
+        BindKind::Device => flags |= libc::MS_RDONLY,
+    }
+    // Flags of the source mount are locked in a user namespace: a remount must repeat them.
+    let locked = sys::locked_mount_flags(&target).map_err(|source| MountError::Remount {
+        target: b.target.clone(),
+        source,
+    })?;
+    flags |= locked;
+    sys::mount(None, &target, None, flags, None).map_err(|source| MountError::Remount {
+        target: b.target.clone(),
+        source,
+    })
+}
+
+/// Build the new root from `binds`, mount a `tmp_size` tmpfs at `/tmp`, `pivot_root` into it,
+/// detach the old root and make `/` read-only. Runs inside the jail's fresh mount namespace.
+/// `sources` are the descriptors from [`open_sources`], in the same order as `binds`.
+pub fn build_root(
+    binds: &[BindMount],
+    sources: &[OwnedFd],
+    tmp_size: u64,
+) -> Result<(), MountError> {
+    // Without this, mounts made here would propagate back to the host's shared mounts.
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_SLAVE,
+        None,
+    )
+    .map_err(MountError::MakePrivate)?;
+    let root_opts = CString::new("mode=0755,size=4m,nr_inodes=4096").expect("no NUL");
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        Path::new(STAGING),
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&root_opts),
+    )
+    .map_err(MountError::RootTmpfs)?;
+    for (b, fd) in binds.iter().zip(sources) {
+        bind(b, fd)?;
+    }
+    // /dev/shm is where POSIX semaphores and shared memory live (multiprocessing): point it at
+    // the private /tmp rather than giving the jail a second writable place.
+    let dev = staged(Path::new("/dev"));
+    mount_point(&dev, true)?;
+    std::os::unix::fs::symlink("/tmp", dev.join("shm")).map_err(|source| {
+        MountError::MountPoint {
+            path: PathBuf::from("/dev/shm"),
+            source,
+        }
+    })?;
+    let tmp = staged(Path::new("/tmp"));
+    mount_point(&tmp, true)?;
+    // nr_inodes bounds kernel memory that `size=` does not count (empty files).
+    let nr_inodes = (tmp_size / 1024).max(1024);
+    let tmp_opts =
+        CString::new(format!("mode=1777,size={tmp_size},nr_inodes={nr_inodes}")).expect("no NUL");
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        &tmp,
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&tmp_opts),
+    )
+    .map_err(|source| MountError::Tmp {
+        size: tmp_size,
+        source,
+    })?;
+
+    std::env::set_current_dir(STAGING).map_err(MountError::PivotRoot)?;
+    // Detach the old root: without this, the host's filesystem would stay reachable under it.
+    sys::pivot_root_here().map_err(MountError::PivotRoot)?;
+    std::env::set_current_dir("/").map_err(MountError::PivotRoot)?;
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
+        None,
+    )
+    .map_err(|source| MountError::Remount {
+        target: PathBuf::from("/"),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staged_paths_stay_under_staging() {
+        assert_eq!(
+            staged(Path::new("/usr/lib/x.so")),
+            PathBuf::from("/tmp/usr/lib/x.so")
+        );
+        assert_eq!(staged(Path::new("/")), PathBuf::from("/tmp/"));
+    }
+}

@@ -1,0 +1,460 @@
+//! Safe wrappers around the raw system calls the jail needs. This module (with its submodules) is
+//! the only place in pysandbox with `unsafe`; every block states the invariant it relies on.
+
+pub(crate) mod landlock;
+pub(crate) mod seccomp;
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cvt_long(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+fn cpath(path: &Path) -> io::Result<CString> {
+    use std::os::unix::ffi::OsStrExt;
+    CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains a NUL byte"))
+}
+
+/// The result of [`clone_jail`] / [`fork_pidfd`], seen from each side.
+pub(crate) enum Forked {
+    Parent { pid: libc::pid_t, pidfd: OwnedFd },
+    Child,
+}
+
+/// `clone(2)` without a new stack (fork semantics) with the given namespace flags, returning a pidfd
+/// of the child to the parent (`CLONE_PIDFD`).
+///
+/// Must only be called from a single-threaded process: the child continues with a copy of the
+/// parent's memory, and locks held by other threads would stay locked forever. The CLI and the
+/// worker binaries are single-threaded; library users in threaded programs spawn the binary.
+pub(crate) fn clone_pidfd(ns_flags: libc::c_int) -> io::Result<Forked> {
+    let mut pidfd: libc::c_int = -1;
+    let flags = (ns_flags | libc::CLONE_PIDFD | libc::SIGCHLD) as libc::c_ulong;
+    // SAFETY: raw clone with a NULL stack behaves like fork(2): the child gets a copy of the address
+    // space. `pidfd` is a valid out-pointer for CLONE_PIDFD (x86_64 argument order: flags, stack,
+    // parent_tid, child_tid, tls). The caller guarantees the process is single-threaded.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            flags,
+            std::ptr::null_mut::<libc::c_void>(),
+            &mut pidfd as *mut libc::c_int,
+            std::ptr::null_mut::<libc::c_int>(),
+            0 as libc::c_ulong,
+        )
+    };
+    match cvt_long(ret)? {
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent {
+            pid: pid as libc::pid_t,
+            // SAFETY: the kernel stored a fresh pidfd we now own.
+            pidfd: unsafe { OwnedFd::from_raw_fd(pidfd) },
+        }),
+    }
+}
+
+/// A fork that also returns a pidfd of the child.
+pub(crate) fn fork_pidfd() -> io::Result<Forked> {
+    clone_pidfd(0)
+}
+
+/// `pipe2(O_CLOEXEC)`: (read end, write end).
+pub(crate) fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    cvt(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: both fds are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// An anonymous, sealed, read-only-by-contract memory file holding `data` (the code to run).
+pub(crate) fn sealed_memfd(name: &CStr, data: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a valid C string; flags are valid.
+    let fd = cvt(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+    })?;
+    // SAFETY: fresh fd owned by us.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut file = std::fs::File::from(fd);
+    io::Write::write_all(&mut file, data)?;
+    io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl on a valid fd with an integer argument.
+    cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(OwnedFd::from(file))
+}
+
+/// Open `path` with `O_PATH | O_CLOEXEC` (no permission to read needed, just a handle for a bind
+/// mount source or a Landlock rule).
+pub(crate) fn open_path(path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: valid C string and flags.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh fd owned by us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub(crate) fn open_rw(path: &Path) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: valid C string and flags.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh fd owned by us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+pub(crate) fn mount(
+    source: Option<&Path>,
+    target: &Path,
+    fstype: Option<&CStr>,
+    flags: libc::c_ulong,
+    data: Option<&CStr>,
+) -> io::Result<()> {
+    let src = source.map(cpath).transpose()?;
+    let tgt = cpath(target)?;
+    // SAFETY: every pointer is either NULL or a valid NUL-terminated string that outlives the call.
+    cvt(unsafe {
+        libc::mount(
+            src.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+            tgt.as_ptr(),
+            fstype.map_or(std::ptr::null(), |s| s.as_ptr()),
+            flags,
+            data.map_or(std::ptr::null(), |s| s.as_ptr().cast()),
+        )
+    })?;
+    Ok(())
+}
+
+/// Mount flags (`MS_*`) currently set on the mount holding `path`, as far as they are locked in a
+/// user namespace (nosuid, nodev, noexec, rdonly, atime flags): a read-only remount must keep them.
+pub(crate) fn locked_mount_flags(path: &Path) -> io::Result<libc::c_ulong> {
+    let c = cpath(path)?;
+    // SAFETY: zeroed statvfs is a valid out-parameter.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and out-pointer.
+    cvt(unsafe { libc::statvfs(c.as_ptr(), &mut st) })?;
+    let map = [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ];
+    Ok(map
+        .iter()
+        .filter(|(st_flag, _)| st.f_flag & st_flag != 0)
+        .fold(0, |acc, (_, ms)| acc | ms))
+}
+
+pub(crate) fn pivot_root_here() -> io::Result<()> {
+    let dot = c".";
+    // SAFETY: both arguments are valid C strings. pivot_root(".", ".") stacks the old root on top
+    // of the new one at "/", to be detached right after (see `jail`).
+    cvt_long(unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) })?;
+    // SAFETY: valid C string; MNT_DETACH is a valid flag.
+    cvt(unsafe { libc::umount2(dot.as_ptr(), libc::MNT_DETACH) })?;
+    Ok(())
+}
+
+pub(crate) fn sethostname(name: &str) -> io::Result<()> {
+    // SAFETY: pointer and length describe a valid byte buffer.
+    cvt(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) })?;
+    Ok(())
+}
+
+pub(crate) fn set_ids(uid: libc::uid_t, gid: libc::gid_t, drop_groups: bool) -> io::Result<()> {
+    if drop_groups {
+        // SAFETY: an empty group list is valid.
+        cvt(unsafe { libc::setgroups(0, std::ptr::null()) })?;
+    }
+    // SAFETY: plain integer arguments.
+    cvt(unsafe { libc::setresgid(gid, gid, gid) })?;
+    // SAFETY: plain integer arguments.
+    cvt(unsafe { libc::setresuid(uid, uid, uid) })?;
+    Ok(())
+}
+
+pub(crate) fn geteuid() -> libc::uid_t {
+    // SAFETY: always succeeds.
+    unsafe { libc::geteuid() }
+}
+
+pub(crate) fn getegid() -> libc::gid_t {
+    // SAFETY: always succeeds.
+    unsafe { libc::getegid() }
+}
+
+pub(crate) fn set_pdeathsig_kill() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    cvt(unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+pub(crate) fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+pub(crate) fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong, 0, 0, 0) })?;
+    Ok(())
+}
+
+pub(crate) fn setrlimit(
+    resource: libc::__rlimit_resource_t,
+    soft: u64,
+    hard: u64,
+) -> io::Result<()> {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: valid pointer to an initialised rlimit.
+    cvt(unsafe { libc::setrlimit(resource, &lim) })?;
+    Ok(())
+}
+
+pub(crate) fn setsid() -> io::Result<()> {
+    // SAFETY: no arguments.
+    cvt(unsafe { libc::setsid() })?;
+    Ok(())
+}
+
+/// Reset every signal disposition to its default and unblock all signals: ignored signals survive
+/// execve (Rust ignores SIGPIPE), and the sandboxed program should start clean.
+pub(crate) fn reset_signals() {
+    for sig in 1..libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: SIG_DFL is a valid disposition for every catchable signal; errors (invalid
+        // numbers reserved by libc) are harmless and ignored.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set is valid; sigprocmask with a valid set pointer.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Place `fds[i]` at descriptor number `i` for every i, then close every other descriptor.
+/// The resulting descriptors are inheritable (no CLOEXEC).
+pub(crate) fn arrange_fds(fds: &[RawFd]) -> io::Result<()> {
+    // First move everything above the target range so that dup2 never clobbers a source.
+    let base = 64 + fds.len() as libc::c_int;
+    let mut high = Vec::with_capacity(fds.len());
+    for &fd in fds {
+        // SAFETY: fcntl duplicating a descriptor we were given.
+        high.push(cvt(unsafe {
+            libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, base)
+        })?);
+    }
+    for (i, &fd) in high.iter().enumerate() {
+        // SAFETY: dup2 onto a small descriptor number; both are valid.
+        cvt(unsafe { libc::dup2(fd, i as libc::c_int) })?;
+    }
+    close_from(fds.len() as libc::c_uint)
+}
+
+/// Close every descriptor >= `first`.
+pub(crate) fn close_from(first: libc::c_uint) -> io::Result<()> {
+    // SAFETY: close_range takes plain integers; closing descriptors nobody else uses here.
+    cvt_long(unsafe { libc::syscall(libc::SYS_close_range, first, libc::c_uint::MAX, 0) })?;
+    Ok(())
+}
+
+/// Close every descriptor not in `keep`.
+pub(crate) fn close_all_except(keep: &[RawFd]) -> io::Result<()> {
+    let mut keep: Vec<libc::c_uint> = keep.iter().map(|&fd| fd as libc::c_uint).collect();
+    keep.sort_unstable();
+    let mut next: libc::c_uint = 0;
+    for fd in keep {
+        if fd > next {
+            // SAFETY: closing a range of descriptors not in the keep list.
+            cvt_long(unsafe { libc::syscall(libc::SYS_close_range, next, fd - 1, 0) })?;
+        }
+        next = fd + 1;
+    }
+    close_from(next)
+}
+
+pub(crate) fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Error {
+    let mut a: Vec<*const libc::c_char> = argv.iter().map(|s| s.as_ptr()).collect();
+    a.push(std::ptr::null());
+    let mut e: Vec<*const libc::c_char> = envp.iter().map(|s| s.as_ptr()).collect();
+    e.push(std::ptr::null());
+    // SAFETY: path, argv and envp are NUL-terminated strings in NULL-terminated arrays that live
+    // across the call.
+    unsafe { libc::execve(path.as_ptr(), a.as_ptr(), e.as_ptr()) };
+    io::Error::last_os_error()
+}
+
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit never returns and skips atexit handlers, which belong to the parent's copy.
+    unsafe { libc::_exit(code) }
+}
+
+/// Resource usage and status of a reaped child.
+pub(crate) struct Reaped {
+    pub pid: libc::pid_t,
+    pub status: libc::c_int,
+    pub rusage: libc::rusage,
+}
+
+/// `wait4(pid, ..., flags)`; Ok(None) when `WNOHANG` found nothing.
+pub(crate) fn wait4(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<Reaped>> {
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter.
+    let mut rusage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: valid out-pointers.
+        let ret = unsafe { libc::wait4(pid, &mut status, flags, &mut rusage) };
+        if ret == -1 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if ret == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(Reaped {
+            pid: ret,
+            status,
+            rusage,
+        }));
+    }
+}
+
+pub(crate) fn pidfd_kill(pidfd: BorrowedFd, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// poll(2) over `fds` (fd, events) filling revents; returns the number ready. EINTR → Ok(0).
+pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
+    // SAFETY: `fds` is a valid mutable slice of pollfd structures.
+    let ret = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
+    if ret == -1 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(0);
+        }
+        return Err(err);
+    }
+    Ok(ret as usize)
+}
+
+pub(crate) fn set_cloexec(fd: RawFd) -> io::Result<()> {
+    // SAFETY: fcntl with integer arguments; an invalid fd yields EBADF.
+    cvt(unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) })?;
+    Ok(())
+}
+
+pub(crate) fn set_nonblocking(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a valid descriptor with integer arguments.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    // SAFETY: same.
+    cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    Ok(())
+}
+
+/// read(2) into `buf`; Ok(0) is end of file, WouldBlock surfaces as an error.
+pub(crate) fn read(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<usize> {
+    read_raw(fd.as_raw_fd(), buf)
+}
+
+/// read(2) on a raw descriptor number (after fork, where the jail's init holds inherited numbers).
+/// A closed or invalid descriptor is an error (EBADF), never undefined behaviour.
+pub(crate) fn read_raw(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// write(2) of the whole buffer to a raw descriptor (used after fork, where std's handles are not
+/// ours to use).
+pub(crate) fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        buf = &buf[n as usize..];
+    }
+    Ok(())
+}
+
+/// One write(2); may write less than `buf` (or fail with WouldBlock on a non-blocking pipe).
+pub(crate) fn write_some(fd: RawFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Number of threads of the calling process (from /proc/self/stat is too slow; use the task dir).
+pub(crate) fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| d.count())
+        .unwrap_or(1)
+}
