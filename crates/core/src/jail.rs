@@ -25,7 +25,7 @@ use crate::seccomp::{self, ExecPolicy, SeccompOptions};
 use crate::sys;
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::fd::{AsFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// The id the sandboxed code runs as inside its user namespace ("nobody"). As root, it maps to
