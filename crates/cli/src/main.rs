@@ -212,7 +212,9 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
             limit_message(limit, &outcome, &spec.limits)
         );
     }
-    Ok(ExitCode::from(exit_code(&outcome)))
+    // Exit without waiting for the jail's teardown (see `Reaper`): the system reaps it.
+    std::io::stdout().flush()?;
+    std::process::exit(i32::from(exit_code(&outcome)))
 }
 
 trait DupFd {

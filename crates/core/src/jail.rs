@@ -261,7 +261,7 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
     loop {
         match sys::wait4(-1, 0) {
             Ok(Some(r)) if r.pid == pid => {
-                let rec = status_record(r.status);
+                let rec = status_record(r.status, &r.rusage);
                 let _ = sys::write_all(fds.status, &rec);
                 return Ok(());
             }
@@ -271,30 +271,54 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
     }
 }
 
-/// Status record: one byte kind (0 exited, 1 signalled) and a little-endian i32 value.
-fn status_record(status: libc::c_int) -> [u8; 5] {
+/// Length of the status record init writes when the interpreter ends.
+pub(crate) const STATUS_LEN: usize = 29;
+
+/// The interpreter's end as seen by init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StatusRecord {
+    /// Ok(exit code) or Err(signal).
+    pub end: Result<i32, i32>,
+    pub cpu_micros: u64,
+    pub maxrss_kib: u64,
+    pub _reserved: u32,
+}
+
+/// Status record: kind (0 exited, 1 signalled), value, CPU time in µs, peak RSS in KiB of the
+/// interpreter (and its reaped children), all little-endian.
+fn status_record(status: libc::c_int, ru: &libc::rusage) -> [u8; STATUS_LEN] {
     let (kind, value) = if libc::WIFSIGNALED(status) {
         (1u8, libc::WTERMSIG(status))
     } else {
         (0u8, libc::WEXITSTATUS(status))
     };
-    let mut rec = [0u8; 5];
+    let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    let cpu = micros(ru.ru_utime) + micros(ru.ru_stime);
+    let mut rec = [0u8; STATUS_LEN];
     rec[0] = kind;
-    rec[1..].copy_from_slice(&value.to_le_bytes());
+    rec[1..5].copy_from_slice(&value.to_le_bytes());
+    rec[5..13].copy_from_slice(&cpu.to_le_bytes());
+    rec[13..21].copy_from_slice(&(ru.ru_maxrss as u64).to_le_bytes());
     rec
 }
 
-/// Decode [`status_record`]: Ok(code) or Err(signal).
-pub(crate) fn parse_status_record(rec: &[u8]) -> Option<Result<i32, i32>> {
-    if rec.len() != 5 {
+/// Decode [`status_record`].
+pub(crate) fn parse_status_record(rec: &[u8]) -> Option<StatusRecord> {
+    if rec.len() != STATUS_LEN {
         return None;
     }
     let value = i32::from_le_bytes(rec[1..5].try_into().ok()?);
-    match rec[0] {
-        0 => Some(Ok(value)),
-        1 => Some(Err(value)),
-        _ => None,
-    }
+    let end = match rec[0] {
+        0 => Ok(value),
+        1 => Err(value),
+        _ => return None,
+    };
+    Some(StatusRecord {
+        end,
+        cpu_micros: u64::from_le_bytes(rec[5..13].try_into().ok()?),
+        maxrss_kib: u64::from_le_bytes(rec[13..21].try_into().ok()?),
+        _reserved: 0,
+    })
 }
 
 /// The interpreter's side (PID 2): returns only on failure.
@@ -376,11 +400,26 @@ mod tests {
 
     #[test]
     fn status_records_round_trip() {
+        // SAFETY-free: a zeroed rusage is a valid value of the plain C struct.
+        let mut ru: libc::rusage = unsafe_free_zeroed_rusage();
+        ru.ru_utime.tv_sec = 1;
+        ru.ru_stime.tv_usec = 250;
+        ru.ru_maxrss = 4096;
         // A normal exit with code 3 is encoded in bits 8..16 of a wait status.
-        assert_eq!(parse_status_record(&status_record(3 << 8)), Some(Ok(3)));
+        let r = parse_status_record(&status_record(3 << 8, &ru)).unwrap();
+        assert_eq!(r.end, Ok(3));
+        assert_eq!(r.cpu_micros, 1_000_250);
+        assert_eq!(r.maxrss_kib, 4096);
         // Killed by SIGKILL: the low 7 bits hold the signal.
-        assert_eq!(parse_status_record(&status_record(9)), Some(Err(9)));
-        assert_eq!(parse_status_record(&[7, 0, 0, 0, 0]), None);
+        let r = parse_status_record(&status_record(9, &ru)).unwrap();
+        assert_eq!(r.end, Err(9));
+        let mut bad = status_record(0, &ru);
+        bad[0] = 7;
+        assert_eq!(parse_status_record(&bad), None);
         assert_eq!(parse_status_record(&[0, 0]), None);
+    }
+
+    fn unsafe_free_zeroed_rusage() -> libc::rusage {
+        crate::sys::zeroed_rusage()
     }
 }

@@ -58,8 +58,36 @@ pub struct Captured {
     pub truncated: bool,
 }
 
+/// Waits for the jail's init when dropped. The outcome is complete as soon as init has reported
+/// the interpreter's end; the kernel's teardown of the namespaces then overlaps with the caller's
+/// use of the outcome instead of delaying it. A process that exits without dropping it leaves the
+/// reaping to the system's init.
+#[derive(Debug)]
+pub struct Reaper {
+    pid: libc::pid_t,
+    _pidfd: OwnedFd,
+    done: bool,
+}
+
+impl Reaper {
+    fn reap(mut self) -> Result<sys::Reaped, SupervisorError> {
+        self.done = true;
+        sys::wait4(self.pid, 0)
+            .map_err(SupervisorError::Wait)?
+            .ok_or_else(|| SupervisorError::Wait(io::Error::other("no child to reap")))
+    }
+}
+
+impl Drop for Reaper {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = sys::wait4(self.pid, 0);
+        }
+    }
+}
+
 /// What happened in one run.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Outcome {
     pub status: Status,
     /// The limit that stopped or hampered the run, if any.
@@ -71,6 +99,7 @@ pub struct Outcome {
     pub stdout: Captured,
     pub stderr: Captured,
     pub report: Vec<u8>,
+    _reaper: Option<Reaper>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +195,7 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
         out: Sink::new(out_r, launch.output, 1, spec.limits.output)?,
         err: Sink::new(errout_r, launch.output, 2, spec.limits.output)?,
         setup: Sink::new(err_r, OutputMode::Capture, -1, REPORT_MAX as u64)?,
+        status: Sink::new(status_r, OutputMode::Capture, -1, jail::STATUS_LEN as u64)?,
         report: launch
             .report
             .map(|r| Sink::new(r, OutputMode::Capture, -1, REPORT_MAX as u64))
@@ -179,7 +209,7 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
     };
     let deadline = start + spec.limits.wall;
     let mut killed = false;
-    loop {
+    let init_exited = loop {
         let timeout = if killed {
             -1
         } else {
@@ -192,33 +222,42 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
             left.as_millis().min(i32::MAX as u128) as i32 + 1
         };
         let exited = streams.poll_once(pidfd.as_raw_fd(), timeout)?;
-        if exited {
-            break;
+        // Done when init is gone, or as soon as it has reported the interpreter's end and the
+        // output is complete: tearing down the namespaces happens while we report.
+        let reported = streams.status.captured.data.len() == jail::STATUS_LEN;
+        if exited || (reported && streams.output_done()) {
+            break exited;
         }
-    }
-    // Init is gone, and with it every process of the namespace: the pipes are at end-of-file.
+    };
+    // When init is gone, every process of the namespace is gone: the pipes are at end-of-file.
     streams.drain()?;
-    let reaped = sys::wait4(pid, 0)
-        .map_err(SupervisorError::Wait)?
-        .ok_or_else(|| SupervisorError::Wait(io::Error::other("no child to reap")))?;
     let wall_time = start.elapsed();
+    let record = jail::parse_status_record(&streams.status.captured.data);
     drop(sync_w);
-
-    let mut rec = Vec::new();
-    read_to_end(status_r, &mut rec, 16);
-    let init_code = if libc::WIFEXITED(reaped.status) {
-        libc::WEXITSTATUS(reaped.status)
-    } else {
-        -1
+    let mut reaper = Some(Reaper {
+        pid,
+        _pidfd: pidfd,
+        done: false,
+    });
+    let reaped = match reaper.take() {
+        Some(r) if record.is_none() || init_exited => Some(r.reap()?),
+        r => {
+            reaper = r;
+            None
+        }
     };
     let setup = String::from_utf8_lossy(&streams.setup.captured.data)
         .trim()
         .to_string();
-    let status = match jail::parse_status_record(&rec) {
+    let status = match record.map(|r| r.end) {
         Some(Ok(code)) => Status::Exited(code),
         Some(Err(sig)) => Status::Signaled(sig),
         None if killed => Status::Killed,
         None => {
+            let init_code = reaped
+                .as_ref()
+                .filter(|r| libc::WIFEXITED(r.status))
+                .map_or(-1, |r| libc::WEXITSTATUS(r.status));
             let msg = if setup.is_empty() {
                 format!("the jail's init ended without a status (exit code {init_code})")
             } else {
@@ -231,8 +270,19 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
         return Err(SupervisorError::Setup(setup));
     }
 
-    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
-    let cpu_time = tv(reaped.rusage.ru_utime) + tv(reaped.rusage.ru_stime);
+    // From init's own wait when the interpreter ended normally; from waiting for init itself
+    // (which reaped everything while dying) when the jail was killed.
+    let (cpu_time, peak_kib) = match (&reaped, record) {
+        (Some(r), _) if record.is_none() => {
+            let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+            (
+                tv(r.rusage.ru_utime) + tv(r.rusage.ru_stime),
+                r.rusage.ru_maxrss as u64,
+            )
+        }
+        (_, Some(rec)) => (Duration::from_micros(rec.cpu_micros), rec.maxrss_kib),
+        _ => (Duration::ZERO, 0),
+    };
     let limit = if killed {
         Some(Limit::Wall)
     } else {
@@ -262,10 +312,11 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
         limit,
         cpu_time,
         wall_time,
-        peak_memory: reaped.rusage.ru_maxrss as u64 * 1024,
+        peak_memory: peak_kib * 1024,
         stdout: streams.out.captured,
         stderr: streams.err.captured,
         report: streams.report.map(|r| r.captured.data).unwrap_or_default(),
+        _reaper: reaper,
     })
 }
 
@@ -290,16 +341,6 @@ fn write_id_maps(pid: libc::pid_t) -> Result<(), SupervisorError> {
     write("uid_map", format!("{INSIDE_ID} {out_uid} 1\n"))?;
     write("gid_map", format!("{INSIDE_ID} {out_gid} 1\n"))?;
     Ok(())
-}
-
-fn read_to_end(fd: OwnedFd, out: &mut Vec<u8>, max: usize) {
-    let mut buf = [0u8; 4096];
-    while out.len() < max {
-        match sys::read(fd.as_fd(), &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => out.extend_from_slice(&buf[..n.min(max - out.len())]),
-        }
-    }
 }
 
 /// One stream from the jail: bounded, either forwarded to a host descriptor or kept.
@@ -380,6 +421,7 @@ struct Streams {
     out: Sink,
     err: Sink,
     setup: Sink,
+    status: Sink,
     report: Option<Sink>,
     forward: Option<Forwarder>,
 }
@@ -392,10 +434,11 @@ impl Streams {
             events: libc::POLLIN,
             revents: 0,
         }];
-        let sinks: [Option<&Sink>; 4] = [
+        let sinks: [Option<&Sink>; 5] = [
             Some(&self.out),
             Some(&self.err),
             Some(&self.setup),
+            Some(&self.status),
             self.report.as_ref(),
         ];
         for s in sinks.into_iter().flatten() {
@@ -434,8 +477,11 @@ impl Streams {
         if ready(3) {
             self.setup.pump(&mut buf);
         }
+        if ready(4) {
+            self.status.pump(&mut buf);
+        }
         if let Some(r) = &mut self.report {
-            if ready(4) {
+            if ready(5) {
                 r.pump(&mut buf);
             }
         }
@@ -468,11 +514,23 @@ impl Streams {
         Ok(ready(0))
     }
 
+    /// stdout, stderr and the report pipe are at end of file.
+    fn output_done(&self) -> bool {
+        self.out.fd.is_none()
+            && self.err.fd.is_none()
+            && self.report.as_ref().is_none_or(|r| r.fd.is_none())
+    }
+
     fn drain(&mut self) -> Result<(), SupervisorError> {
         let mut buf = vec![0u8; 64 * 1024];
-        for s in [&mut self.out, &mut self.err, &mut self.setup]
-            .into_iter()
-            .chain(self.report.as_mut())
+        for s in [
+            &mut self.out,
+            &mut self.err,
+            &mut self.setup,
+            &mut self.status,
+        ]
+        .into_iter()
+        .chain(self.report.as_mut())
         {
             // The jail is dead, so a pipe that would block has no writer left but a stray
             // descriptor; stop rather than wait.

@@ -322,6 +322,13 @@ pub(crate) struct Reaped {
     pub rusage: libc::rusage,
 }
 
+/// An all-zero `rusage` (a plain C struct of integers).
+#[cfg(test)]
+pub(crate) fn zeroed_rusage() -> libc::rusage {
+    // SAFETY: rusage consists of integers and timevals only; all-zero is a valid value.
+    unsafe { std::mem::zeroed() }
+}
+
 /// `wait4(pid, ..., flags)`; Ok(None) when `WNOHANG` found nothing.
 pub(crate) fn wait4(pid: libc::pid_t, flags: libc::c_int) -> io::Result<Option<Reaped>> {
     let mut status = 0;
