@@ -1,0 +1,41 @@
+# pysandbox task runner: CI calls these same targets (.ci/run).
+SHELL := /bin/bash
+CARGO ?= cargo
+PY ?= $(shell command -v python3.11 >/dev/null && python3.11 -c 'import sys; print(sys.executable)' || command -v python3)
+
+.PHONY: demo deps build test test-rust test-python lint bench
+
+## One command from a fresh machine: install what is missing, build, run a sandboxed example.
+demo: deps build
+	./target/release/pysandbox doctor
+	./target/release/pysandbox run -c 'import sys, platform; print("hello from", platform.python_implementation(), sys.version.split()[0], "inside pysandbox")'
+	./target/release/pysandbox run --json -c 'open("/etc/passwd")' || true
+
+## System packages and Python tools the tests use (idempotent).
+deps:
+	@if ! command -v bwrap >/dev/null || ! command -v hyperfine >/dev/null || [ ! -x /usr/bin/python3.11 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap hyperfine python3.11 >/dev/null; fi
+	$(PY) -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout
+
+build:
+	$(CARGO) build --release --workspace
+
+## All tests: Rust unit and end-to-end tests, then the Python package's tests.
+test: build test-rust test-python
+
+test-rust:
+	$(CARGO) test --release --workspace
+
+test-python:
+	@if [ -f pyproject.toml ]; then \
+		$(PY) -m pip install -q --disable-pip-version-check . && \
+		$(PY) -m pytest -q tests/python; \
+	else echo "no Python package yet"; fi
+
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Cold-start latency against plain python and bubblewrap (prints a table).
+bench: build
+	./target/release/pysandbox-bench 200
