@@ -209,12 +209,16 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
     };
     let deadline = start + spec.limits.wall;
     let mut killed = false;
+    let mut killed_usage = None;
     let init_exited = loop {
         let timeout = if killed {
             -1
         } else {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
+                // The interpreter dies with the namespace and is reaped by the kernel, not by
+                // init: take its accounting from /proc first.
+                killed_usage = usage_from_proc(pid);
                 let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
                 killed = true;
                 continue;
@@ -273,7 +277,8 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
     // From init's own wait when the interpreter ended normally; from waiting for init itself
     // (which reaped everything while dying) when the jail was killed.
     let (cpu_time, peak_kib) = match (&reaped, record) {
-        (Some(r), _) if record.is_none() => {
+        (Some(_), None) if killed_usage.is_some() => killed_usage.unwrap_or_default(),
+        (Some(r), None) => {
             let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
             (
                 tv(r.rusage.ru_utime) + tv(r.rusage.ru_stime),
@@ -318,6 +323,31 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
         report: streams.report.map(|r| r.captured.data).unwrap_or_default(),
         _reaper: reaper,
     })
+}
+
+/// CPU time and peak RSS (KiB) of the jail's interpreter (init's child) and its reaped children,
+/// read from the host's /proc just before the jail is killed.
+fn usage_from_proc(init: libc::pid_t) -> Option<(Duration, u64)> {
+    let children = std::fs::read_to_string(format!("/proc/{init}/task/{init}/children")).ok()?;
+    let child: u32 = children.split_whitespace().next()?.parse().ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{child}/stat")).ok()?;
+    // Fields after the parenthesised command name: state is field 3; utime 14, stime 15,
+    // cutime 16, cstime 17 (proc(5)).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..15)?
+        .iter()
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    let status = std::fs::read_to_string(format!("/proc/{child}/status")).ok()?;
+    let hwm = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0);
+    // USER_HZ is 100 on every Linux architecture pysandbox supports.
+    Some((Duration::from_millis(ticks * 10), hwm))
 }
 
 /// Map the jail's only user and group: inside [`INSIDE_ID`], outside the caller's own id, or, for
