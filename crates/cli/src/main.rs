@@ -37,7 +37,7 @@ enum Command {
     ///
     /// Exit status: the script's own; 128+N if killed by signal N; 124 if a limit stopped it;
     /// 125 if the sandbox could not be set up; 2 for bad usage.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Show which kernel features this machine has and what pysandbox would use.
     Doctor {
         #[arg(long)]
@@ -113,7 +113,7 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Command::Run(args) => cmd_run(args),
+        Command::Run(args) => cmd_run(*args),
         Command::Doctor { python } => doctor::run(python.as_deref()),
     };
     match result {

@@ -200,7 +200,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, UnitError> {
 /// `1048576` → `1M`, `65536` → `64K`, `1000` → `1000`.
 pub fn format_size(bytes: u64) -> String {
     for (mult, suffix) in [(1u64 << 30, "G"), (1 << 20, "M"), (1 << 10, "K")] {
-        if bytes >= mult && bytes % mult == 0 {
+        if bytes >= mult && bytes.is_multiple_of(mult) {
             return format!("{}{}", bytes / mult, suffix);
         }
     }
@@ -211,7 +211,7 @@ pub fn format_size(bytes: u64) -> String {
 pub fn format_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
-    } else if d.as_nanos() % 1_000_000 == 0 && d < Duration::from_secs(1) {
+    } else if d.as_nanos().is_multiple_of(1_000_000) && d < Duration::from_secs(1) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}s", d.as_secs_f64())
