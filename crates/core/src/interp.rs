@@ -5,6 +5,8 @@ pub struct Interpreter {
     pub executable: PathBuf,
     pub version: String,
     pub binds: Vec<Bind>,
+    #[serde(default)]
+    pub site_packages: Vec<PathBuf>,
 }
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct Bind {
@@ -26,6 +28,7 @@ pub fn resolve(_p: Option<&Path>) -> Result<Interpreter, InterpError> {
     Ok(Interpreter {
         executable: "/root/.pyenv/versions/3.11.7/bin/python3.11".into(),
         version: "3.11.7".into(),
+        site_packages: vec!["/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages".into()],
         binds: vec![
             b("/root/.pyenv/versions/3.11.7/bin/python3.11", false),
             b("/root/.pyenv/versions/3.11.7/lib/python3.11", true),

@@ -1,0 +1,1084 @@
+//! The one configuration schema every front end maps to: CLI flags, TOML policy files, the
+//! Python `SandboxConfig` (as JSON). It keeps the old pysandbox's vocabulary (features,
+//! `allow_module`, `allow_path`) and resolves to a [`JailSpec`] (the OS boundary) plus the
+//! configuration of the in-interpreter guard (`bootstrap/guard.py`), which only shapes what code
+//! sees: imports and builtins. The guard is not a security layer and nothing here relies on it.
+
+use crate::interp;
+use crate::jail::{JailSpec, Network};
+use crate::limits::{self, Limits};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+/// Flags every sandboxed interpreter starts with: isolated mode (no environment variables, no
+/// user site, no script directory on `sys.path`), no `site` import, no `.pyc` writes.
+pub const PYTHON_FLAGS: [&str; 3] = ["-I", "-S", "-B"];
+
+/// Smallest address-space limit accepted: CPython 3.11 does not start in much less.
+pub const MIN_MEMORY: u64 = 32 * 1024 * 1024;
+
+/// Process limit the `threads` and `subprocess` features raise a limit of 1 to.
+pub const FEATURE_PROCESSES: u32 = 32;
+
+/// A pysandbox feature. The names are the old pysandbox's, plus `network`, `subprocess`, `threads`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Feature {
+    Codecs,
+    Datetime,
+    DebugSandbox,
+    Encodings,
+    Exit,
+    Future,
+    Hashlib,
+    Help,
+    Interpreter,
+    Itertools,
+    Math,
+    Network,
+    Random,
+    Regex,
+    Site,
+    Stderr,
+    Stdin,
+    Stdout,
+    Subprocess,
+    Threads,
+    Time,
+    Traceback,
+    Unicodedata,
+}
+
+/// What one feature grants.
+struct FeatureDef {
+    feature: Feature,
+    name: &'static str,
+    doc: &'static str,
+    /// Features it turns on as well (as in pysandbox).
+    requires: &'static [Feature],
+    /// Modules importable by untrusted code; `Some(symbols)` limits what the module shows.
+    modules: &'static [(&'static str, Option<&'static [&'static str]>)],
+    /// Builtins it restores.
+    builtins: &'static [&'static str],
+}
+
+use Feature as F;
+
+const FEATURES: &[FeatureDef] = &[
+    FeatureDef {
+        feature: F::Codecs,
+        name: "codecs",
+        doc: "the codecs module",
+        requires: &[],
+        modules: &[("codecs", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Datetime,
+        name: "datetime",
+        doc: "the datetime module",
+        requires: &[],
+        modules: &[("datetime", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::DebugSandbox,
+        name: "debug_sandbox",
+        doc: "kept for compatibility: tracebacks always show the code's own frames",
+        requires: &[F::Traceback],
+        modules: &[],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Encodings,
+        name: "encodings",
+        doc: "the encodings package",
+        requires: &[F::Codecs],
+        modules: &[("encodings", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Exit,
+        name: "exit",
+        doc: "exit(), quit() and sys.exit()",
+        requires: &[],
+        modules: &[("sys", Some(&["exit"]))],
+        builtins: &["exit", "quit"],
+    },
+    FeatureDef {
+        feature: F::Future,
+        name: "future",
+        doc: "from __future__ import ...",
+        requires: &[],
+        modules: &[("__future__", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Hashlib,
+        name: "hashlib",
+        doc: "the hashlib module",
+        requires: &[],
+        modules: &[("hashlib", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Help,
+        name: "help",
+        doc: "help() and the pydoc module",
+        requires: &[F::Regex],
+        modules: &[("pydoc", None)],
+        builtins: &["help"],
+    },
+    FeatureDef {
+        feature: F::Interpreter,
+        name: "interpreter",
+        doc: "what an interactive console needs (used by `pysandbox repl`)",
+        requires: &[
+            F::Encodings,
+            F::Exit,
+            F::Site,
+            F::Stdin,
+            F::Stdout,
+            F::Stderr,
+            F::Traceback,
+        ],
+        modules: &[],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Itertools,
+        name: "itertools",
+        doc: "the itertools module",
+        requires: &[],
+        modules: &[("itertools", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Math,
+        name: "math",
+        doc: "the math and cmath modules",
+        requires: &[],
+        modules: &[("math", None), ("cmath", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Network,
+        name: "network",
+        doc: "the host's network (no network namespace) and the socket modules",
+        requires: &[],
+        modules: &[
+            ("socket", None),
+            ("ssl", None),
+            ("select", None),
+            ("selectors", None),
+            ("http", None),
+            ("urllib", None),
+            ("email", None),
+            ("asyncio", None),
+        ],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Random,
+        name: "random",
+        doc: "the random module",
+        requires: &[F::Hashlib, F::Math],
+        modules: &[("random", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Regex,
+        name: "regex",
+        doc: "the re module",
+        requires: &[],
+        modules: &[("re", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Site,
+        name: "site",
+        doc: "the site module",
+        requires: &[],
+        modules: &[("site", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Stderr,
+        name: "stderr",
+        doc: "sys.stderr (output is always captured by the supervisor; kept for compatibility)",
+        requires: &[],
+        modules: &[("sys", Some(&["stderr"]))],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Stdin,
+        name: "stdin",
+        doc: "the caller's input reaches the code: sys.stdin and input()",
+        requires: &[],
+        modules: &[("sys", Some(&["stdin"]))],
+        builtins: &["input"],
+    },
+    FeatureDef {
+        feature: F::Stdout,
+        name: "stdout",
+        doc: "sys.stdout (output is always captured by the supervisor; kept for compatibility)",
+        requires: &[],
+        modules: &[("sys", Some(&["stdout"]))],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Subprocess,
+        name: "subprocess",
+        doc: "starting programs (execve) and the subprocess and os modules",
+        requires: &[],
+        modules: &[
+            ("subprocess", None),
+            ("os", None),
+            ("signal", None),
+            ("shlex", None),
+        ],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Threads,
+        name: "threads",
+        doc: "threads: the threading, queue and concurrent.futures modules",
+        requires: &[],
+        modules: &[
+            ("threading", None),
+            ("_thread", None),
+            ("queue", None),
+            ("concurrent", None),
+        ],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Time,
+        name: "time",
+        doc: "the time module without sleep(), strptime() and tzset()",
+        requires: &[],
+        modules: &[("time", None)],
+        builtins: &[],
+    },
+    FeatureDef {
+        feature: F::Traceback,
+        name: "traceback",
+        doc: "compile(), exec(), eval() and the traceback module",
+        requires: &[],
+        modules: &[("traceback", None), ("linecache", None)],
+        builtins: &["compile", "exec", "eval"],
+    },
+    FeatureDef {
+        feature: F::Unicodedata,
+        name: "unicodedata",
+        doc: "the unicodedata module (\\N{...} escapes)",
+        requires: &[],
+        modules: &[("unicodedata", None)],
+        builtins: &[],
+    },
+];
+
+/// Names of `time` hidden even with the `time` feature, as in pysandbox.
+const TIME_HIDDEN: &[&str] = &["sleep", "strptime", "tzset"];
+
+/// Builtins the `default` preset withholds unless a feature (or an allowed path, for `open`)
+/// restores them.
+const GUARDED_BUILTINS: &[&str] = &[
+    "open",
+    "compile",
+    "exec",
+    "eval",
+    "input",
+    "exit",
+    "quit",
+    "help",
+    "breakpoint",
+];
+
+impl Feature {
+    fn def(self) -> &'static FeatureDef {
+        FEATURES
+            .iter()
+            .find(|d| d.feature == self)
+            .expect("every feature has a definition")
+    }
+
+    pub fn name(self) -> &'static str {
+        self.def().name
+    }
+
+    pub fn doc(self) -> &'static str {
+        self.def().doc
+    }
+
+    pub fn requires(self) -> &'static [Feature] {
+        self.def().requires
+    }
+
+    pub fn all() -> impl Iterator<Item = Feature> {
+        FEATURES.iter().map(|d| d.feature)
+    }
+
+    /// "codecs, datetime, ...": for error messages.
+    pub fn names() -> String {
+        FEATURES
+            .iter()
+            .map(|d| d.name)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl fmt::Display for Feature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Feature {
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self, PolicyError> {
+        FEATURES
+            .iter()
+            .find(|d| d.name == s)
+            .map(|d| d.feature)
+            .ok_or_else(|| PolicyError::UnknownFeature(s.to_string()))
+    }
+}
+
+impl Serialize for Feature {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Feature {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// A starting point that features, modules and paths add to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Preset {
+    /// The old pysandbox's defaults: no imports beyond what features and `allow_module` grant,
+    /// restricted builtins, no file access beyond the interpreter, no network.
+    #[default]
+    Default,
+    /// The whole standard library importable, all builtins, threads allowed.
+    Stdlib,
+    /// `stdlib` plus the interpreter's site-packages, read-only.
+    Full,
+}
+
+impl Preset {
+    pub fn name(self) -> &'static str {
+        match self {
+            Preset::Default => "default",
+            Preset::Stdlib => "stdlib",
+            Preset::Full => "full",
+        }
+    }
+
+    /// Features the preset turns on.
+    fn features(self) -> &'static [Feature] {
+        match self {
+            Preset::Default => &[],
+            Preset::Stdlib | Preset::Full => &[
+                F::Codecs,
+                F::Datetime,
+                F::Encodings,
+                F::Exit,
+                F::Future,
+                F::Hashlib,
+                F::Help,
+                F::Itertools,
+                F::Math,
+                F::Random,
+                F::Regex,
+                F::Site,
+                F::Stderr,
+                F::Stdout,
+                F::Threads,
+                F::Time,
+                F::Traceback,
+                F::Unicodedata,
+            ],
+        }
+    }
+}
+
+impl FromStr for Preset {
+    type Err = PolicyError;
+    fn from_str(s: &str) -> Result<Self, PolicyError> {
+        match s {
+            "default" => Ok(Preset::Default),
+            "stdlib" => Ok(Preset::Stdlib),
+            "full" => Ok(Preset::Full),
+            _ => Err(PolicyError::Invalid {
+                field: "preset".into(),
+                value: s.into(),
+                expected: "one of: default, stdlib, full".into(),
+            }),
+        }
+    }
+}
+
+/// An invalid policy, refused before anything runs.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("unknown feature '{0}'; valid features: {names}", names = Feature::names())]
+    UnknownFeature(String),
+    #[error("invalid {field} '{value}': expected {expected}")]
+    Invalid {
+        field: String,
+        value: String,
+        expected: String,
+    },
+    #[error("{field}: path '{path}' does not exist")]
+    MissingPath { field: String, path: PathBuf },
+    #[error("conflicting options: {0}")]
+    Conflict(String),
+    #[error("policy file {path}: {message}")]
+    File { path: PathBuf, message: String },
+    #[error("{0}")]
+    Parse(String),
+    #[error("finding the Python interpreter: {0}")]
+    Interpreter(#[from] interp::InterpError),
+}
+
+/// pysandbox's `SandboxConfig`, as data.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Policy {
+    pub preset: Preset,
+    /// Features on top of the preset's (dependencies follow).
+    pub features: BTreeSet<Feature>,
+    /// `allow_module(name, *symbols)`: an empty list allows the whole module.
+    pub modules: BTreeMap<String, Vec<String>>,
+    /// Host paths readable at the same place inside (`allow_path`).
+    pub allow_read: Vec<PathBuf>,
+    /// Host paths writable at the same place inside.
+    pub allow_write: Vec<PathBuf>,
+    /// `none` or `host`; unset: `host` if the `network` feature is on, else `none`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<Network>,
+    pub limits: Limits,
+    /// Python's recursion limit for the untrusted code; unset: the interpreter's (1000).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recursion_limit: Option<u32>,
+    /// Environment variables the code sees (nothing of the host's otherwise).
+    pub env: BTreeMap<String, String>,
+    /// The interpreter; unset: `$PYSANDBOX_PYTHON`, then `python3.11`, `python3` on PATH.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python: Option<PathBuf>,
+}
+
+/// A policy turned into what runs: the jail, and the guard's configuration (if any).
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub spec: JailSpec,
+    /// JSON for `bootstrap/guard.py`; `None` when there is nothing to shape (the fast path).
+    pub guard: Option<String>,
+    /// Whether the caller's input may reach the code (the `stdin` feature).
+    pub stdin: bool,
+    pub features: BTreeSet<Feature>,
+}
+
+impl Policy {
+    pub fn from_toml_str(text: &str) -> Result<Policy, PolicyError> {
+        // Syntax first (with a line and column), then the schema (with the key's path).
+        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            PolicyError::Parse(e.message().to_string() + &location(text, e.span()))
+        })?;
+        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| schema_error(&e))
+    }
+
+    pub fn from_json_str(text: &str) -> Result<Policy, PolicyError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let p = serde_path_to_error::deserialize(&mut de).map_err(|e| schema_error(&e))?;
+        de.end().map_err(|e| PolicyError::Parse(e.to_string()))?;
+        Ok(p)
+    }
+
+    /// Read a policy file (TOML, or JSON if it ends in `.json`).
+    pub fn from_file(path: &Path) -> Result<Policy, PolicyError> {
+        let file_err = |message: String| PolicyError::File {
+            path: path.to_path_buf(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        let parsed = if path.extension().is_some_and(|e| e == "json") {
+            Policy::from_json_str(&text)
+        } else {
+            Policy::from_toml_str(&text)
+        };
+        parsed.map_err(|e| file_err(e.to_string()))
+    }
+
+    pub fn to_toml_string(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot show the policy: {e}\n"))
+    }
+
+    /// pysandbox's `config.enable(name)`.
+    pub fn enable(&mut self, name: &str) -> Result<(), PolicyError> {
+        self.features.insert(name.parse()?);
+        Ok(())
+    }
+
+    /// pysandbox's `allowModule(name, *symbols)`: no symbols allows the whole module. Symbols add
+    /// up over calls; allowing the whole module wins.
+    pub fn allow_module(&mut self, name: &str, symbols: &[&str]) -> Result<(), PolicyError> {
+        check_module_name(name)?;
+        for s in symbols {
+            check_identifier("allow_module symbol", s)?;
+        }
+        let entry = self.modules.entry(name.to_string());
+        match entry {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(symbols.iter().map(|s| s.to_string()).collect());
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                if o.get().is_empty() || symbols.is_empty() {
+                    o.get_mut().clear();
+                } else {
+                    o.get_mut().extend(symbols.iter().map(|s| s.to_string()));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `--allow-module math:sqrt,pi` or `--allow-module json`.
+    pub fn allow_module_spec(&mut self, spec: &str) -> Result<(), PolicyError> {
+        let (name, symbols) = match spec.split_once(':') {
+            Some((n, s)) => (n, s.split(',').filter(|s| !s.is_empty()).collect()),
+            None => (spec, Vec::new()),
+        };
+        self.allow_module(name, &symbols)
+    }
+
+    /// pysandbox's `allowPath(path)`: readable, read-only.
+    pub fn allow_path(&mut self, path: impl Into<PathBuf>) {
+        self.allow_read.push(path.into());
+    }
+
+    /// Features the preset and the policy turn on, with their dependencies.
+    pub fn effective_features(&self) -> BTreeSet<Feature> {
+        let mut todo: Vec<Feature> = self
+            .preset
+            .features()
+            .iter()
+            .chain(&self.features)
+            .copied()
+            .collect();
+        let mut out = BTreeSet::new();
+        while let Some(f) = todo.pop() {
+            if out.insert(f) {
+                todo.extend(f.requires());
+            }
+        }
+        out
+    }
+
+    pub fn effective_network(&self) -> Network {
+        match self.network {
+            Some(n) => n,
+            None if self.features.contains(&Feature::Network) => Network::Host,
+            None => Network::None,
+        }
+    }
+
+    /// Limits after the features that need more than one process raised a limit of 1.
+    pub fn effective_limits(&self) -> Limits {
+        let mut l = self.limits.clone();
+        let f = self.effective_features();
+        if l.processes == 1 && (f.contains(&F::Threads) || f.contains(&F::Subprocess)) {
+            l.processes = FEATURE_PROCESSES;
+        }
+        l
+    }
+
+    /// Refuse every invalid value, naming the field, the value and what is accepted.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        for (name, symbols) in &self.modules {
+            check_module_name(name)?;
+            for s in symbols {
+                check_identifier("allow_module symbol", s)?;
+            }
+        }
+        for (field, paths) in [
+            ("allow_read", &self.allow_read),
+            ("allow_write", &self.allow_write),
+        ] {
+            for p in paths {
+                if !p.is_absolute() {
+                    return Err(PolicyError::Invalid {
+                        field: field.into(),
+                        value: p.display().to_string(),
+                        expected: "an absolute path".into(),
+                    });
+                }
+                if p.components().any(|c| c == std::path::Component::ParentDir) {
+                    return Err(PolicyError::Invalid {
+                        field: field.into(),
+                        value: p.display().to_string(),
+                        expected: "a path without '..'".into(),
+                    });
+                }
+                if std::fs::symlink_metadata(p).is_err() {
+                    return Err(PolicyError::MissingPath {
+                        field: field.into(),
+                        path: p.clone(),
+                    });
+                }
+            }
+        }
+        for p in &self.allow_read {
+            if self.allow_write.contains(p) {
+                return Err(PolicyError::Conflict(format!(
+                    "'{}' is both in allow_read and allow_write; keep one",
+                    p.display()
+                )));
+            }
+        }
+        if self.network == Some(Network::None) && self.features.contains(&F::Network) {
+            return Err(PolicyError::Conflict(
+                "the 'network' feature is on but network = \"none\"; drop one".into(),
+            ));
+        }
+        if let Some(py) = &self.python {
+            if !py.is_absolute() {
+                return Err(PolicyError::Invalid {
+                    field: "python".into(),
+                    value: py.display().to_string(),
+                    expected: "an absolute path to a Python interpreter".into(),
+                });
+            }
+        }
+        if let Some(r) = self.recursion_limit {
+            if !(10..=1_000_000).contains(&r) {
+                return Err(PolicyError::Invalid {
+                    field: "recursion_limit".into(),
+                    value: r.to_string(),
+                    expected: "a number from 10 to 1000000".into(),
+                });
+            }
+        }
+        for (k, v) in &self.env {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                return Err(PolicyError::Invalid {
+                    field: "env".into(),
+                    value: k.clone(),
+                    expected: "a variable name without '=' or NUL".into(),
+                });
+            }
+            if v.contains('\0') {
+                return Err(PolicyError::Invalid {
+                    field: format!("env.{k}"),
+                    value: v.escape_debug().to_string(),
+                    expected: "a value without NUL".into(),
+                });
+            }
+        }
+        let l = &self.limits;
+        let invalid = |field: &str, value: String, expected: &str| PolicyError::Invalid {
+            field: format!("limits.{field}"),
+            value,
+            expected: expected.into(),
+        };
+        if l.wall.is_zero() {
+            return Err(invalid(
+                "wall",
+                "0s".into(),
+                "a positive duration such as 5s or 250ms",
+            ));
+        }
+        if l.cpu.is_some_and(|c| c.is_zero()) {
+            return Err(invalid(
+                "cpu",
+                "0s".into(),
+                "a positive duration such as 1s",
+            ));
+        }
+        if let Some(m) = l.memory {
+            if m < MIN_MEMORY {
+                return Err(invalid(
+                    "memory",
+                    limits::format_size(m),
+                    "at least 32M (CPython needs that much address space to start), or none",
+                ));
+            }
+        }
+        if l.processes == 0 {
+            return Err(invalid(
+                "processes",
+                "0".into(),
+                "at least 1 (the interpreter itself)",
+            ));
+        }
+        if l.open_files < 8 {
+            return Err(invalid(
+                "open_files",
+                l.open_files.to_string(),
+                "at least 8",
+            ));
+        }
+        if l.tmp_size == 0 {
+            return Err(invalid(
+                "tmp_size",
+                "0".into(),
+                "a positive size such as 16M",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Validate, find the interpreter and build the jail and the guard's configuration.
+    pub fn resolve(&self) -> Result<Resolved, PolicyError> {
+        self.validate()?;
+        let interpreter = interp::resolve(self.python.as_deref())?;
+        Ok(self.resolve_with(interpreter))
+    }
+
+    /// [`Policy::resolve`] with an interpreter already found (validation is the caller's).
+    pub fn resolve_with(&self, interpreter: interp::Interpreter) -> Resolved {
+        let features = self.effective_features();
+        let site_packages = if self.preset == Preset::Full {
+            interpreter.site_packages.clone()
+        } else {
+            Vec::new()
+        };
+        let mut read_paths = self.allow_read.clone();
+        read_paths.extend(site_packages.iter().filter(|p| p.is_dir()).cloned());
+        let spec = JailSpec {
+            interpreter,
+            args: PYTHON_FLAGS.iter().map(|s| s.to_string()).collect(),
+            env: self
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            limits: self.effective_limits(),
+            read_paths,
+            write_paths: self.allow_write.clone(),
+            network: self.effective_network(),
+            allow_exec: features.contains(&F::Subprocess),
+        };
+        let guard = self.guard_config(&features, &site_packages);
+        Resolved {
+            spec,
+            guard,
+            stdin: features.contains(&F::Stdin),
+            features,
+        }
+    }
+
+    /// The guard's configuration, or `None` if the guard would change nothing.
+    fn guard_config(
+        &self,
+        features: &BTreeSet<Feature>,
+        site_packages: &[PathBuf],
+    ) -> Option<String> {
+        let restrict = self.preset == Preset::Default;
+        if !restrict && self.recursion_limit.is_none() && site_packages.is_empty() {
+            return None;
+        }
+        let mut modules: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
+        let mut grant = |name: &str, symbols: Option<Vec<String>>| {
+            let e = modules
+                .entry(name.to_string())
+                .or_insert_with(|| Some(BTreeSet::new()));
+            match (e.as_mut(), symbols) {
+                (Some(have), Some(more)) => have.extend(more),
+                (_, None) => *e = None,
+                (None, Some(_)) => {}
+            }
+        };
+        let mut builtins: BTreeSet<&str> = BTreeSet::new();
+        for f in features {
+            let d = f.def();
+            for (m, symbols) in d.modules {
+                grant(
+                    m,
+                    symbols.map(|s| s.iter().map(|s| s.to_string()).collect()),
+                );
+            }
+            builtins.extend(d.builtins);
+        }
+        for (m, symbols) in &self.modules {
+            grant(
+                m,
+                if symbols.is_empty() {
+                    None
+                } else {
+                    Some(symbols.clone())
+                },
+            );
+        }
+        if !self.allow_read.is_empty() || !self.allow_write.is_empty() {
+            builtins.insert("open");
+        }
+        let blocked: BTreeMap<&str, String> = GUARDED_BUILTINS
+            .iter()
+            .filter(|b| !builtins.contains(*b))
+            .map(|b| (*b, builtin_hint(b)))
+            .collect();
+        let mut hints: BTreeMap<&str, &str> = BTreeMap::new();
+        for d in FEATURES {
+            for (m, _) in d.modules {
+                hints.entry(m).or_insert(d.name);
+            }
+        }
+        let hidden: BTreeMap<&str, &[&str]> = [("time", TIME_HIDDEN)].into_iter().collect();
+        let cfg = serde_json::json!({
+            "restrict": restrict,
+            "modules": modules,
+            "hidden": hidden,
+            "hints": hints,
+            "blocked": if restrict { blocked } else { BTreeMap::new() },
+            "exit": features.contains(&F::Exit),
+            "recursion_limit": self.recursion_limit,
+            "site_packages": site_packages,
+        });
+        Some(cfg.to_string())
+    }
+}
+
+fn builtin_hint(name: &str) -> String {
+    let how = match name {
+        "open" => "allow a path (allow_path, --allow-read or --allow-write)",
+        "compile" | "exec" | "eval" => "enable the 'traceback' feature",
+        "input" => "enable the 'stdin' feature",
+        "exit" | "quit" => "enable the 'exit' feature",
+        "help" => "enable the 'help' feature",
+        _ => "use the 'stdlib' preset",
+    };
+    format!("{name}() blocked by the sandbox: {how}")
+}
+
+fn check_identifier(field: &str, s: &str) -> Result<(), PolicyError> {
+    let mut chars = s.chars();
+    let ok = chars.next().is_some_and(|c| c == '_' || c.is_alphabetic())
+        && chars.all(|c| c == '_' || c.is_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(PolicyError::Invalid {
+            field: field.into(),
+            value: s.into(),
+            expected: "a Python identifier".into(),
+        })
+    }
+}
+
+fn check_module_name(name: &str) -> Result<(), PolicyError> {
+    if name.split('.').all(|p| check_identifier("x", p).is_ok()) {
+        Ok(())
+    } else {
+        Err(PolicyError::Invalid {
+            field: "allow_module".into(),
+            value: name.into(),
+            expected: "a module name such as 'math' or 'xml.etree'".into(),
+        })
+    }
+}
+
+fn schema_error<E: fmt::Display>(e: &serde_path_to_error::Error<E>) -> PolicyError {
+    let path = e.path().to_string();
+    if path == "." {
+        PolicyError::Parse(e.inner().to_string())
+    } else {
+        PolicyError::Parse(format!("{path}: {}", e.inner()))
+    }
+}
+
+/// " (line L, column C)" for a parse error's span.
+fn location(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    let Some(span) = span else {
+        return String::new();
+    };
+    let before = &text[..span.start.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    format!(" (line {line}, column {col})")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn feature_dependencies_follow_pysandbox() {
+        let mut p = Policy::default();
+        p.enable("random").unwrap();
+        let f = p.effective_features();
+        assert!(f.contains(&F::Hashlib) && f.contains(&F::Math));
+        let mut p = Policy::default();
+        p.enable("interpreter").unwrap();
+        let f = p.effective_features();
+        for need in [
+            F::Encodings,
+            F::Codecs,
+            F::Exit,
+            F::Site,
+            F::Stdin,
+            F::Stdout,
+            F::Stderr,
+            F::Traceback,
+        ] {
+            assert!(f.contains(&need), "{need} missing");
+        }
+        let mut p = Policy::default();
+        p.enable("help").unwrap();
+        assert!(p.effective_features().contains(&F::Regex));
+    }
+
+    #[test]
+    fn unknown_feature_lists_valid_names() {
+        let e = Policy::default().enable("sockets").unwrap_err().to_string();
+        assert!(e.contains("unknown feature 'sockets'"), "{e}");
+        assert!(e.contains("math") && e.contains("unicodedata"), "{e}");
+        let e = Policy::from_toml_str("features = [\"nope\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown feature 'nope'"), "{e}");
+    }
+
+    #[test]
+    fn toml_policy_reads_and_round_trips() {
+        let text = r#"
+preset = "stdlib"
+features = ["network"]
+allow_read = ["/etc"]
+recursion_limit = 200
+[modules]
+math = ["sqrt", "pi"]
+json = []
+[limits]
+wall = "2s"
+memory = "128M"
+output = "64K"
+[env]
+LANG = "C.UTF-8"
+"#;
+        let p = Policy::from_toml_str(text).unwrap();
+        assert_eq!(p.preset, Preset::Stdlib);
+        assert_eq!(p.limits.wall, std::time::Duration::from_secs(2));
+        assert_eq!(p.limits.memory, Some(128 << 20));
+        assert_eq!(p.modules["math"], vec!["sqrt", "pi"]);
+        assert_eq!(p.effective_network(), Network::Host);
+        p.validate().unwrap();
+        let again = Policy::from_toml_str(&p.to_toml_string()).unwrap();
+        assert_eq!(p, again);
+        let json = serde_json::to_string(&p).unwrap();
+        assert_eq!(Policy::from_json_str(&json).unwrap(), p);
+    }
+
+    #[test]
+    fn bad_input_names_field_and_accepted_values() {
+        let cases: &[(&str, &[&str])] = &[
+            ("colour = 1", &["unknown field", "colour"]),
+            ("[limits]\nwall = \"5 parsecs\"", &["5 parsecs"]),
+            ("[limits]\nprocesses = -1", &["processes"]),
+            ("[limits]\nmemory = \"1K\"", &["limits.memory", "32M"]),
+            ("[limits]\nwall = \"0s\"", &["limits.wall", "positive"]),
+            (
+                "allow_read = [\"relative/path\"]",
+                &["allow_read", "absolute"],
+            ),
+            (
+                "allow_read = [\"/no/such/path/for/pysandbox\"]",
+                &["does not exist"],
+            ),
+            (
+                "network = \"none\"\nfeatures = [\"network\"]",
+                &["conflicting"],
+            ),
+            ("preset = \"everything\"", &["everything"]),
+            ("[modules]\n\"os;rm\" = []", &["allow_module", "os;rm"]),
+            ("recursion_limit = 1", &["recursion_limit", "10"]),
+        ];
+        for (text, needles) in cases {
+            let e = Policy::from_toml_str(text)
+                .and_then(|p| p.validate().map(|_| p))
+                .expect_err(text)
+                .to_string();
+            for n in *needles {
+                assert!(e.contains(n), "{text:?}: error {e:?} lacks {n:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn allow_module_spec_merges_symbols() {
+        let mut p = Policy::default();
+        p.allow_module_spec("math:sqrt,pi").unwrap();
+        p.allow_module("math", &["cos"]).unwrap();
+        assert_eq!(p.modules["math"], vec!["sqrt", "pi", "cos"]);
+        p.allow_module("math", &[]).unwrap();
+        assert!(p.modules["math"].is_empty());
+        assert!(p.allow_module_spec("a b").is_err());
+    }
+
+    #[test]
+    fn threads_raise_a_process_limit_of_one() {
+        let mut p = Policy::default();
+        assert_eq!(p.effective_limits().processes, 1);
+        p.enable("threads").unwrap();
+        assert_eq!(p.effective_limits().processes, FEATURE_PROCESSES);
+        p.limits.processes = 4;
+        assert_eq!(p.effective_limits().processes, 4);
+    }
+
+    /// The parser never panics, whatever the input; errors are values.
+    #[test]
+    fn parser_survives_arbitrary_input() {
+        let alphabet: Vec<char> = "[]=\"'{},.:#\n abcdefgilmnoprstuw0123456789-_KMGs/\\"
+            .chars()
+            .collect();
+        let mut seed = 0x9e3779b97f4a7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let fragments = [
+            "preset = ",
+            "features = [",
+            "[limits]\n",
+            "wall = ",
+            "memory = ",
+            "\"stdlib\"",
+            "\"1s\"",
+            "[modules]\n",
+            "math = []",
+            "allow_read = [\"/\"]",
+            "\n",
+            "]",
+            "\"",
+            "-1",
+            "1e99",
+        ];
+        for _ in 0..5000 {
+            let mut s = String::new();
+            for _ in 0..(next() % 12) {
+                if next() % 2 == 0 {
+                    s.push_str(fragments[(next() % fragments.len() as u64) as usize]);
+                } else {
+                    s.push(alphabet[(next() % alphabet.len() as u64) as usize]);
+                }
+            }
+            if let Ok(p) = Policy::from_toml_str(&s) {
+                let _ = p.validate();
+                let _ = Policy::from_toml_str(&p.to_toml_string()).expect("shown policies parse");
+            }
+            let _ = Policy::from_json_str(&s);
+        }
+    }
+}
