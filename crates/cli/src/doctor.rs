@@ -103,6 +103,7 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 args: Vec::new(),
                 stdin: Stdin::Null,
                 output: OutputMode::Capture,
+                guard: None,
             };
             match run::run(&spec, req) {
                 Ok(o) if o.status == Status::Exited(0) && o.stdout.data == b"42\n" => line(

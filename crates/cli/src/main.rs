@@ -2,12 +2,14 @@
 #![forbid(unsafe_code)]
 
 mod doctor;
+mod repl;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use pysandbox_core::limits::{self, parse_duration, parse_size, Limit};
+use pysandbox_core::policy::{Feature, Policy, PolicyError};
 use pysandbox_core::run::{self, JsonOutcome, RunRequest, Source};
-use pysandbox_core::{interp, JailSpec, Limits, Network, Outcome, OutputMode, Status, Stdin};
+use pysandbox_core::{Limits, Network, Outcome, OutputMode, Status, Stdin};
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -38,6 +40,11 @@ enum Command {
     /// Exit status: the script's own; 128+N if killed by signal N; 124 if a limit stopped it;
     /// 125 if the sandbox could not be set up; 2 for bad usage.
     Run(Box<RunArgs>),
+    /// Show the effective policy, or list the features.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// An interactive console whose every input runs in the sandbox (prompt `sandbox>>> `).
+    Repl(Box<repl::ReplArgs>),
     /// Show which kernel features this machine has and what pysandbox would use.
     Doctor {
         #[arg(long)]
@@ -45,14 +52,22 @@ enum Command {
     },
 }
 
-#[derive(Args)]
-struct RunArgs {
-    /// Program passed in as a string (like `python -c`).
-    #[arg(short = 'c', value_name = "CODE", conflicts_with = "script")]
-    code: Option<String>,
-    /// Print one JSON object with the outcome instead of streaming output.
-    #[arg(long)]
-    json: bool,
+/// Options every command that builds a sandbox shares: they map onto [`Policy`], and override
+/// what a `--policy` file says.
+#[derive(Args, Clone)]
+pub(crate) struct PolicyArgs {
+    /// Policy file (TOML, or JSON if it ends in .json); the flags below override it.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Starting point: default (imports only as features allow), stdlib, full.
+    #[arg(long, value_name = "NAME")]
+    preset: Option<String>,
+    /// Enable a feature (pysandbox's names: math, stdout, time, ...); repeatable, or comma-separated.
+    #[arg(long = "feature", value_name = "NAME", value_delimiter = ',')]
+    features: Vec<String>,
+    /// Allow a module, or only some of its names: `json`, `math:sqrt,pi`; repeatable.
+    #[arg(long = "allow-module", value_name = "MODULE[:NAMES]")]
+    modules: Vec<String>,
     /// Wall-clock limit (e.g. 2s, 250ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<std::time::Duration>,
@@ -77,24 +92,110 @@ struct RunArgs {
     /// Size of the private /tmp.
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     tmp_size: Option<u64>,
+    /// Python recursion limit of the code.
+    #[arg(long, value_name = "N")]
+    recursion_limit: Option<u32>,
     /// Make a host path readable (read-only) at the same place inside; repeatable.
     #[arg(long, value_name = "PATH")]
     allow_read: Vec<PathBuf>,
     /// Make a host path writable at the same place inside; repeatable.
     #[arg(long, value_name = "PATH")]
     allow_write: Vec<PathBuf>,
-    /// Network: `none` (default) or `host`.
-    #[arg(long, value_name = "MODE", default_value = "none", value_parser = ["none", "host"])]
-    net: String,
-    /// Allow the code to start programs (execve).
+    /// Network: `none` (default) or `host` (the `network` feature implies host).
+    #[arg(long, value_name = "MODE", value_parser = ["none", "host"])]
+    net: Option<String>,
+    /// Allow the code to start programs (the `subprocess` feature).
     #[arg(long)]
     allow_subprocess: bool,
-    /// Forward this terminal's standard input to the code (default: /dev/null).
+    /// Forward this terminal's standard input to the code (the `stdin` feature).
     #[arg(long)]
     stdin: bool,
+    /// Pass an environment variable to the code (nothing of the host's passes otherwise); repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
     /// Python interpreter to run (default: $PYSANDBOX_PYTHON, python3.11 or python3 on PATH).
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
+}
+
+impl PolicyArgs {
+    /// The policy file (if any) with the flags applied on top, validated.
+    pub(crate) fn policy(&self) -> Result<Policy, PolicyError> {
+        let mut p = match &self.policy {
+            Some(f) => Policy::from_file(f)?,
+            None => Policy::default(),
+        };
+        if let Some(preset) = &self.preset {
+            p.preset = preset.parse()?;
+        }
+        for f in &self.features {
+            p.enable(f.trim())?;
+        }
+        if self.allow_subprocess {
+            p.enable("subprocess")?;
+        }
+        if self.stdin {
+            p.enable("stdin")?;
+        }
+        for m in &self.modules {
+            p.allow_module_spec(m)?;
+        }
+        let l = &mut p.limits;
+        l.wall = self.timeout.unwrap_or(l.wall);
+        l.cpu = self.cpu_time.or(l.cpu);
+        if let Some(m) = &self.memory {
+            l.memory = match m.as_str() {
+                "none" | "unlimited" => None,
+                m => Some(parse_size(m).map_err(|e| PolicyError::Invalid {
+                    field: "--memory".into(),
+                    value: m.into(),
+                    expected: e.to_string(),
+                })?),
+            };
+        }
+        l.output = self.max_output.unwrap_or(l.output);
+        l.processes = self.processes.unwrap_or(l.processes);
+        l.open_files = self.open_files.unwrap_or(l.open_files);
+        l.file_size = self.file_size.unwrap_or(l.file_size);
+        l.tmp_size = self.tmp_size.unwrap_or(l.tmp_size);
+        p.recursion_limit = self.recursion_limit.or(p.recursion_limit);
+        p.allow_read.extend(self.allow_read.iter().cloned());
+        p.allow_write.extend(self.allow_write.iter().cloned());
+        if let Some(n) = &self.net {
+            p.network = Some(if n == "host" {
+                Network::Host
+            } else {
+                Network::None
+            });
+        }
+        for kv in &self.env {
+            let Some((k, v)) = kv.split_once('=') else {
+                return Err(PolicyError::Invalid {
+                    field: "--env".into(),
+                    value: kv.clone(),
+                    expected: "NAME=VALUE".into(),
+                });
+            };
+            p.env.insert(k.into(), v.into());
+        }
+        if self.python.is_some() {
+            p.python.clone_from(&self.python);
+        }
+        p.validate()?;
+        Ok(p)
+    }
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Program passed in as a string (like `python -c`).
+    #[arg(short = 'c', value_name = "CODE", conflicts_with = "script")]
+    code: Option<String>,
+    /// Print one JSON object with the outcome instead of streaming output.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    policy: PolicyArgs,
     /// The script, then its arguments.
     #[arg(
         value_name = "SCRIPT",
@@ -102,6 +203,17 @@ struct RunArgs {
         allow_hyphen_values = true
     )]
     script: Vec<String>,
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Print the effective policy (defaults, file and flags combined) as TOML.
+    Show {
+        #[command(flatten)]
+        policy: PolicyArgs,
+    },
+    /// List the features, what each grants and what it turns on.
+    Features,
 }
 
 fn main() -> ExitCode {
@@ -114,13 +226,19 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => cmd_run(*args),
+        Command::Policy(PolicyCommand::Show { policy }) => cmd_policy_show(&policy),
+        Command::Policy(PolicyCommand::Features) => cmd_features(),
+        Command::Repl(args) => repl::run(&args),
         Command::Doctor { python } => doctor::run(python.as_deref()),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
+            let bad_policy = e
+                .downcast_ref::<PolicyError>()
+                .is_some_and(|p| !matches!(p, PolicyError::Interpreter(_)));
             eprintln!("pysandbox: {e:#}");
-            ExitCode::from(EXIT_SETUP)
+            ExitCode::from(if bad_policy { EXIT_USAGE } else { EXIT_SETUP })
         }
     }
 }
@@ -130,56 +248,40 @@ fn usage(msg: String) -> Result<ExitCode> {
     Ok(ExitCode::from(EXIT_USAGE))
 }
 
+fn cmd_policy_show(a: &PolicyArgs) -> Result<ExitCode> {
+    let p = a.policy()?;
+    let mut effective = p.clone();
+    effective.features = p.effective_features();
+    effective.limits = p.effective_limits();
+    effective.network = Some(p.effective_network());
+    print!(
+        "# effective policy: preset, file and flags combined; features include their dependencies\n{}",
+        effective.to_toml_string()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cmd_features() -> Result<ExitCode> {
+    for f in Feature::all() {
+        let req: Vec<_> = f.requires().iter().map(|r| r.name()).collect();
+        let req = if req.is_empty() {
+            String::new()
+        } else {
+            format!(" (turns on: {})", req.join(", "))
+        };
+        println!("{:<14} {}{}", f.name(), f.doc(), req);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     let (source, args) = match (a.code, a.script.split_first()) {
         (Some(code), _) => (Source::Code(code), a.script.clone()),
         (None, Some((script, rest))) => (Source::File(PathBuf::from(script)), rest.to_vec()),
         (None, None) => return usage("nothing to run: give a SCRIPT or -c CODE".into()),
     };
-    let mut limits = Limits::default();
-    if let Some(t) = a.timeout {
-        limits.wall = t;
-    }
-    limits.cpu = a.cpu_time.or(limits.cpu);
-    if let Some(m) = &a.memory {
-        limits.memory = match m.as_str() {
-            "none" | "unlimited" => None,
-            m => Some(parse_size(m).map_err(anyhow::Error::from)?),
-        };
-    }
-    limits.output = a.max_output.unwrap_or(limits.output);
-    limits.processes = a.processes.unwrap_or(limits.processes);
-    limits.open_files = a.open_files.unwrap_or(limits.open_files);
-    limits.file_size = a.file_size.unwrap_or(limits.file_size);
-    limits.tmp_size = a.tmp_size.unwrap_or(limits.tmp_size);
-    for p in a.allow_read.iter().chain(&a.allow_write) {
-        if !p.is_absolute() {
-            return usage(format!(
-                "--allow-read/--allow-write need an absolute path, got '{}'",
-                p.display()
-            ));
-        }
-        if !p.exists() {
-            return usage(format!("allowed path '{}' does not exist", p.display()));
-        }
-    }
-    let interpreter =
-        interp::resolve(a.python.as_deref()).context("finding the Python interpreter")?;
-    let spec = JailSpec {
-        interpreter,
-        args: vec!["-I".into(), "-S".into(), "-B".into()],
-        env: Vec::new(),
-        limits,
-        read_paths: a.allow_read,
-        write_paths: a.allow_write,
-        network: if a.net == "host" {
-            Network::Host
-        } else {
-            Network::None
-        },
-        allow_exec: a.allow_subprocess,
-    };
-    let stdin = if a.stdin {
+    let resolved = a.policy.policy()?.resolve()?;
+    let stdin = if resolved.stdin {
         let fd: OwnedFd = std::io::stdin()
             .lock()
             .as_fd_owned()
@@ -193,13 +295,15 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     } else {
         OutputMode::Stream
     };
+    let spec = &resolved.spec;
     let outcome = run::run(
-        &spec,
+        spec,
         RunRequest {
             source,
             args,
             stdin,
             output,
+            guard: resolved.guard.clone(),
         },
     )?;
     if a.json {
@@ -228,7 +332,7 @@ impl DupFd for std::io::StdinLock<'_> {
     }
 }
 
-fn exit_code(o: &Outcome) -> u8 {
+pub(crate) fn exit_code(o: &Outcome) -> u8 {
     if o.limit.is_some() && o.limit != Some(Limit::Output) {
         return EXIT_LIMIT;
     }

@@ -18,6 +18,9 @@ pub enum Source {
     Code(String),
     /// A host file, read by the supervisor with the caller's rights; the jail never sees its path.
     File(PathBuf),
+    /// An interactive session (`pysandbox repl`): inputs arrive one line at a time on stdin, and
+    /// after each the bootstrap writes a line `\0TOKEN STATE` (ready, more, done, exit) on stdout.
+    Repl { token: String },
 }
 
 pub struct RunRequest {
@@ -25,6 +28,8 @@ pub struct RunRequest {
     pub args: Vec<String>,
     pub stdin: Stdin,
     pub output: OutputMode,
+    /// The guard's configuration ([`crate::policy::Resolved::guard`]); `None`: no guard.
+    pub guard: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +46,7 @@ pub enum RunError {
 pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     let (name, code) = match &req.source {
         Source::Code(c) => ("<string>".to_string(), c.as_bytes().to_vec()),
+        Source::Repl { token } => ("<stdin>".to_string(), token.as_bytes().to_vec()),
         Source::File(p) => (
             p.to_string_lossy().into_owned(),
             std::fs::read(p).map_err(|source| RunError::ReadSource {
@@ -51,16 +57,30 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     };
     let code_fd = sys::sealed_memfd(c"code", &code).map_err(RunError::Code)?;
     let (report_r, report_w) = sys::pipe().map_err(RunError::Code)?;
+    let mut extra_fds = vec![code_fd, report_w];
+    let mut modes = Vec::new();
+    if let Some(cfg) = &req.guard {
+        extra_fds.push(sys::sealed_memfd(c"guard", cfg.as_bytes()).map_err(RunError::Code)?);
+        modes.push("guard");
+    }
+    if matches!(req.source, Source::Repl { .. }) {
+        modes.push("repl");
+    }
+    let mode = if modes.is_empty() {
+        "-".to_string()
+    } else {
+        modes.join(",")
+    };
     let mut spec = spec.clone();
     spec.args
-        .extend(["-c".to_string(), BOOTSTRAP.to_string(), name]);
+        .extend(["-c".to_string(), BOOTSTRAP.to_string(), mode, name]);
     spec.args.extend(req.args);
     let mut outcome = supervisor::run(
         &spec,
         Launch {
             stdin: req.stdin,
             output: req.output,
-            extra_fds: vec![code_fd, report_w],
+            extra_fds,
             report: Some(report_r),
         },
     )?;

@@ -1,30 +1,170 @@
 # pysandbox's bootstrap for `pysandbox run`, executed with `python -I -S -B -c` inside the jail.
-# Descriptor 3 holds the code (a sealed memfd), descriptor 4 is the report pipe to the supervisor.
-# argv after -c: the code's file name, then its arguments.
-# This is not a security layer: the jail around the interpreter is.
+# Descriptor 3 holds the code (a sealed memfd), descriptor 4 is the report pipe to the supervisor,
+# descriptor 5 (only when argv[1] has "guard") the guard's configuration.
+# argv after -c: the mode ("-", or a comma-separated set of "guard" and "repl"), the code's file
+# name, then the code's arguments. In "repl" mode the code is the session token of `pysandbox repl`
+# and the inputs come one line at a time on stdin.
+# Neither this file nor the guard is a security layer: the jail around the interpreter is.
 
 
 def _pysandbox_run():
     import sys
 
-    main = sys.modules["__main__"].__dict__
-    report = main.pop("_pysandbox_report_limit")
-    show = main.pop("_pysandbox_traceback")
-    del main["_pysandbox_run"]
+    boot = sys.modules["__main__"].__dict__
+    mode, name = sys.argv[1], sys.argv[2]
+    sys.argv = sys.argv[2:]
     with open(3, "rb") as f:
         src = f.read()
-    name = sys.argv[1]
-    sys.argv = sys.argv[1:]
+    # The code runs in a module of its own: nothing of this bootstrap is in its globals.
+    main = type(sys)("__main__")
     if name != "<string>":
-        main["__file__"] = name
+        main.__file__ = name
+    sys.modules["__main__"] = main
+    mode = mode.split(",")
+    if "guard" in mode:
+        with open(5, "rb") as f:
+            boot["_pysandbox_guard"](main.__dict__, f.read().decode())
+    if "repl" in mode:
+        return boot["_pysandbox_repl"](main.__dict__, src.decode())
     try:
-        exec(compile(src, name, "exec", dont_inherit=True), main)
+        exec(compile(src, name, "exec", dont_inherit=True), main.__dict__)
     except SystemExit:
         raise
     except BaseException as exc:
-        report(exc)
-        show(exc, name, src)
+        boot["_pysandbox_report_limit"](exc)
+        boot["_pysandbox_traceback"](exc, name, src)
         sys.exit(1)
+
+
+def _pysandbox_guard(ns, text):
+    # Shapes what the code sees, as the old pysandbox did: an import whitelist and limited
+    # builtins. The configuration is the host's own (a literal built by the supervisor).
+    import builtins
+    import sys
+
+    cfg = eval(text, {"__builtins__": {}, "null": None, "true": True, "false": False})
+    if cfg["site_packages"]:
+        import site
+
+        for path in cfg["site_packages"]:
+            site.addsitedir(path)
+    if cfg["restrict"]:
+        allowed, hidden, hints = cfg["modules"], cfg["hidden"], cfg["hints"]
+        real_import = builtins.__import__
+        proxies = {}
+
+        def rule(name):
+            # The module's own entry, or the entry of a package that holds it.
+            parts = name.split(".")
+            for i in range(len(parts), 0, -1):
+                key = ".".join(parts[:i])
+                if key in allowed:
+                    return key, allowed[key]
+            return None, None
+
+        def refused(name):
+            feature = hints.get(name) or hints.get(name.split(".")[0])
+            if feature:
+                how = "enable the '%s' feature" % feature
+            else:
+                how = "allow it with allow_module('%s')" % name
+            return ImportError("import of '%s' is not allowed: %s" % (name, how), name=name)
+
+        def proxy(module, symbols, hide):
+            # A read-only view: a new module object holding only the allowed names.
+            key = (module.__name__, tuple(symbols or ()), tuple(hide))
+            if key not in proxies:
+                view = type(sys)(module.__name__)
+                names = symbols if symbols is not None else list(vars(module))
+                for n in names:
+                    if n not in hide and n != "__loader__" and n != "__spec__" and hasattr(module, n):
+                        setattr(view, n, getattr(module, n))
+                proxies[key] = view
+            return proxies[key]
+
+        def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+            if level:
+                raise ImportError("relative imports are not allowed in sandboxed code")
+            key, symbols = rule(name)
+            if key is None:
+                raise refused(name)
+            module = real_import(name, globals, locals, fromlist, 0)
+            if not fromlist and "." in name:
+                return module
+            hide = hidden.get(name, ())
+            if symbols is None and not hide:
+                return module
+            return proxy(module, symbols, hide)
+
+        def blocked(fname, message):
+            def builtin(*args, **kwargs):
+                raise PermissionError(message)
+
+            builtin.__name__ = builtin.__qualname__ = fname
+            return builtin
+
+        b = dict(vars(builtins))
+        b["__import__"] = guarded_import
+        for fname, message in cfg["blocked"].items():
+            b[fname] = blocked(fname, message)
+        if cfg["exit"]:
+
+            def exit(code=None):
+                raise SystemExit(code)
+
+            b["exit"] = b["quit"] = exit
+        ns["__builtins__"] = b
+    if cfg["recursion_limit"]:
+        sys.setrecursionlimit(cfg["recursion_limit"])
+
+
+def _pysandbox_repl(ns, token):
+    # `pysandbox repl`'s side in the jail: read an input line by line until it is a complete
+    # statement, run it in the session's namespace, then tell the host with the token line.
+    import codeop
+    import io
+    import sys
+
+    commands = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
+    sys.stdin = io.StringIO()
+    compiler = codeop.CommandCompiler()
+    show = _pysandbox_traceback
+    lines = []
+    count = 0
+
+    def reply(state):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        sys.stdout.write("\0" + token + " " + state + "\n")
+        sys.stdout.flush()
+
+    reply("ready")
+    for line in commands:
+        lines.append(line.rstrip("\n"))
+        src = "\n".join(lines) + "\n"
+        name = "<input-%d>" % (count + 1)
+        try:
+            code = compiler(src, name, "single")
+        except (SyntaxError, OverflowError, ValueError) as exc:
+            lines = []
+            count += 1
+            show(exc, name, src.encode())
+            reply("done")
+            continue
+        if code is None:
+            reply("more")
+            continue
+        lines = []
+        count += 1
+        try:
+            exec(code, ns)
+        except SystemExit:
+            reply("exit")
+            return
+        except BaseException as exc:
+            _pysandbox_report_limit(exc)
+            show(exc, name, src.encode())
+        reply("done")
 
 
 def _pysandbox_report_limit(exc):
@@ -61,10 +201,26 @@ def _pysandbox_traceback(exc, name, src):
 
         text = src.decode("utf-8", "replace")
         linecache.cache[name] = (len(text), None, text.splitlines(True), name)
-        tb = exc.__traceback__
-        if tb is not None and tb.tb_frame.f_code.co_name == "_pysandbox_run":
-            tb = tb.tb_next
-        traceback.print_exception(type(exc), exc, tb)
+        # Frames of this bootstrap (the guard's hooks included) are not the user's: unlink them
+        # from every traceback of the chain.
+        mine = globals()
+        seen = set()
+        e = exc
+        while e is not None and id(e) not in seen:
+            seen.add(id(e))
+            tb = e.__traceback__
+            while tb is not None and tb.tb_frame.f_globals is mine:
+                tb = tb.tb_next
+            cur = tb
+            while cur is not None:
+                nxt = cur.tb_next
+                while nxt is not None and nxt.tb_frame.f_globals is mine:
+                    nxt = nxt.tb_next
+                cur.tb_next = nxt
+                cur = nxt
+            e.__traceback__ = tb
+            e = e.__cause__ or e.__context__
+        traceback.print_exception(type(exc), exc, exc.__traceback__)
     except BaseException:
         print(type(exc).__name__ + ": " + str(exc), file=sys.stderr)
 
