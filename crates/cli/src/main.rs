@@ -42,7 +42,7 @@ enum Command {
     Run(Box<RunArgs>),
     /// Show the effective policy, or list the features.
     #[command(subcommand)]
-    Policy(PolicyCommand),
+    Policy(Box<PolicyCommand>),
     /// An interactive console whose every input runs in the sandbox (prompt `sandbox>>> `).
     Repl(Box<repl::ReplArgs>),
     /// Show which kernel features this machine has and what pysandbox would use.
@@ -210,7 +210,7 @@ enum PolicyCommand {
     /// Print the effective policy (defaults, file and flags combined) as TOML.
     Show {
         #[command(flatten)]
-        policy: PolicyArgs,
+        policy: Box<PolicyArgs>,
     },
     /// List the features, what each grants and what it turns on.
     Features,
@@ -226,8 +226,10 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Run(args) => cmd_run(*args),
-        Command::Policy(PolicyCommand::Show { policy }) => cmd_policy_show(&policy),
-        Command::Policy(PolicyCommand::Features) => cmd_features(),
+        Command::Policy(p) => match *p {
+            PolicyCommand::Show { policy } => cmd_policy_show(&policy),
+            PolicyCommand::Features => cmd_features(),
+        },
         Command::Repl(args) => repl::run(&args),
         Command::Doctor { python } => doctor::run(python.as_deref()),
     };
