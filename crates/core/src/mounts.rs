@@ -163,7 +163,9 @@ pub fn build_root(
         Some(&root_opts),
     )
     .map_err(MountError::RootTmpfs)?;
-    for (b, fd) in binds.iter().zip(sources) {
+    // Paths allowed under /tmp go on top of the private /tmp, the rest before it.
+    let under_tmp = |b: &BindMount| b.target.starts_with("/tmp");
+    for (b, fd) in binds.iter().zip(sources).filter(|(b, _)| !under_tmp(b)) {
         bind(b, fd)?;
     }
     // /dev/shm is where POSIX semaphores and shared memory live (multiprocessing): point it at
@@ -193,6 +195,9 @@ pub fn build_root(
         size: tmp_size,
         source,
     })?;
+    for (b, fd) in binds.iter().zip(sources).filter(|(b, _)| under_tmp(b)) {
+        bind(b, fd)?;
+    }
 
     std::env::set_current_dir(STAGING).map_err(MountError::PivotRoot)?;
     // Detach the old root: without this, the host's filesystem would stay reachable under it.

@@ -623,6 +623,14 @@ impl Policy {
                         expected: "an absolute path".into(),
                     });
                 }
+                if p.parent().is_none() {
+                    return Err(PolicyError::Invalid {
+                        field: field.into(),
+                        value: p.display().to_string(),
+                        expected: "a path other than / (the jail's root is built, not shared)"
+                            .into(),
+                    });
+                }
                 if p.components().any(|c| c == std::path::Component::ParentDir) {
                     return Err(PolicyError::Invalid {
                         field: field.into(),

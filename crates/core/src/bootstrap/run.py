@@ -24,6 +24,12 @@ def _pysandbox_run():
     if "guard" in mode:
         with open(5, "rb") as f:
             boot["_pysandbox_guard"](main.__dict__, f.read().decode())
+    else:
+        # What `site` would add (the interpreter runs with -S): exit(), quit(), help().
+        import builtins
+
+        builtins.exit = builtins.quit = sys.exit
+        builtins.help = boot["_pysandbox_help"]
     if "repl" in mode:
         return boot["_pysandbox_repl"](main.__dict__, src.decode())
     try:
@@ -70,15 +76,21 @@ def _pysandbox_guard(ns, text):
                 how = "allow it with allow_module('%s')" % name
             return ImportError("import of '%s' is not allowed: %s" % (name, how), name=name)
 
+        class ReadOnlyModule(type(sys)):
+            def __setattr__(self, name, value):
+                raise AttributeError("module '%s' is read-only in the sandbox" % self.__name__)
+
+            __delattr__ = __setattr__
+
         def proxy(module, symbols, hide):
             # A read-only view: a new module object holding only the allowed names.
             key = (module.__name__, tuple(symbols or ()), tuple(hide))
             if key not in proxies:
-                view = type(sys)(module.__name__)
+                view = ReadOnlyModule(module.__name__)
                 names = symbols if symbols is not None else list(vars(module))
                 for n in names:
                     if n not in hide and n != "__loader__" and n != "__spec__" and hasattr(module, n):
-                        setattr(view, n, getattr(module, n))
+                        vars(view)[n] = getattr(module, n)
                 proxies[key] = view
             return proxies[key]
 
@@ -113,6 +125,8 @@ def _pysandbox_guard(ns, text):
                 raise SystemExit(code)
 
             b["exit"] = b["quit"] = exit
+        if "help" not in cfg["blocked"]:
+            b["help"] = _pysandbox_help
         ns["__builtins__"] = b
     if cfg["recursion_limit"]:
         sys.setrecursionlimit(cfg["recursion_limit"])
@@ -165,6 +179,12 @@ def _pysandbox_repl(ns, token):
             _pysandbox_report_limit(exc)
             show(exc, name, src.encode())
         reply("done")
+
+
+def _pysandbox_help(*args, **kwargs):
+    import pydoc
+
+    return pydoc.help(*args, **kwargs)
 
 
 def _pysandbox_report_limit(exc):
