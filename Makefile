@@ -8,8 +8,10 @@ PY ?= $(shell command -v python3.11 >/dev/null && python3.11 -c 'import sys; pri
 ## One command from a fresh machine: install what is missing, build, run a sandboxed example.
 demo: deps build
 	./target/release/pysandbox doctor
-	./target/release/pysandbox run -c 'import sys, platform; print("hello from", platform.python_implementation(), sys.version.split()[0], "inside pysandbox")'
-	./target/release/pysandbox run --json -c 'open("/etc/passwd")' || true
+	./target/release/pysandbox run --preset stdlib -c 'import sys, platform; print("hello from", platform.python_implementation(), sys.version.split()[0], "inside pysandbox")'
+	./target/release/pysandbox run --feature math -c 'import math; print("math works:", math.sqrt(2))'
+	./target/release/pysandbox run -c 'import socket' || true
+	./target/release/pysandbox run --preset stdlib --json -c 'print(open("/etc/passwd").read())' || true
 
 ## System packages and Python tools the tests use (idempotent).
 deps:
