@@ -8,8 +8,10 @@ use serde::Serialize;
 use std::io;
 use std::path::PathBuf;
 
-/// The bootstrap that reads the code from descriptor 3 and prints tracebacks with its lines.
+/// The bootstrap that reads the code from descriptor 3 and runs it (small: compiled every run).
 pub const BOOTSTRAP: &str = include_str!("bootstrap/run.py");
+/// The rest of the bootstrap (guard, repl, tracebacks), on descriptor 5, compiled only if needed.
+pub const SUPPORT: &str = include_str!("bootstrap/support.py");
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -57,7 +59,8 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     };
     let code_fd = sys::sealed_memfd(c"code", &code).map_err(RunError::Code)?;
     let (report_r, report_w) = sys::pipe().map_err(RunError::Code)?;
-    let mut extra_fds = vec![code_fd, report_w];
+    let support_fd = sys::sealed_memfd(c"support", SUPPORT.as_bytes()).map_err(RunError::Code)?;
+    let mut extra_fds = vec![code_fd, report_w, support_fd];
     let mut modes = Vec::new();
     if let Some(cfg) = &req.guard {
         extra_fds.push(sys::sealed_memfd(c"guard", cfg.as_bytes()).map_err(RunError::Code)?);
