@@ -1,44 +1,594 @@
-//! PLACEHOLDER until the interp module lands.
+//! Finding the host's real CPython and every file it needs inside the jail.
+//!
+//! The choice: `--python`, else `$PYSANDBOX_PYTHON`, else `python3.11` then `python3` on `PATH`.
+//! pyenv puts bash shims on `PATH` (≈ 70 ms each, PITFALLS.md): anything that is not an ELF file
+//! is asked once for its `sys.executable`, and the real binary is used from then on.
+//!
+//! What the jail needs is learned from one query run of the interpreter (its standard library,
+//! `lib-dynload`, site-packages) and from `ldd` on the executable and every extension module (the
+//! shared libraries, at the paths the dynamic loader will look for them). The result is cached in
+//! `$XDG_CACHE_HOME/pysandbox` (or `~/.cache/pysandbox`), keyed by the executable's path, size,
+//! modification time and inode, so a warm lookup costs a `stat` and a small JSON read.
+
+use serde::{Deserialize, Serialize};
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+use std::process::Command;
+
+/// Bumped whenever the cached layout or the way it is computed changes.
+const CACHE_VERSION: u32 = 1;
+
+/// Environment variable naming the interpreter when `--python` is not given.
+pub const PYTHON_ENV: &str = "PYSANDBOX_PYTHON";
+
+/// Names tried on `PATH`, in order.
+const CANDIDATES: [&str; 2] = ["python3.11", "python3"];
+
+/// A resolved interpreter: its binary and the read-only binds that let it run in the jail.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Interpreter {
+    /// The real ELF binary (canonical path), also its path inside the jail.
     pub executable: PathBuf,
+    /// `sys.version` up to the first space, e.g. `3.11.7`.
     pub version: String,
+    /// Files and directories bound read-only into the jail.
     pub binds: Vec<Bind>,
+    /// The interpreter's site-packages directories that exist (bound only by the `full` preset).
     #[serde(default)]
     pub site_packages: Vec<PathBuf>,
+    /// `sys.prefix`.
+    #[serde(default)]
+    pub prefix: PathBuf,
+    /// The standard library directory.
+    #[serde(default)]
+    pub stdlib: PathBuf,
 }
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
+
+/// One read-only bind: `source` on the host, visible at `target` in the jail.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Bind {
     pub source: PathBuf,
     pub target: PathBuf,
     pub is_dir: bool,
 }
+
 #[derive(Debug, thiserror::Error)]
 pub enum InterpError {
-    #[error("x")]
-    X,
+    #[error(
+        "no Python interpreter found (tried {tried}); install python3.11 or point pysandbox at one with --python PATH or ${PYTHON_ENV}"
+    )]
+    NotFound { tried: String },
+    #[error("{path}: {source}; give an existing interpreter with --python PATH or ${PYTHON_ENV}")]
+    Missing { path: PathBuf, source: io::Error },
+    #[error("{0} is not executable")]
+    NotExecutable(PathBuf),
+    #[error("running {path} to learn its layout failed: {message}")]
+    Query { path: PathBuf, message: String },
+    #[error("{path} is not CPython 3 (it reports {found})")]
+    NotCPython { path: PathBuf, found: String },
+    #[error("listing the shared libraries of {path} with ldd failed: {message}")]
+    Ldd { path: PathBuf, message: String },
 }
-pub fn resolve(_p: Option<&Path>) -> Result<Interpreter, InterpError> {
-    let b = |s: &str, d| Bind {
-        source: std::fs::canonicalize(s).unwrap(),
-        target: s.into(),
-        is_dir: d,
+
+/// Find the interpreter (see the module documentation) and what it needs.
+pub fn resolve(explicit: Option<&Path>) -> Result<Interpreter, InterpError> {
+    let chosen = match explicit {
+        Some(p) => p.to_path_buf(),
+        None => match std::env::var_os(PYTHON_ENV).filter(|v| !v.is_empty()) {
+            Some(p) => PathBuf::from(p),
+            None => find_on_path()?,
+        },
     };
-    Ok(Interpreter {
-        executable: "/root/.pyenv/versions/3.11.7/bin/python3.11".into(),
-        version: "3.11.7".into(),
-        site_packages: vec!["/root/.pyenv/versions/3.11.7/lib/python3.11/site-packages".into()],
-        binds: vec![
-            b("/root/.pyenv/versions/3.11.7/bin/python3.11", false),
-            b("/root/.pyenv/versions/3.11.7/lib/python3.11", true),
-            b(
-                "/root/.pyenv/versions/3.11.7/lib/libpython3.11.so.1.0",
-                false,
-            ),
-            b("/lib/x86_64-linux-gnu/libc.so.6", false),
-            b("/lib/x86_64-linux-gnu/libm.so.6", false),
-            b("/lib64/ld-linux-x86-64.so.2", false),
-        ],
+    let meta = std::fs::metadata(&chosen).map_err(|source| InterpError::Missing {
+        path: chosen.clone(),
+        source,
+    })?;
+    if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(InterpError::NotExecutable(chosen));
+    }
+    let dir = cache_dir();
+    let exe = if is_elf(&chosen) {
+        std::fs::canonicalize(&chosen).map_err(|source| InterpError::Missing {
+            path: chosen.clone(),
+            source,
+        })?
+    } else {
+        wrapped_executable(&chosen, dir.as_deref())?
+    };
+    let key = CacheKey::of(&exe)?;
+    if let Some(hit) = dir.as_deref().and_then(|d| cache_load(d, &key)) {
+        return Ok(hit);
+    }
+    let found = inspect(&exe)?;
+    if let Some(d) = &dir {
+        cache_store(d, &key, &found);
+    }
+    Ok(found)
+}
+
+fn find_on_path() -> Result<PathBuf, InterpError> {
+    let path = std::env::var_os("PATH").unwrap_or_else(|| OsString::from("/usr/bin:/bin"));
+    for name in CANDIDATES {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.metadata()
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            {
+                return Ok(p);
+            }
+        }
+    }
+    Err(InterpError::NotFound {
+        tried: format!("{} on PATH", CANDIDATES.join(", ")),
     })
+}
+
+fn is_elf(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+/// The binary a wrapper runs, from the cache when the wrapper, the directory and pyenv's choice
+/// of version are unchanged (pyenv picks the version from `$PYENV_VERSION`, `.python-version`
+/// files from the working directory up, then `$PYENV_ROOT/version`).
+fn wrapped_executable(wrapper: &Path, dir: Option<&Path>) -> Result<PathBuf, InterpError> {
+    let m = std::fs::metadata(wrapper).map_err(|source| InterpError::Missing {
+        path: wrapper.to_path_buf(),
+        source,
+    })?;
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".pyenv")));
+    let stamp = |p: Option<PathBuf>| {
+        p.and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| {
+            i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+        })
+    };
+    let mut version_files = Vec::new();
+    if let Ok(cwd) = std::env::current_dir() {
+        for d in cwd.ancestors() {
+            version_files.push(stamp(Some(d.join(".python-version"))));
+        }
+    }
+    let identity = format!(
+        "{}|{}|{}|{}|{:?}|{:?}|{}|{:?}",
+        wrapper.display(),
+        m.size(),
+        m.mtime(),
+        m.ino(),
+        std::env::var_os("PYENV_VERSION"),
+        std::env::current_dir().ok(),
+        stamp(root.map(|r| r.join("version"))),
+        version_files,
+    );
+    let file = dir.map(|d| d.join(format!("wrapper-{:016x}.json", fnv(identity.as_bytes()))));
+    if let Some(f) = &file {
+        if trusted(f) && f.parent().is_some_and(trusted_dir) {
+            if let Ok(text) = std::fs::read(f) {
+                if let Ok((id, exe)) = serde_json::from_slice::<(String, PathBuf)>(&text) {
+                    if id == identity && is_elf(&exe) {
+                        return Ok(exe);
+                    }
+                }
+            }
+        }
+    }
+    let exe = real_executable(wrapper)?;
+    if let (Some(f), Some(d)) = (&file, dir) {
+        if let Ok(text) = serde_json::to_vec(&(identity, &exe)) {
+            write_atomic(d, f, &text);
+        }
+    }
+    Ok(exe)
+}
+
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in bytes {
+        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// Ask a wrapper (a pyenv shim, a script) for the binary it runs.
+fn real_executable(wrapper: &Path) -> Result<PathBuf, InterpError> {
+    let out = run(
+        wrapper,
+        &["-I", "-S", "-c", "import sys; print(sys.executable)"],
+    )?;
+    let exe = PathBuf::from(out.trim());
+    if !exe.is_absolute() || !is_elf(&exe) {
+        return Err(InterpError::Query {
+            path: wrapper.to_path_buf(),
+            message: format!(
+                "it names {} as its executable, not an ELF binary",
+                exe.display()
+            ),
+        });
+    }
+    std::fs::canonicalize(&exe).map_err(|source| InterpError::Missing { path: exe, source })
+}
+
+fn run(program: &Path, args: &[&str]) -> Result<String, InterpError> {
+    let out = Command::new(program)
+        .args(args)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .map_err(|e| InterpError::Query {
+            path: program.to_path_buf(),
+            message: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(InterpError::Query {
+            path: program.to_path_buf(),
+            message: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// What the query run reports.
+#[derive(Debug, Deserialize)]
+struct Layout {
+    implementation: String,
+    version: String,
+    major: u32,
+    prefix: PathBuf,
+    stdlib: PathBuf,
+    platstdlib: PathBuf,
+    dynload: Option<PathBuf>,
+    site: Vec<PathBuf>,
+}
+
+const QUERY: &str = r#"
+import json, sys, sysconfig
+try:
+    import _sysconfigdata  # noqa: F401 (absent is fine)
+except ImportError:
+    pass
+dynload = None
+for p in sys.path:
+    if p.endswith("lib-dynload"):
+        dynload = p
+paths = sysconfig.get_paths()
+site = []
+for k in ("purelib", "platlib"):
+    if paths.get(k) and paths[k] not in site:
+        site.append(paths[k])
+print(json.dumps({
+    "implementation": sys.implementation.name,
+    "version": sys.version.split()[0],
+    "major": sys.version_info[0],
+    "prefix": sys.prefix,
+    "stdlib": paths["stdlib"],
+    "platstdlib": paths["platstdlib"],
+    "dynload": dynload,
+    "site": site,
+}))
+"#;
+
+/// One query run and `ldd`: the interpreter's binds.
+fn inspect(exe: &Path) -> Result<Interpreter, InterpError> {
+    let out = run(exe, &["-I", "-S", "-c", QUERY])?;
+    let layout: Layout = serde_json::from_str(out.trim()).map_err(|e| InterpError::Query {
+        path: exe.to_path_buf(),
+        message: format!("unexpected answer ({e}): {}", out.trim()),
+    })?;
+    if layout.implementation != "cpython" || layout.major != 3 {
+        return Err(InterpError::NotCPython {
+            path: exe.to_path_buf(),
+            found: format!("{} {}", layout.implementation, layout.version),
+        });
+    }
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut add = |path: &Path, is_dir: bool| {
+        if let Ok(source) = std::fs::canonicalize(path) {
+            if !binds.iter().any(|b| b.target == path) {
+                binds.push(Bind {
+                    source,
+                    target: path.to_path_buf(),
+                    is_dir,
+                });
+            }
+        }
+    };
+    add(exe, false);
+    let mut dirs = vec![layout.stdlib.clone()];
+    if !layout.platstdlib.starts_with(&layout.stdlib) {
+        dirs.push(layout.platstdlib.clone());
+    }
+    if let Some(d) = &layout.dynload {
+        if !dirs.iter().any(|s| d.starts_with(s)) {
+            dirs.push(d.clone());
+        }
+    }
+    for d in &dirs {
+        if d.is_dir() {
+            add(d, true);
+        }
+    }
+    // Shared libraries of the executable and of every extension module.
+    let mut objects = vec![exe.to_path_buf()];
+    if let Some(d) = &layout.dynload {
+        if let Ok(entries) = std::fs::read_dir(d) {
+            let mut sos: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "so"))
+                .collect();
+            sos.sort();
+            objects.extend(sos);
+        }
+    }
+    let mut libs = ldd(&objects)?;
+    // glibc loads libgcc_s at run time to unwind threads; it is not a DT_NEEDED of anything.
+    if let Some(libc) = libs
+        .iter()
+        .find(|l| l.file_name().is_some_and(|n| n == "libc.so.6"))
+    {
+        let gcc = libc.with_file_name("libgcc_s.so.1");
+        if gcc.exists() {
+            libs.push(gcc);
+        }
+    }
+    libs.sort();
+    libs.dedup();
+    for lib in &libs {
+        add(lib, false);
+    }
+    let site_packages = layout.site.into_iter().filter(|p| p.is_dir()).collect();
+    Ok(Interpreter {
+        executable: exe.to_path_buf(),
+        version: layout.version,
+        binds,
+        site_packages,
+        prefix: layout.prefix,
+        stdlib: layout.stdlib,
+    })
+}
+
+/// The libraries `ldd` resolves for `objects`, at the paths the loader uses.
+fn ldd(objects: &[PathBuf]) -> Result<Vec<PathBuf>, InterpError> {
+    let out = Command::new("ldd")
+        .args(objects)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .map_err(|e| InterpError::Ldd {
+            path: objects[0].clone(),
+            message: format!("{e} (is ldd, from libc-bin, installed?)"),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let libs = parse_ldd(&text);
+    if libs.is_empty() {
+        return Err(InterpError::Ldd {
+            path: objects[0].clone(),
+            message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(libs)
+}
+
+/// Parse `ldd` output: `name => /path (addr)` lines and the loader's `/path (addr)` line. Lines
+/// `name => not found` are skipped: the module that needs them fails to import in the jail just
+/// as it does outside.
+fn parse_ldd(text: &str) -> Vec<PathBuf> {
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        let path = match line.split_once("=>") {
+            Some((_, rest)) => rest.trim(),
+            None => line,
+        };
+        let path = path.split(" (").next().unwrap_or("").trim();
+        if path.starts_with('/') && !path.ends_with(':') {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    libs
+}
+
+/// Identity of an executable for the cache: a changed binary misses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct CacheKey {
+    version: u32,
+    path: PathBuf,
+    size: u64,
+    mtime_ns: i128,
+    inode: u64,
+}
+
+impl CacheKey {
+    fn of(exe: &Path) -> Result<CacheKey, InterpError> {
+        let m = std::fs::metadata(exe).map_err(|source| InterpError::Missing {
+            path: exe.to_path_buf(),
+            source,
+        })?;
+        Ok(CacheKey {
+            version: CACHE_VERSION,
+            path: exe.to_path_buf(),
+            size: m.size(),
+            mtime_ns: i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+            inode: m.ino(),
+        })
+    }
+
+    fn file(&self, dir: &Path) -> PathBuf {
+        // One cache file per interpreter path.
+        let h = fnv(self.path.as_os_str().as_encoded_bytes());
+        dir.join(format!("interp-{h:016x}.json"))
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct CacheEntry {
+    key: CacheKey,
+    interpreter: Interpreter,
+}
+
+fn cache_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        Some(x) => PathBuf::from(x),
+        None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
+    };
+    base.is_absolute().then(|| base.join("pysandbox"))
+}
+
+/// A cache file is trusted only if we own it and nobody else can write it: it decides what is
+/// bound into every jail.
+fn trusted(path: &Path) -> bool {
+    let euid = crate::sys::geteuid();
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => m.is_file() && m.uid() == euid && m.mode() & 0o022 == 0,
+        Err(_) => false,
+    }
+}
+
+fn cache_load(dir: &Path, key: &CacheKey) -> Option<Interpreter> {
+    let file = key.file(dir);
+    if !trusted(&file) || !trusted_dir(dir) {
+        return None;
+    }
+    let entry: CacheEntry = serde_json::from_slice(&std::fs::read(&file).ok()?).ok()?;
+    (entry.key == *key).then_some(entry.interpreter)
+}
+
+fn trusted_dir(dir: &Path) -> bool {
+    let euid = crate::sys::geteuid();
+    std::fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == euid && m.mode() & 0o022 == 0)
+}
+
+/// Best effort: a cache that cannot be written only costs the next run a query.
+fn cache_store(dir: &Path, key: &CacheKey, interpreter: &Interpreter) {
+    let file = key.file(dir);
+    let entry = CacheEntry {
+        key: key.clone(),
+        interpreter: interpreter.clone(),
+    };
+    if let Ok(text) = serde_json::to_vec_pretty(&entry) {
+        write_atomic(dir, &file, &text);
+    }
+}
+
+/// Write `file` in the private cache directory `dir` through a temporary file and a rename.
+fn write_atomic(dir: &Path, file: &Path, text: &[u8]) {
+    if std::fs::create_dir_all(dir).is_err() {
+        return;
+    }
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    if !trusted_dir(dir) {
+        return;
+    }
+    let tmp = dir.join(format!(".tmp-{}", std::process::id()));
+    let written = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .and_then(|mut f| io::Write::write_all(&mut f, text));
+    if written.is_err() || std::fs::rename(&tmp, file).is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_is_parsed() {
+        let text = "/x/python:\n\tlinux-vdso.so.1 (0x00007ffd)\n\
+            \tlibpython3.11.so.1.0 => /opt/py/lib/libpython3.11.so.1.0 (0x00007f1b)\n\
+            \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f1a)\n\
+            \tlibgone.so.1 => not found\n\
+            \t/lib64/ld-linux-x86-64.so.2 (0x00007f1c)\n";
+        assert_eq!(
+            parse_ldd(text),
+            vec![
+                PathBuf::from("/opt/py/lib/libpython3.11.so.1.0"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("pysandbox-interp-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    #[test]
+    fn shims_are_not_elf_and_are_resolved() {
+        let d = scratch("shim");
+        let shim = d.join("python3");
+        let real = resolve(None).expect("a python on PATH").executable;
+        std::fs::write(
+            &shim,
+            format!("#!/bin/sh\nexec {} \"$@\"\n", real.display()),
+        )
+        .unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert!(!is_elf(&shim));
+        assert!(is_elf(&real));
+        assert_eq!(resolve(Some(&shim)).unwrap().executable, real);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn resolved_interpreter_has_its_files() {
+        let i = resolve(None).unwrap();
+        assert!(i.version.starts_with('3'), "{}", i.version);
+        let has = |name: &str| {
+            i.binds
+                .iter()
+                .any(|b| b.target.to_string_lossy().contains(name))
+        };
+        assert!(has("libc.so.6") && has("ld-linux"), "{:?}", i.binds);
+        assert!(i.binds.iter().any(|b| b.is_dir && b.target == i.stdlib));
+        assert!(i
+            .binds
+            .iter()
+            .all(|b| b.target.is_absolute() && b.source.exists()));
+    }
+
+    #[test]
+    fn cache_misses_when_the_binary_changes_and_distrusts_writable_files() {
+        let d = scratch("cache");
+        let exe = d.join("fake-python");
+        std::fs::write(&exe, b"\x7fELF v1").unwrap();
+        let key = CacheKey::of(&exe).unwrap();
+        let mut interp = resolve(None).unwrap();
+        interp.version = "9.9.9".into();
+        cache_store(&d, &key, &interp);
+        assert_eq!(cache_load(&d, &key).unwrap().version, "9.9.9");
+        // A changed binary: size and mtime differ.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&exe, b"\x7fELF version 2").unwrap();
+        let key2 = CacheKey::of(&exe).unwrap();
+        assert!(cache_load(&d, &key2).is_none());
+        // A cache file others can write is ignored.
+        cache_store(&d, &key2, &interp);
+        let file = key2.file(&d);
+        assert!(cache_load(&d, &key2).is_some());
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert!(cache_load(&d, &key2).is_none());
+        // Garbage is ignored too.
+        std::fs::write(&file, b"{not json").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(cache_load(&d, &key2).is_none());
+        let _ = std::fs::remove_dir_all(&d);
+    }
 }
