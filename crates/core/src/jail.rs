@@ -7,7 +7,7 @@
 //! clone(NEWUSER|NEWNS|NEWPID|NEWIPC|NEWUTS[|NEWNET]) ──►  wait for the id maps
 //! write uid_map / gid_map, sync byte ──────────────────►  drop to the unprivileged id, die-with-parent
 //!                                                         minimal root, pivot_root, old root detached
-//!                                                         hostname, Landlock, no_new_privs, seccomp
+//!                                                         hostname, no_new_privs, Landlock, seccomp
 //!                                                         fork the interpreter (PID 2):
 //!                                                           new session, signals reset, fds arranged,
 //!                                                           rlimits, execve (the one execve allowed)
@@ -237,8 +237,10 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
     drop(sources);
     sys::sethostname(HOSTNAME).map_err(JailError::Hostname)?;
 
-    landlock::apply(&p.landlock)?;
+    // no_new_privs first: the jail's init dropped its capabilities with set_ids, and without
+    // CAP_SYS_ADMIN both Landlock and seccomp require it.
     sys::set_no_new_privs().map_err(JailError::NoNewPrivs)?;
+    landlock::apply(&p.landlock)?;
     let listener = seccomp::install(&p.seccomp)?;
 
     let (pid, pidfd) = match sys::fork_pidfd().map_err(JailError::Fork)? {
@@ -253,7 +255,7 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
     if let Some(listener) = listener {
         // Allow exactly the execve that starts the interpreter; closing the listener makes the
         // kernel fail every later execve with ENOSYS.
-        seccomp::approve_first_exec(listener, pidfd.as_fd())?;
+        seccomp::approve_first_exec(listener, pid, pidfd.as_fd())?;
     }
     // The interpreter's copy of the error pipe closed at execve; ours closes now, so the
     // supervisor sees end-of-file once the interpreter runs.

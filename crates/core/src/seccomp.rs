@@ -1,22 +1,673 @@
-//! PLACEHOLDER until the seccomp module lands (helper writing it).
-use std::os::fd::{BorrowedFd, OwnedFd};
-pub struct SeccompOptions {
-    pub exec: ExecPolicy,
-    pub network: bool,
-}
+//! The jail's seccomp-bpf filter: an allowlist, each entry with the reason CPython needs it.
+//!
+//! Order of checks, for every system call of the interpreter and its children:
+//! 1. the architecture must be x86-64, and the number must not carry the x32 bit: anything else
+//!    (i386 `int 0x80`, x32) kills the process, so no second syscall table is reachable;
+//! 2. calls that only an attacker makes (`ptrace`, `mount`, `unshare`, `bpf`, …) kill the process;
+//! 3. calls inspected by argument: `clone` (no namespace flags), `socket` (only `AF_UNIX` without
+//!    network), `ioctl` (no `TIOCSTI`/`TIOCLINUX`), `execve` (per [`ExecPolicy`]); `clone3` answers
+//!    `ENOSYS` because its flags live in memory a filter cannot read, and glibc then uses `clone`;
+//! 4. the allowlist;
+//! 5. everything else fails with `EPERM`, so Python raises an ordinary `PermissionError`.
+//!
+//! The program is built by a small assembler with labels ([`Asm`]); `program()` is public so the
+//! tests (and `pysandbox doctor`) can inspect it.
+
+use crate::sys;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+/// Whether the code may start programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExecPolicy {
+    /// No `execve` at all (`EPERM`).
     Deny,
+    /// Exactly one: the interpreter's own start, approved through a user-notification listener;
+    /// once the listener is closed every later `execve` fails with `ENOSYS`.
     FirstOnly,
+    /// Any (the `subprocess` feature).
     Allow,
 }
+
+#[derive(Debug, Clone, Copy)]
+pub struct SeccompOptions {
+    pub exec: ExecPolicy,
+    /// Sockets of every family (the `network` feature); otherwise only `AF_UNIX`.
+    pub network: bool,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum SeccompError {
-    #[error("x")]
-    X,
+    #[error("installing the seccomp filter failed: {0} (is seccomp enabled in this kernel?)")]
+    Install(io::Error),
+    #[error("waiting for the interpreter's execve: {0}")]
+    Notify(io::Error),
+    #[error("the seccomp filter is invalid: {0}")]
+    Program(String),
 }
-pub fn install(_o: &SeccompOptions) -> Result<Option<OwnedFd>, SeccompError> {
-    Ok(None)
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+// Offsets in struct seccomp_data.
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+const fn off_arg_low(i: u32) -> u32 {
+    16 + 8 * i
 }
-pub fn approve_first_exec(_l: OwnedFd, _c: BorrowedFd) -> Result<bool, SeccompError> {
-    Ok(true)
+
+const RET_ALLOW: u32 = libc::SECCOMP_RET_ALLOW;
+const RET_KILL: u32 = libc::SECCOMP_RET_KILL_PROCESS;
+const RET_NOTIFY: u32 = libc::SECCOMP_RET_USER_NOTIF;
+const fn ret_errno(e: i32) -> u32 {
+    libc::SECCOMP_RET_ERRNO | (e as u32 & libc::SECCOMP_RET_DATA)
+}
+
+/// Calls an interpreter never needs and an attacker wants: the process is killed.
+const KILL: &[(i64, &str)] = &[
+    (libc::SYS_ptrace, "ptrace"),
+    (libc::SYS_process_vm_readv, "process_vm_readv"),
+    (libc::SYS_process_vm_writev, "process_vm_writev"),
+    (libc::SYS_process_madvise, "process_madvise"),
+    (libc::SYS_pidfd_getfd, "pidfd_getfd"),
+    (libc::SYS_kcmp, "kcmp"),
+    (libc::SYS_mount, "mount"),
+    (libc::SYS_umount2, "umount2"),
+    (libc::SYS_pivot_root, "pivot_root"),
+    (libc::SYS_chroot, "chroot"),
+    (libc::SYS_unshare, "unshare"),
+    (libc::SYS_setns, "setns"),
+    (libc::SYS_fsopen, "fsopen"),
+    (libc::SYS_fsconfig, "fsconfig"),
+    (libc::SYS_fsmount, "fsmount"),
+    (libc::SYS_fspick, "fspick"),
+    (libc::SYS_move_mount, "move_mount"),
+    (libc::SYS_open_tree, "open_tree"),
+    (libc::SYS_mount_setattr, "mount_setattr"),
+    (libc::SYS_open_by_handle_at, "open_by_handle_at"),
+    (libc::SYS_name_to_handle_at, "name_to_handle_at"),
+    (libc::SYS_bpf, "bpf"),
+    (libc::SYS_perf_event_open, "perf_event_open"),
+    (libc::SYS_userfaultfd, "userfaultfd"),
+    (libc::SYS_add_key, "add_key"),
+    (libc::SYS_request_key, "request_key"),
+    (libc::SYS_keyctl, "keyctl"),
+    (libc::SYS_kexec_load, "kexec_load"),
+    (libc::SYS_kexec_file_load, "kexec_file_load"),
+    (libc::SYS_init_module, "init_module"),
+    (libc::SYS_finit_module, "finit_module"),
+    (libc::SYS_delete_module, "delete_module"),
+    (libc::SYS_io_uring_setup, "io_uring_setup"),
+    (libc::SYS_io_uring_enter, "io_uring_enter"),
+    (libc::SYS_io_uring_register, "io_uring_register"),
+    (libc::SYS_swapon, "swapon"),
+    (libc::SYS_swapoff, "swapoff"),
+    (libc::SYS_reboot, "reboot"),
+    (libc::SYS_acct, "acct"),
+    (libc::SYS_quotactl, "quotactl"),
+    (libc::SYS_settimeofday, "settimeofday"),
+    (libc::SYS_clock_settime, "clock_settime"),
+    (libc::SYS_clock_adjtime, "clock_adjtime"),
+    (libc::SYS_adjtimex, "adjtimex"),
+    (libc::SYS_iopl, "iopl"),
+    (libc::SYS_ioperm, "ioperm"),
+    (libc::SYS_syslog, "syslog"),
+    (libc::SYS_lookup_dcookie, "lookup_dcookie"),
+    (libc::SYS_vhangup, "vhangup"),
+    (libc::SYS_uselib, "uselib"),
+    (libc::SYS_modify_ldt, "modify_ldt"),
+];
+
+/// What CPython 3 (interpreter, threads, subprocess, ssl, sqlite3, asyncio, multiprocessing,
+/// tempfile) needs, most frequent first.
+const ALLOW: &[(i64, &str)] = &[
+    (libc::SYS_read, "reading files and pipes"),
+    (libc::SYS_write, "writing output"),
+    (libc::SYS_futex, "locks: the GIL, threads"),
+    (
+        libc::SYS_mmap,
+        "memory allocation, loading shared libraries",
+    ),
+    (libc::SYS_munmap, "freeing memory"),
+    (libc::SYS_brk, "malloc's heap"),
+    (
+        libc::SYS_mprotect,
+        "the dynamic loader, thread stacks' guard pages",
+    ),
+    (libc::SYS_mremap, "growing large allocations"),
+    (libc::SYS_madvise, "returning freed memory"),
+    (libc::SYS_newfstatat, "os.stat, the import system"),
+    (libc::SYS_fstat, "os.fstat"),
+    (libc::SYS_stat, "os.stat (old entry point)"),
+    (libc::SYS_lstat, "os.lstat (old entry point)"),
+    (libc::SYS_statx, "os.stat on newer glibc"),
+    (
+        libc::SYS_openat,
+        "opening files (Landlock and the mount tree decide which)",
+    ),
+    (libc::SYS_open, "opening files (old entry point)"),
+    (libc::SYS_close, "closing descriptors"),
+    (
+        libc::SYS_close_range,
+        "subprocess closing inherited descriptors",
+    ),
+    (libc::SYS_lseek, "file positions"),
+    (libc::SYS_pread64, "positional reads (zipimport, sqlite3)"),
+    (libc::SYS_pwrite64, "positional writes (sqlite3)"),
+    (libc::SYS_readv, "vectored reads"),
+    (libc::SYS_writev, "vectored writes"),
+    (libc::SYS_preadv, "os.preadv"),
+    (libc::SYS_pwritev, "os.pwritev"),
+    (libc::SYS_preadv2, "os.preadv with flags"),
+    (libc::SYS_pwritev2, "os.pwritev with flags"),
+    (libc::SYS_getdents64, "os.listdir, os.scandir"),
+    (libc::SYS_getcwd, "os.getcwd"),
+    (libc::SYS_chdir, "os.chdir"),
+    (libc::SYS_fchdir, "os.fchdir"),
+    (libc::SYS_access, "os.access"),
+    (libc::SYS_faccessat, "os.access"),
+    (libc::SYS_faccessat2, "os.access on newer glibc"),
+    (libc::SYS_readlink, "os.readlink"),
+    (libc::SYS_readlinkat, "os.readlink"),
+    (libc::SYS_fcntl, "descriptor flags"),
+    (libc::SYS_flock, "fcntl.flock (sqlite3, dbm)"),
+    (libc::SYS_fsync, "os.fsync"),
+    (libc::SYS_fdatasync, "os.fdatasync"),
+    (libc::SYS_ftruncate, "os.ftruncate"),
+    (libc::SYS_truncate, "os.truncate"),
+    (libc::SYS_fallocate, "os.posix_fallocate"),
+    (libc::SYS_fadvise64, "os.posix_fadvise"),
+    (libc::SYS_mkdir, "os.mkdir"),
+    (libc::SYS_mkdirat, "os.mkdir"),
+    (libc::SYS_rmdir, "os.rmdir"),
+    (libc::SYS_unlink, "os.unlink"),
+    (libc::SYS_unlinkat, "os.unlink"),
+    (libc::SYS_rename, "os.rename"),
+    (libc::SYS_renameat, "os.rename"),
+    (libc::SYS_renameat2, "os.rename"),
+    (libc::SYS_link, "os.link"),
+    (libc::SYS_linkat, "os.link"),
+    (libc::SYS_symlink, "os.symlink"),
+    (libc::SYS_symlinkat, "os.symlink"),
+    (libc::SYS_chmod, "os.chmod"),
+    (libc::SYS_fchmod, "os.fchmod"),
+    (libc::SYS_fchmodat, "os.chmod"),
+    (libc::SYS_chown, "os.chown (own files in /tmp)"),
+    (libc::SYS_fchown, "os.fchown"),
+    (libc::SYS_lchown, "os.lchown"),
+    (libc::SYS_fchownat, "os.chown"),
+    (libc::SYS_umask, "os.umask"),
+    (libc::SYS_utimensat, "os.utime"),
+    (libc::SYS_utimes, "os.utime (old entry point)"),
+    (libc::SYS_utime, "os.utime (old entry point)"),
+    (libc::SYS_futimesat, "os.utime (old entry point)"),
+    (libc::SYS_statfs, "os.statvfs"),
+    (libc::SYS_fstatfs, "os.fstatvfs"),
+    (libc::SYS_dup, "os.dup"),
+    (libc::SYS_dup2, "os.dup2"),
+    (libc::SYS_dup3, "os.dup2 with flags"),
+    (libc::SYS_pipe, "os.pipe"),
+    (libc::SYS_pipe2, "os.pipe, subprocess"),
+    (libc::SYS_sendfile, "shutil.copyfile"),
+    (libc::SYS_copy_file_range, "shutil.copyfile"),
+    (libc::SYS_splice, "os.splice"),
+    (libc::SYS_tee, "pipes"),
+    (libc::SYS_memfd_create, "os.memfd_create, multiprocessing"),
+    (libc::SYS_rt_sigaction, "signal handlers"),
+    (libc::SYS_rt_sigprocmask, "signal masks (threads)"),
+    (libc::SYS_rt_sigreturn, "returning from a signal handler"),
+    (libc::SYS_rt_sigpending, "signal.sigpending"),
+    (libc::SYS_rt_sigtimedwait, "signal.sigtimedwait"),
+    (libc::SYS_rt_sigsuspend, "signal.pause"),
+    (libc::SYS_rt_sigqueueinfo, "signals within the jail"),
+    (libc::SYS_rt_tgsigqueueinfo, "signals within the jail"),
+    (libc::SYS_sigaltstack, "faulthandler's stack"),
+    (libc::SYS_kill, "os.kill within the jail's PID namespace"),
+    (libc::SYS_tgkill, "signals to threads"),
+    (libc::SYS_tkill, "signals to threads"),
+    (
+        libc::SYS_pidfd_open,
+        "subprocess and asyncio waiting for children",
+    ),
+    (libc::SYS_pidfd_send_signal, "signals to children"),
+    (libc::SYS_getpid, "os.getpid"),
+    (libc::SYS_getppid, "os.getppid"),
+    (libc::SYS_gettid, "threading.get_native_id"),
+    (libc::SYS_getuid, "os.getuid"),
+    (libc::SYS_geteuid, "os.geteuid"),
+    (libc::SYS_getgid, "os.getgid"),
+    (libc::SYS_getegid, "os.getegid"),
+    (libc::SYS_getresuid, "os.getresuid"),
+    (libc::SYS_getresgid, "os.getresgid"),
+    (libc::SYS_getgroups, "os.getgroups"),
+    (libc::SYS_getpgrp, "os.getpgrp"),
+    (libc::SYS_getpgid, "os.getpgid"),
+    (libc::SYS_setpgid, "subprocess process groups"),
+    (libc::SYS_getsid, "os.getsid"),
+    (libc::SYS_setsid, "subprocess start_new_session"),
+    (libc::SYS_capget, "reading (empty) capabilities"),
+    (libc::SYS_uname, "platform, os.uname"),
+    (libc::SYS_sysinfo, "memory size queries"),
+    (libc::SYS_getrlimit, "resource.getrlimit"),
+    (
+        libc::SYS_setrlimit,
+        "resource.setrlimit (can only lower hard limits)",
+    ),
+    (libc::SYS_prlimit64, "resource.prlimit"),
+    (libc::SYS_getrusage, "resource.getrusage"),
+    (libc::SYS_times, "os.times"),
+    (libc::SYS_getpriority, "os.getpriority"),
+    (libc::SYS_setpriority, "os.nice (can only lower priority)"),
+    (libc::SYS_clock_gettime, "time.time, time.monotonic"),
+    (libc::SYS_clock_getres, "time.get_clock_info"),
+    (libc::SYS_clock_nanosleep, "time.sleep"),
+    (libc::SYS_nanosleep, "time.sleep"),
+    (libc::SYS_gettimeofday, "time (old entry point)"),
+    (libc::SYS_time, "time (old entry point)"),
+    (libc::SYS_alarm, "signal.alarm"),
+    (libc::SYS_setitimer, "signal.setitimer"),
+    (libc::SYS_getitimer, "signal.getitimer"),
+    (libc::SYS_timer_create, "POSIX timers"),
+    (libc::SYS_timer_settime, "POSIX timers"),
+    (libc::SYS_timer_gettime, "POSIX timers"),
+    (libc::SYS_timer_getoverrun, "POSIX timers"),
+    (libc::SYS_timer_delete, "POSIX timers"),
+    (libc::SYS_timerfd_create, "event loops"),
+    (libc::SYS_timerfd_settime, "event loops"),
+    (libc::SYS_timerfd_gettime, "event loops"),
+    (libc::SYS_getrandom, "os.urandom, hash seeds, ssl"),
+    (libc::SYS_set_robust_list, "thread start (glibc)"),
+    (libc::SYS_get_robust_list, "thread bookkeeping"),
+    (libc::SYS_set_tid_address, "thread start (glibc)"),
+    (libc::SYS_rseq, "restartable sequences (glibc)"),
+    (libc::SYS_arch_prctl, "thread-local storage"),
+    (
+        libc::SYS_prctl,
+        "thread names, PR_SET_PDEATHSIG (privileged options need capabilities)",
+    ),
+    (libc::SYS_membarrier, "runtime memory barriers"),
+    (libc::SYS_getcpu, "os.sched_getcpu"),
+    (libc::SYS_sched_yield, "thread scheduling"),
+    (
+        libc::SYS_sched_getaffinity,
+        "os.cpu_count, os.sched_getaffinity",
+    ),
+    (libc::SYS_sched_setaffinity, "os.sched_setaffinity"),
+    (libc::SYS_sched_getparam, "os.sched_getparam"),
+    (libc::SYS_sched_getscheduler, "os.sched_getscheduler"),
+    (
+        libc::SYS_sched_get_priority_max,
+        "os.sched_get_priority_max",
+    ),
+    (
+        libc::SYS_sched_get_priority_min,
+        "os.sched_get_priority_min",
+    ),
+    (libc::SYS_restart_syscall, "restarting an interrupted call"),
+    (libc::SYS_exit, "thread exit"),
+    (libc::SYS_exit_group, "process exit"),
+    (libc::SYS_wait4, "os.waitpid, subprocess"),
+    (libc::SYS_waitid, "os.waitid, subprocess"),
+    (libc::SYS_fork, "os.fork (bounded by the process limit)"),
+    (libc::SYS_vfork, "subprocess via posix_spawn"),
+    (libc::SYS_poll, "select.poll"),
+    (libc::SYS_ppoll, "select.poll"),
+    (libc::SYS_select, "select.select"),
+    (libc::SYS_pselect6, "select.select"),
+    (libc::SYS_epoll_create, "asyncio (old entry point)"),
+    (libc::SYS_epoll_create1, "asyncio, selectors"),
+    (libc::SYS_epoll_ctl, "asyncio, selectors"),
+    (libc::SYS_epoll_wait, "asyncio, selectors"),
+    (libc::SYS_epoll_pwait, "asyncio, selectors"),
+    (libc::SYS_epoll_pwait2, "asyncio, selectors"),
+    (libc::SYS_eventfd, "os.eventfd (old entry point)"),
+    (libc::SYS_eventfd2, "os.eventfd, event loops"),
+    (libc::SYS_signalfd, "signal file descriptors"),
+    (libc::SYS_signalfd4, "signal file descriptors"),
+    (
+        libc::SYS_socketpair,
+        "unix socket pairs (multiprocessing, asyncio)",
+    ),
+    (
+        libc::SYS_connect,
+        "socket.connect (the namespace and Landlock decide where)",
+    ),
+    (libc::SYS_bind, "socket.bind"),
+    (libc::SYS_listen, "socket.listen"),
+    (libc::SYS_accept, "socket.accept"),
+    (libc::SYS_accept4, "socket.accept"),
+    (libc::SYS_sendto, "socket.send"),
+    (libc::SYS_recvfrom, "socket.recv"),
+    (libc::SYS_sendmsg, "socket.sendmsg"),
+    (libc::SYS_recvmsg, "socket.recvmsg"),
+    (libc::SYS_sendmmsg, "socket.sendmsg (batched)"),
+    (libc::SYS_recvmmsg, "socket.recvmsg (batched)"),
+    (libc::SYS_shutdown, "socket.shutdown"),
+    (libc::SYS_getsockname, "socket.getsockname"),
+    (libc::SYS_getpeername, "socket.getpeername"),
+    (libc::SYS_setsockopt, "socket.setsockopt"),
+    (libc::SYS_getsockopt, "socket.getsockopt"),
+    (
+        libc::SYS_shmget,
+        "SysV shared memory (private to the jail's IPC namespace)",
+    ),
+    (libc::SYS_shmat, "SysV shared memory"),
+    (libc::SYS_shmdt, "SysV shared memory"),
+    (libc::SYS_shmctl, "SysV shared memory"),
+    (libc::SYS_semget, "SysV semaphores (private IPC namespace)"),
+    (libc::SYS_semop, "SysV semaphores"),
+    (libc::SYS_semtimedop, "SysV semaphores"),
+    (libc::SYS_semctl, "SysV semaphores"),
+    (libc::SYS_mincore, "memory residency queries"),
+    (libc::SYS_msync, "mmap.flush"),
+];
+
+// Argument-inspected calls.
+const NS_FLAGS: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWCGROUP
+    | 0x80) as u32; // CLONE_NEWTIME
+const TIOCSTI: u32 = 0x5412;
+const TIOCLINUX: u32 = 0x541c;
+
+/// The filter for `opts`. Every decision returns right where it is made, so all jumps are short
+/// (classic BPF offsets are 8 bits).
+pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    let mut a = Asm::default();
+    a.load(OFF_ARCH);
+    a.unless_eq(AUDIT_ARCH_X86_64, RET_KILL);
+    a.load(OFF_NR);
+    a.jump(libc::BPF_JGE, X32_SYSCALL_BIT, 0, 1);
+    a.ret(RET_KILL);
+    for (nr, _) in KILL {
+        a.if_eq(*nr as u32, RET_KILL);
+    }
+    // clone: the flags are the first argument; the kernel only uses their low 32 bits for clone.
+    a.when_eq(libc::SYS_clone as u32, |a| {
+        a.load(off_arg_low(0));
+        a.jump(libc::BPF_JSET, NS_FLAGS, 0, 1);
+        a.ret(RET_KILL);
+        a.ret(RET_ALLOW);
+    })?;
+    a.if_eq(libc::SYS_clone3 as u32, ret_errno(libc::ENOSYS));
+    // ioctl: the request is an `unsigned int` in the kernel, so the low word is all of it.
+    a.when_eq(libc::SYS_ioctl as u32, |a| {
+        a.load(off_arg_low(1));
+        a.if_eq(TIOCSTI, ret_errno(libc::EPERM));
+        a.if_eq(TIOCLINUX, ret_errno(libc::EPERM));
+        a.ret(RET_ALLOW);
+    })?;
+    // socket: the family is an `int`.
+    a.when_eq(libc::SYS_socket as u32, |a| {
+        a.load(off_arg_low(0));
+        if opts.network {
+            // Every family but netlink: routing and firewall tables are nobody's business here.
+            a.if_eq(libc::AF_NETLINK as u32, ret_errno(libc::EAFNOSUPPORT));
+            a.ret(RET_ALLOW);
+        } else {
+            a.if_eq(libc::AF_UNIX as u32, RET_ALLOW);
+            a.ret(ret_errno(libc::EAFNOSUPPORT));
+        }
+    })?;
+    let exec = match opts.exec {
+        ExecPolicy::Deny => ret_errno(libc::EPERM),
+        ExecPolicy::FirstOnly => RET_NOTIFY,
+        ExecPolicy::Allow => RET_ALLOW,
+    };
+    a.if_eq(libc::SYS_execve as u32, exec);
+    a.if_eq(libc::SYS_execveat as u32, exec);
+    for (nr, _) in ALLOW {
+        a.if_eq(*nr as u32, RET_ALLOW);
+    }
+    a.ret(ret_errno(libc::EPERM));
+    a.finish()
+}
+
+/// Install the filter on the calling process (which must have set `no_new_privs`). Returns the
+/// user-notification listener with [`ExecPolicy::FirstOnly`].
+pub fn install(opts: &SeccompOptions) -> Result<Option<OwnedFd>, SeccompError> {
+    let prog = program(opts)?;
+    sys::seccomp::install(&prog, opts.exec == ExecPolicy::FirstOnly).map_err(SeccompError::Install)
+}
+
+/// Approve the first `execve` of the child `pid` (the interpreter's start), then close the
+/// listener: the kernel fails every later `execve` with `ENOSYS`. `Ok(false)` if the child died
+/// first. Any other notification is refused.
+pub fn approve_first_exec(
+    listener: OwnedFd,
+    pid: libc::pid_t,
+    child: BorrowedFd,
+) -> Result<bool, SeccompError> {
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: listener.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: child.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        sys::poll(&mut fds, -1).map_err(SeccompError::Notify)?;
+        if fds[0].revents & libc::POLLIN != 0 {
+            let n = match sys::seccomp::receive(listener.as_fd()) {
+                Ok(n) => n,
+                // The notifying task died between poll and receive.
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+                Err(e) => return Err(SeccompError::Notify(e)),
+            };
+            let is_exec = n.nr == libc::SYS_execve as i32 || n.nr == libc::SYS_execveat as i32;
+            if n.pid == pid as u32 && is_exec {
+                return match sys::seccomp::allow(listener.as_fd(), n.id) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(false),
+                    Err(e) => Err(SeccompError::Notify(e)),
+                };
+            }
+            let _ = sys::seccomp::deny(listener.as_fd(), n.id, libc::EPERM);
+            continue;
+        }
+        if fds[1].revents != 0 {
+            return Ok(false);
+        }
+    }
+}
+
+/// Number of entries of the allowlist and the kill list, for `pysandbox doctor`.
+pub fn counts() -> (usize, usize) {
+    (ALLOW.len(), KILL.len())
+}
+
+/// A tiny classic-BPF assembler: loads of `seccomp_data` words, jumps with explicit short
+/// offsets, returns.
+#[derive(Default)]
+struct Asm {
+    code: Vec<libc::sock_filter>,
+}
+
+impl Asm {
+    fn load(&mut self, offset: u32) {
+        self.code.push(libc::sock_filter {
+            code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16,
+            jt: 0,
+            jf: 0,
+            k: offset,
+        });
+    }
+    fn jump(&mut self, op: u32, k: u32, jt: u8, jf: u8) {
+        self.code.push(libc::sock_filter {
+            code: (libc::BPF_JMP | op | libc::BPF_K) as u16,
+            jt,
+            jf,
+            k,
+        });
+    }
+    fn ret(&mut self, k: u32) {
+        self.code.push(libc::sock_filter {
+            code: (libc::BPF_RET | libc::BPF_K) as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        });
+    }
+    /// `if acc == k { block }`, where the block ends in returns; the syscall number is reloaded
+    /// after it for the checks that follow.
+    fn when_eq(&mut self, k: u32, block: impl FnOnce(&mut Asm)) -> Result<(), SeccompError> {
+        let at = self.code.len();
+        self.jump(libc::BPF_JEQ, k, 0, 0);
+        block(self);
+        let len = self.code.len() - at - 1;
+        self.code[at].jf = u8::try_from(len)
+            .map_err(|_| SeccompError::Program(format!("block of {len} instructions")))?;
+        self.load(OFF_NR);
+        Ok(())
+    }
+    /// `if acc == k { return action }`.
+    fn if_eq(&mut self, k: u32, action: u32) {
+        self.jump(libc::BPF_JEQ, k, 0, 1);
+        self.ret(action);
+    }
+    /// `if acc != k { return action }`.
+    fn unless_eq(&mut self, k: u32, action: u32) {
+        self.jump(libc::BPF_JEQ, k, 1, 0);
+        self.ret(action);
+    }
+    fn finish(self) -> Result<Vec<libc::sock_filter>, SeccompError> {
+        if self.code.len() > 4096 {
+            return Err(SeccompError::Program(format!(
+                "{} instructions (the kernel takes at most 4096)",
+                self.code.len()
+            )));
+        }
+        Ok(self.code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Run a classic BPF program on a seccomp_data, like the kernel does.
+    fn eval(prog: &[libc::sock_filter], nr: i64, arch: u32, args: [u64; 6]) -> u32 {
+        let mut data = vec![0u8; 64];
+        data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        for (i, a) in args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&a.to_le_bytes());
+        }
+        let mut acc = 0u32;
+        let mut pc = 0usize;
+        loop {
+            let ins = prog[pc];
+            let class = u32::from(ins.code) & 0x07;
+            match class {
+                c if c == libc::BPF_LD => {
+                    let o = ins.k as usize;
+                    acc = u32::from_le_bytes(data[o..o + 4].try_into().unwrap());
+                    pc += 1;
+                }
+                c if c == libc::BPF_JMP => {
+                    let op = u32::from(ins.code) & 0xf0;
+                    let taken = match op {
+                        o if o == libc::BPF_JEQ => acc == ins.k,
+                        o if o == libc::BPF_JGE => acc >= ins.k,
+                        o if o == libc::BPF_JSET => acc & ins.k != 0,
+                        _ => panic!("unexpected jump op {op:#x}"),
+                    };
+                    pc += 1 + usize::from(if taken { ins.jt } else { ins.jf });
+                }
+                c if c == libc::BPF_RET => return ins.k,
+                _ => panic!("unexpected class {class}"),
+            }
+        }
+    }
+
+    fn opts(exec: ExecPolicy, network: bool) -> SeccompOptions {
+        SeccompOptions { exec, network }
+    }
+
+    #[test]
+    fn filter_decisions() {
+        let p = program(&opts(ExecPolicy::FirstOnly, false)).unwrap();
+        let x86 = AUDIT_ARCH_X86_64;
+        let run = |nr: i64, args: [u64; 6]| eval(&p, nr, x86, args);
+        let z = [0u64; 6];
+        assert_eq!(
+            eval(&p, libc::SYS_read, 0x4000_0003, z),
+            RET_KILL,
+            "i386 arch"
+        );
+        assert_eq!(run(libc::SYS_read | 0x4000_0000, z), RET_KILL, "x32 bit");
+        assert_eq!(run(libc::SYS_read, z), RET_ALLOW);
+        assert_eq!(run(libc::SYS_ptrace, z), RET_KILL);
+        assert_eq!(run(libc::SYS_unshare, z), RET_KILL);
+        assert_eq!(run(libc::SYS_mount, z), RET_KILL);
+        let thread = (libc::CLONE_VM | libc::CLONE_THREAD | libc::CLONE_SIGHAND) as u64;
+        assert_eq!(run(libc::SYS_clone, [thread, 0, 0, 0, 0, 0]), RET_ALLOW);
+        let userns = (libc::SIGCHLD | libc::CLONE_NEWUSER) as u64;
+        assert_eq!(run(libc::SYS_clone, [userns, 0, 0, 0, 0, 0]), RET_KILL);
+        assert_eq!(run(libc::SYS_clone3, z), ret_errno(libc::ENOSYS));
+        assert_eq!(
+            run(libc::SYS_socket, [libc::AF_UNIX as u64, 1, 0, 0, 0, 0]),
+            RET_ALLOW
+        );
+        assert_eq!(
+            run(libc::SYS_socket, [libc::AF_INET as u64, 1, 0, 0, 0, 0]),
+            ret_errno(libc::EAFNOSUPPORT)
+        );
+        assert_eq!(
+            run(libc::SYS_ioctl, [0, u64::from(TIOCSTI), 0, 0, 0, 0]),
+            ret_errno(libc::EPERM)
+        );
+        assert_eq!(
+            run(libc::SYS_ioctl, [0, 0x5401, 0, 0, 0, 0]),
+            RET_ALLOW,
+            "TCGETS"
+        );
+        assert_eq!(run(libc::SYS_execve, z), RET_NOTIFY);
+        assert_eq!(run(libc::SYS_setuid, z), ret_errno(libc::EPERM), "default");
+        assert_eq!(run(9999, z), ret_errno(libc::EPERM));
+
+        let net = program(&opts(ExecPolicy::Deny, true)).unwrap();
+        assert_eq!(
+            eval(
+                &net,
+                libc::SYS_socket,
+                x86,
+                [libc::AF_INET6 as u64, 1, 0, 0, 0, 0]
+            ),
+            RET_ALLOW
+        );
+        assert_eq!(
+            eval(
+                &net,
+                libc::SYS_socket,
+                x86,
+                [libc::AF_NETLINK as u64, 3, 0, 0, 0, 0]
+            ),
+            ret_errno(libc::EAFNOSUPPORT)
+        );
+        assert_eq!(eval(&net, libc::SYS_execve, x86, z), ret_errno(libc::EPERM));
+        let any = program(&opts(ExecPolicy::Allow, false)).unwrap();
+        assert_eq!(eval(&any, libc::SYS_execveat, x86, z), RET_ALLOW);
+    }
+
+    #[test]
+    fn lists_do_not_overlap() {
+        for (nr, name) in KILL {
+            assert!(ALLOW.iter().all(|(a, _)| a != nr), "{name} in both lists");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (nr, reason) in ALLOW {
+            assert!(seen.insert(nr), "{nr} listed twice");
+            assert!(!reason.is_empty());
+        }
+    }
 }
