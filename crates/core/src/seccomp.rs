@@ -556,7 +556,7 @@ mod tests {
 
     /// Run a classic BPF program on a seccomp_data, like the kernel does.
     fn eval(prog: &[libc::sock_filter], nr: i64, arch: u32, args: [u64; 6]) -> u32 {
-        let mut data = vec![0u8; 64];
+        let mut data = [0u8; 64];
         data[0..4].copy_from_slice(&(nr as u32).to_le_bytes());
         data[4..8].copy_from_slice(&arch.to_le_bytes());
         for (i, a) in args.iter().enumerate() {
