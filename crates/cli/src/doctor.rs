@@ -45,9 +45,14 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
             "absent: need Linux >= 5.13 with landlock in the lsm= list".into()
         } else {
             format!(
-                "ABI {abi}{}",
+                "ABI {abi}: filesystem rules{}{}",
+                if abi >= 4 {
+                    ", TCP bind/connect denied without network"
+                } else {
+                    ""
+                },
                 if abi >= 6 {
-                    " (signal and abstract-socket scoping used)"
+                    ", signal and abstract-socket scoping"
                 } else {
                     ""
                 }
@@ -58,7 +63,13 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
     line(
         seccomp.contains("user_notif") && seccomp.contains("kill_process"),
         "seccomp",
-        format!("actions: {seccomp}"),
+        {
+            let (allowed, killed) = pysandbox_core::seccomp::counts();
+            format!(
+                "{allowed} syscalls allowed, {killed} kill the process, the rest fail with EPERM (kernel actions: {})",
+                seccomp.trim()
+            )
+        },
     );
     let cgroup = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
         "cgroup v2 (unified)".to_string()

@@ -428,6 +428,8 @@ fn policy_file_and_flags_override_it() {
 #[test]
 fn bad_policies_are_refused_before_anything_runs() {
     let dir = tempdir();
+    // Writable by the sandbox's user even when the tests run as root (the jail then runs as 65534).
+    std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let marker = format!("{dir}/ran");
     let code = format!("open({marker:?}, 'w')");
     let cases: &[(&str, &[&str], &str)] = &[

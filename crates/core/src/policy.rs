@@ -646,6 +646,11 @@ impl Policy {
                 }
             }
         }
+        if crate::sys::geteuid() == 0 {
+            for p in &self.allow_write {
+                writable_by_sandbox_user(p)?;
+            }
+        }
         for p in &self.allow_read {
             if self.allow_write.contains(p) {
                 return Err(PolicyError::Conflict(format!(
@@ -855,6 +860,32 @@ impl Policy {
         });
         Some(cfg.to_string())
     }
+}
+
+/// Started as root, the jail runs as the host's uid 65534 (it never owns root's files), so a
+/// writable path must be writable by that user; say so before running rather than fail inside.
+fn writable_by_sandbox_user(p: &Path) -> Result<(), PolicyError> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(m) = std::fs::metadata(p) else {
+        return Ok(());
+    };
+    let id = crate::jail::INSIDE_ID;
+    let mode = m.mode();
+    let ok = (m.uid() == id && mode & 0o200 != 0)
+        || (m.gid() == id && mode & 0o020 != 0)
+        || mode & 0o002 != 0;
+    if ok {
+        return Ok(());
+    }
+    Err(PolicyError::Invalid {
+        field: "allow_write".into(),
+        value: p.display().to_string(),
+        expected: format!(
+            "a path the sandbox's user can write: run as root, pysandbox runs the code as uid {id} \
+             (nobody); `chown {id} {}` or run pysandbox as an ordinary user",
+            p.display()
+        ),
+    })
 }
 
 fn builtin_hint(name: &str) -> String {

@@ -457,3 +457,32 @@ pub(crate) fn thread_count() -> usize {
         .map(|d| d.count())
         .unwrap_or(1)
 }
+
+/// `kill(2)`.
+#[cfg(test)]
+pub(crate) fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    cvt(unsafe { libc::kill(pid, sig) })?;
+    Ok(())
+}
+
+/// Run `f` in a forked child and return its exit code (tests of layers that restrict the calling
+/// process for good). The child only runs `f` and exits without unwinding.
+#[cfg(test)]
+pub(crate) fn in_child(f: impl FnOnce() -> i32) -> io::Result<i32> {
+    // SAFETY: fork has no memory-safety preconditions; in the child only `f` runs before _exit,
+    // and glibc keeps malloc usable in the child of a threaded parent.
+    let pid = cvt(unsafe { libc::fork() })?;
+    if pid == 0 {
+        let code = f();
+        exit_now(code);
+    }
+    let mut status = 0;
+    // SAFETY: `status` is a valid out-pointer for the duration of the call.
+    cvt(unsafe { libc::waitpid(pid, &mut status, 0) })?;
+    if libc::WIFEXITED(status) {
+        Ok(libc::WEXITSTATUS(status))
+    } else {
+        Ok(128 + libc::WTERMSIG(status))
+    }
+}
