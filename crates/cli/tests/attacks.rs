@@ -386,17 +386,16 @@ fn unprivileged_user_gets_the_same_protection() {
         // Already unprivileged: the other tests cover it.
         return;
     }
-    if Command::new("setpriv").arg("--version").output().is_err() {
-        if skip("setpriv (util-linux) is needed to run as nobody") {
-            return;
-        }
+    if Command::new("setpriv").arg("--version").output().is_err()
+        && skip("setpriv (util-linux) is needed to run as nobody")
+    {
+        return;
     }
     let python = "/usr/bin/python3.11";
-    if !std::path::Path::new(python).exists() {
-        if skip("/usr/bin/python3.11 is needed (pyenv's interpreter lives under /root, mode 0700)")
-        {
-            return;
-        }
+    if !std::path::Path::new(python).exists()
+        && skip("/usr/bin/python3.11 is needed (pyenv's interpreter lives under /root, mode 0700)")
+    {
+        return;
     }
     // A copy of the binary nobody can run, in a directory nobody can reach.
     let dir = TempDir::new("nobody");
