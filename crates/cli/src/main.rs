@@ -154,7 +154,10 @@ impl PolicyArgs {
             };
         }
         l.output = self.max_output.unwrap_or(l.output);
-        l.processes = self.processes.unwrap_or(l.processes);
+        if let Some(n) = self.processes {
+            l.processes = n;
+            p.processes_pinned = true;
+        }
         l.open_files = self.open_files.unwrap_or(l.open_files);
         l.file_size = self.file_size.unwrap_or(l.file_size);
         l.tmp_size = self.tmp_size.unwrap_or(l.tmp_size);

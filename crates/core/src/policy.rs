@@ -476,6 +476,10 @@ pub struct Policy {
     /// The interpreter; unset: `$PYSANDBOX_PYTHON`, then `python3.11`, `python3` on PATH.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python: Option<PathBuf>,
+    /// Set when the process limit was given explicitly (a file's `limits.processes`, a flag):
+    /// the `threads` and `subprocess` features then leave it as it is.
+    #[serde(skip)]
+    pub processes_pinned: bool,
 }
 
 /// A policy turned into what runs: the jail, and the guard's configuration (if any).
@@ -495,13 +499,25 @@ impl Policy {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             PolicyError::Parse(e.message().to_string() + &location(text, e.span()))
         })?;
-        serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| schema_error(&e))
+        let pinned = table
+            .get("limits")
+            .and_then(|l| l.get("processes"))
+            .is_some();
+        let mut p: Policy = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| schema_error(&e))?;
+        p.processes_pinned = pinned;
+        Ok(p)
     }
 
     pub fn from_json_str(text: &str) -> Result<Policy, PolicyError> {
         let mut de = serde_json::Deserializer::from_str(text);
-        let p = serde_path_to_error::deserialize(&mut de).map_err(|e| schema_error(&e))?;
+        let mut p: Policy =
+            serde_path_to_error::deserialize(&mut de).map_err(|e| schema_error(&e))?;
         de.end().map_err(|e| PolicyError::Parse(e.to_string()))?;
+        p.processes_pinned = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("limits")?.get("processes").cloned())
+            .is_some();
         Ok(p)
     }
 
@@ -597,7 +613,10 @@ impl Policy {
     pub fn effective_limits(&self) -> Limits {
         let mut l = self.limits.clone();
         let f = self.effective_features();
-        if l.processes == 1 && (f.contains(&F::Threads) || f.contains(&F::Subprocess)) {
+        if !self.processes_pinned
+            && l.processes == 1
+            && (f.contains(&F::Threads) || f.contains(&F::Subprocess))
+        {
             l.processes = FEATURE_PROCESSES;
         }
         l
@@ -1012,10 +1031,15 @@ LANG = "C.UTF-8"
         assert_eq!(p.modules["math"], vec!["sqrt", "pi"]);
         assert_eq!(p.effective_network(), Network::Host);
         p.validate().unwrap();
-        let again = Policy::from_toml_str(&p.to_toml_string()).unwrap();
+        // A shown policy states every limit, so reading it back pins the process limit.
+        let mut again = Policy::from_toml_str(&p.to_toml_string()).unwrap();
+        assert!(again.processes_pinned && !p.processes_pinned);
+        again.processes_pinned = false;
         assert_eq!(p, again);
         let json = serde_json::to_string(&p).unwrap();
-        assert_eq!(Policy::from_json_str(&json).unwrap(), p);
+        let mut again = Policy::from_json_str(&json).unwrap();
+        again.processes_pinned = false;
+        assert_eq!(again, p);
     }
 
     #[test]

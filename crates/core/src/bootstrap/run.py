@@ -37,6 +37,13 @@ def _pysandbox_run():
     except SystemExit:
         raise
     except BaseException as exc:
+        if isinstance(exc, MemoryError):
+            # Report before anything else can fail for lack of memory, then free the code's
+            # globals so that the traceback can be printed.
+            import posix
+
+            posix.write(4, b"limit memory\n")
+            main.__dict__.clear()
         load()["failed"](exc, name, src, globals())
 
 

@@ -22,6 +22,8 @@ def run(mode, main, src, name, boot):
     except SystemExit:
         raise
     except BaseException as exc:
+        if isinstance(exc, MemoryError):
+            ns.clear()
         failed(exc, name, src, boot)
 
 
