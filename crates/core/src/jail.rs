@@ -103,6 +103,8 @@ pub(crate) struct Prepared {
     pub envp: Vec<CString>,
     pub limits: Limits,
     pub landlock: LandlockRules,
+    /// What each of `binds` allows, for its Landlock rule.
+    pub access: Vec<Access>,
     pub seccomp: SeccompOptions,
 }
 
@@ -122,14 +124,16 @@ pub(crate) struct InitFds {
 impl Prepared {
     pub(crate) fn new(spec: &JailSpec) -> Result<Prepared, MountError> {
         let mut binds = Vec::new();
-        let mut rules = Vec::new();
+        // Landlock rules for the binds are added through their source descriptors (rules belong
+        // to inodes, which a bind shares); only /tmp, a fresh tmpfs, is named by path.
+        let mut access = Vec::new();
         for b in &spec.interpreter.binds {
             binds.push(mounts::check_bind(
                 &b.source,
                 &b.target,
                 BindKind::ReadOnly,
             )?);
-            rules.push((b.target.clone(), Access::ReadExec));
+            access.push(Access::ReadExec);
         }
         for dev in mounts::DEV_NODES {
             binds.push(mounts::check_bind(
@@ -137,17 +141,17 @@ impl Prepared {
                 Path::new(dev),
                 BindKind::Device,
             )?);
-            rules.push((PathBuf::from(dev), Access::ReadWrite));
+            access.push(Access::ReadWrite);
         }
         for p in &spec.read_paths {
             binds.push(mounts::check_bind(p, p, BindKind::ReadOnly)?);
-            rules.push((p.clone(), Access::Read));
+            access.push(Access::Read);
         }
         for p in &spec.write_paths {
             binds.push(mounts::check_bind(p, p, BindKind::ReadWrite)?);
-            rules.push((p.clone(), Access::ReadWrite));
+            access.push(Access::ReadWrite);
         }
-        rules.push((PathBuf::from("/tmp"), Access::ReadWrite));
+        let rules = vec![(PathBuf::from("/tmp"), Access::ReadWrite)];
         let cstr = |s: &str| CString::new(s.as_bytes()).unwrap_or_default();
         let exe = cstr(&spec.interpreter.executable.to_string_lossy());
         let mut argv = vec![exe.clone()];
@@ -164,6 +168,7 @@ impl Prepared {
             argv,
             envp,
             limits: spec.limits.clone(),
+            access,
             landlock: LandlockRules {
                 paths: rules,
                 // Scoping (ABI 6) keeps sibling jails from signalling each other or meeting on
@@ -234,13 +239,20 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
     sys::set_not_dumpable().map_err(JailError::NoNewPrivs)?;
 
     mounts::build_root(&p.binds, &sources, p.limits.tmp_size)?;
-    drop(sources);
     sys::sethostname(HOSTNAME).map_err(JailError::Hostname)?;
 
     // no_new_privs first: the jail's init dropped its capabilities with set_ids, and without
     // CAP_SYS_ADMIN both Landlock and seccomp require it.
     sys::set_no_new_privs().map_err(JailError::NoNewPrivs)?;
-    landlock::apply(&p.landlock)?;
+    let handles: Vec<_> = sources
+        .iter()
+        .zip(&p.binds)
+        .zip(&p.access)
+        .map(|((fd, b), a)| (fd.as_fd(), *a, b.is_dir))
+        .collect();
+    landlock::apply(&p.landlock, &handles)?;
+    drop(handles);
+    drop(sources);
     let listener = seccomp::install(&p.seccomp)?;
 
     let (pid, pidfd) = match sys::fork_pidfd().map_err(JailError::Fork)? {

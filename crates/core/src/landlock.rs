@@ -8,7 +8,7 @@
 
 use crate::sys;
 use std::io;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::PathBuf;
 
 /// What a path allows.
@@ -133,9 +133,13 @@ pub fn abi() -> Result<u32, LandlockError> {
     sys::landlock::abi().map_err(LandlockError::Unsupported)
 }
 
-/// Restrict the calling process (and everything it starts) to `rules`. `no_new_privs` must be
-/// set already.
-pub fn apply(rules: &LandlockRules) -> Result<LandlockStatus, LandlockError> {
+/// Restrict the calling process (and everything it starts) to `rules`, plus `handles`: files or
+/// directories already open (`O_PATH`), with what they allow and whether they are directories.
+/// `no_new_privs` must be set already.
+pub fn apply(
+    rules: &LandlockRules,
+    handles: &[(BorrowedFd, Access, bool)],
+) -> Result<LandlockStatus, LandlockError> {
     let abi = abi()?;
     let too_old = |what, needs| LandlockError::TooOld { abi, what, needs };
     if rules.restrict_tcp && abi < 4 {
@@ -171,6 +175,18 @@ pub fn apply(rules: &LandlockRules) -> Result<LandlockStatus, LandlockError> {
             allowed &= FILE_RIGHTS;
         }
         sys::landlock::add_path_rule(ruleset.as_fd(), fd.as_fd(), allowed).map_err(rule_err)?;
+    }
+    for (i, (fd, access, is_dir)) in handles.iter().enumerate() {
+        let mut allowed = rights(*access, handled);
+        if !is_dir {
+            allowed &= FILE_RIGHTS;
+        }
+        sys::landlock::add_path_rule(ruleset.as_fd(), *fd, allowed).map_err(|source| {
+            LandlockError::Rule {
+                path: PathBuf::from(format!("bind #{i}")),
+                source,
+            }
+        })?;
     }
     sys::landlock::restrict_self(ruleset.as_fd()).map_err(LandlockError::Restrict)?;
     Ok(LandlockStatus {
@@ -224,7 +240,7 @@ mod tests {
         };
         let parent = std::process::id() as libc::pid_t;
         let code = crate::sys::in_child(|| {
-            if crate::sys::set_no_new_privs().is_err() || apply(&rules).is_err() {
+            if crate::sys::set_no_new_privs().is_err() || apply(&rules, &[]).is_err() {
                 return 10;
             }
             if std::fs::read(dir.join("readable")).ok().as_deref() != Some(b"ok".as_slice()) {

@@ -83,14 +83,15 @@ fn mount_point(path: &Path, is_dir: bool) -> Result<(), MountError> {
         std::fs::create_dir_all(path).map_err(err)?;
     } else {
         if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(err)?;
+            if !parent.is_dir() {
+                std::fs::create_dir_all(parent).map_err(err)?;
+            }
         }
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(err)?;
+        match sys::mknod_file(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(err(e)),
+        }
     }
     Ok(())
 }
@@ -108,9 +109,9 @@ pub fn open_sources(binds: &[BindMount]) -> Result<Vec<OwnedFd>, MountError> {
         .collect()
 }
 
-fn bind(b: &BindMount, fd: &OwnedFd) -> Result<(), MountError> {
+/// Bind the open source at the (existing) staged target.
+fn attach(b: &BindMount, fd: &OwnedFd) -> Result<(), MountError> {
     let target = staged(&b.target);
-    mount_point(&target, b.is_dir)?;
     // The magic link names the already-open source without walking its host path again.
     let source = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
     sys::mount(Some(&source), &target, None, libc::MS_BIND, None).map_err(|source| {
@@ -118,11 +119,17 @@ fn bind(b: &BindMount, fd: &OwnedFd) -> Result<(), MountError> {
             target: b.target.clone(),
             source,
         }
-    })?;
+    })
+}
+
+/// Set the bind's own flags with a remount (for binds made after the tree went read-only).
+fn remount(b: &BindMount) -> Result<(), MountError> {
+    let target = staged(&b.target);
     let mut flags = libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NOSUID;
     match b.kind {
         BindKind::ReadOnly => flags |= libc::MS_RDONLY | libc::MS_NODEV,
         BindKind::ReadWrite => flags |= libc::MS_NODEV,
+        // Device nodes ignore a read-only mount for their I/O; nodev would block them.
         BindKind::Device => flags |= libc::MS_RDONLY,
     }
     // Flags of the source mount are locked in a user namespace: a remount must repeat them.
@@ -137,9 +144,13 @@ fn bind(b: &BindMount, fd: &OwnedFd) -> Result<(), MountError> {
     })
 }
 
-/// Build the new root from `binds`, mount a `tmp_size` tmpfs at `/tmp`, `pivot_root` into it,
-/// detach the old root and make `/` read-only. Runs inside the jail's fresh mount namespace.
-/// `sources` are the descriptors from [`open_sources`], in the same order as `binds`.
+/// Build the new root from `binds`, mount a `tmp_size` tmpfs at `/tmp`, `pivot_root` into it and
+/// detach the old root. Runs inside the jail's fresh mount namespace. `sources` are the
+/// descriptors from [`open_sources`], in the same order as `binds`.
+///
+/// The read-only part of the tree (the root tmpfs and every read-only bind, dozens of them: the
+/// interpreter's files and libraries) is made read-only, nosuid and nodev by one recursive
+/// `mount_setattr` rather than a remount per bind; writable binds, devices and `/tmp` come after.
 pub fn build_root(
     binds: &[BindMount],
     sources: &[OwnedFd],
@@ -165,8 +176,10 @@ pub fn build_root(
     .map_err(MountError::RootTmpfs)?;
     // Paths allowed under /tmp go on top of the private /tmp, the rest before it.
     let under_tmp = |b: &BindMount| b.target.starts_with("/tmp");
-    for (b, fd) in binds.iter().zip(sources).filter(|(b, _)| !under_tmp(b)) {
-        bind(b, fd)?;
+    let all = || binds.iter().zip(sources);
+    // Every mount point outside /tmp first: the root is read-only afterwards.
+    for (b, _) in all().filter(|(b, _)| !under_tmp(b)) {
+        mount_point(&staged(&b.target), b.is_dir)?;
     }
     // /dev/shm is where POSIX semaphores and shared memory live (multiprocessing): point it at
     // the private /tmp rather than giving the jail a second writable place.
@@ -180,6 +193,22 @@ pub fn build_root(
     })?;
     let tmp = staged(Path::new("/tmp"));
     mount_point(&tmp, true)?;
+    let read_only = |b: &BindMount| b.kind == BindKind::ReadOnly && !under_tmp(b);
+    for (b, fd) in all().filter(|(b, _)| read_only(b)) {
+        attach(b, fd)?;
+    }
+    sys::mount_setattr_recursive(
+        Path::new(STAGING),
+        MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV,
+    )
+    .map_err(|source| MountError::Remount {
+        target: PathBuf::from("/"),
+        source,
+    })?;
+    for (b, fd) in all().filter(|(b, _)| !read_only(b) && !under_tmp(b)) {
+        attach(b, fd)?;
+        remount(b)?;
+    }
     // nr_inodes bounds kernel memory that `size=` does not count (empty files).
     let nr_inodes = (tmp_size / 1024).max(1024);
     let tmp_opts =
@@ -195,26 +224,21 @@ pub fn build_root(
         size: tmp_size,
         source,
     })?;
-    for (b, fd) in binds.iter().zip(sources).filter(|(b, _)| under_tmp(b)) {
-        bind(b, fd)?;
+    for (b, fd) in all().filter(|(b, _)| under_tmp(b)) {
+        mount_point(&staged(&b.target), b.is_dir)?;
+        attach(b, fd)?;
+        remount(b)?;
     }
 
     std::env::set_current_dir(STAGING).map_err(MountError::PivotRoot)?;
     // Detach the old root: without this, the host's filesystem would stay reachable under it.
     sys::pivot_root_here().map_err(MountError::PivotRoot)?;
-    std::env::set_current_dir("/").map_err(MountError::PivotRoot)?;
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REMOUNT | libc::MS_BIND | libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV,
-        None,
-    )
-    .map_err(|source| MountError::Remount {
-        target: PathBuf::from("/"),
-        source,
-    })
+    std::env::set_current_dir("/").map_err(MountError::PivotRoot)
 }
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const MOUNT_ATTR_NOSUID: u64 = 0x2;
+const MOUNT_ATTR_NODEV: u64 = 0x4;
 
 #[cfg(test)]
 mod tests {

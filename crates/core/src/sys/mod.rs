@@ -486,3 +486,43 @@ pub(crate) fn in_child(f: impl FnOnce() -> i32) -> io::Result<i32> {
         Ok(128 + libc::WTERMSIG(status))
     }
 }
+
+/// `mount_setattr(path, AT_RECURSIVE, {attr_set: set})`: add mount attributes (`MOUNT_ATTR_*`) to
+/// the mount at `path` and every mount below it, in one call.
+pub(crate) fn mount_setattr_recursive(path: &Path, set: u64) -> io::Result<()> {
+    #[repr(C)]
+    struct MountAttr {
+        attr_set: u64,
+        attr_clr: u64,
+        propagation: u64,
+        userns_fd: u64,
+    }
+    let c = cpath(path)?;
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: `c` is a valid C string and `attr` a valid struct mount_attr of the size passed;
+    // both outlive the call.
+    cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            libc::AT_RECURSIVE as libc::c_uint,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    })?;
+    Ok(())
+}
+
+/// Create an empty regular file (a mount point) without opening it.
+pub(crate) fn mknod_file(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: valid C string; S_IFREG with dev 0 creates a plain empty file.
+    cvt(unsafe { libc::mknod(c.as_ptr(), libc::S_IFREG | 0o644, 0) })?;
+    Ok(())
+}
