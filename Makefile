@@ -15,8 +15,8 @@ demo: deps build
 
 ## System packages and Python tools the tests use (idempotent).
 deps:
-	@if ! command -v bwrap >/dev/null || ! command -v hyperfine >/dev/null || [ ! -x /usr/bin/python3.11 ]; then \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap hyperfine python3.11 >/dev/null; fi
+	@if ! command -v bwrap >/dev/null || ! command -v hyperfine >/dev/null || [ ! -x /usr/bin/python3.11 ] || [ ! -x /usr/bin/time ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap hyperfine python3.11 time >/dev/null; fi
 	$(PY) -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout
 
 build:
