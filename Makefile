@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PY ?= $(shell command -v python3.11 >/dev/null && python3.11 -c 'import sys; print(sys.executable)' || command -v python3)
 
-.PHONY: demo deps build test test-rust test-python lint bench
+.PHONY: demo deps build python test test-rust test-python lint bench
 
 ## One command from a fresh machine: install what is missing, build, run a sandboxed example.
 demo: deps build
@@ -28,15 +28,20 @@ test: build test-rust test-python
 test-rust:
 	$(CARGO) test --release --workspace
 
-test-python:
-	@if [ -f pyproject.toml ]; then \
-		$(PY) -m pip install -q --disable-pip-version-check . && \
-		$(PY) -m pytest -q tests/python; \
-	else echo "no Python package yet"; fi
+## The Python package, with the binary it runs inside (pip builds the native codec with maturin).
+python: build
+	mkdir -p python/pysandbox/_bin
+	cp target/release/pysandbox python/pysandbox/_bin/pysandbox
+	$(PY) -m pip install -q --disable-pip-version-check .
+
+test-python: python
+	$(PY) -m pytest -q tests/python
 
 lint:
 	$(CARGO) fmt --all --check
+	$(CARGO) fmt --manifest-path crates/py/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	PYO3_PYTHON=$(PY) $(CARGO) clippy --manifest-path crates/py/Cargo.toml -- -D warnings
 
 ## Cold-start latency against plain python and bubblewrap (prints a table).
 bench: build

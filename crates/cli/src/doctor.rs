@@ -115,6 +115,7 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 stdin: Stdin::Null,
                 output: OutputMode::Capture,
                 guard: None,
+                api: None,
             };
             match run::run(&spec, req) {
                 Ok(o) if o.status == Status::Exited(0) && o.stdout.data == b"42\n" => line(

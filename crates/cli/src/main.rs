@@ -3,6 +3,7 @@
 
 mod doctor;
 mod repl;
+mod serve;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -43,6 +44,9 @@ enum Command {
     /// Show the effective policy, or list the features.
     #[command(subcommand)]
     Policy(Box<PolicyCommand>),
+    /// The machine interface of the Python package: JSON requests on stdin, responses on stdout.
+    #[command(hide = true)]
+    Serve,
     /// An interactive console whose every input runs in the sandbox (prompt `sandbox>>> `).
     Repl(Box<repl::ReplArgs>),
     /// Show which kernel features this machine has and what pysandbox would use.
@@ -234,6 +238,7 @@ fn main() -> ExitCode {
             PolicyCommand::Features => cmd_features(),
         },
         Command::Repl(args) => repl::run(&args),
+        Command::Serve => serve::run(),
         Command::Doctor { python } => doctor::run(python.as_deref()),
     };
     match result {
@@ -309,6 +314,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
             stdin,
             output,
             guard: resolved.guard.clone(),
+            api: None,
         },
     )?;
     if a.json {

@@ -108,6 +108,7 @@ fn worker(token: &str) -> Result<ExitCode> {
             stdin: Stdin::Forward(fd),
             output: OutputMode::Stream,
             guard: resolved.guard.clone(),
+            api: None,
         },
     )?;
     if let Some(limit) = outcome.limit {

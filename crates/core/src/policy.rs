@@ -666,8 +666,11 @@ impl Policy {
             }
         }
         if crate::sys::geteuid() == 0 {
+            for p in &self.allow_read {
+                usable_by_sandbox_user("allow_read", p, 0o4)?;
+            }
             for p in &self.allow_write {
-                writable_by_sandbox_user(p)?;
+                usable_by_sandbox_user("allow_write", p, 0o2)?;
             }
         }
         for p in &self.allow_read {
@@ -881,28 +884,37 @@ impl Policy {
     }
 }
 
-/// Started as root, the jail runs as the host's uid 65534 (it never owns root's files), so a
-/// writable path must be writable by that user; say so before running rather than fail inside.
-fn writable_by_sandbox_user(p: &Path) -> Result<(), PolicyError> {
+/// Started as root, the jail runs as the host's uid 65534 (it never owns root's files), so an
+/// allowed path must be readable (`want` 0o4) or writable (0o2) by that user; say so before
+/// running rather than fail inside.
+fn usable_by_sandbox_user(field: &str, p: &Path, want: u32) -> Result<(), PolicyError> {
     use std::os::unix::fs::MetadataExt;
     let Ok(m) = std::fs::metadata(p) else {
         return Ok(());
     };
     let id = crate::jail::INSIDE_ID;
     let mode = m.mode();
-    let ok = (m.uid() == id && mode & 0o200 != 0)
-        || (m.gid() == id && mode & 0o020 != 0)
-        || mode & 0o002 != 0;
-    if ok {
+    let bits = if m.uid() == id {
+        (mode >> 6) & 7
+    } else if m.gid() == id {
+        (mode >> 3) & 7
+    } else {
+        mode & 7
+    };
+    if bits & want != 0 {
         return Ok(());
     }
+    let (verb, fix) = if want == 0o2 {
+        ("write", format!("chown {id} {}", p.display()))
+    } else {
+        ("read", format!("chmod o+r {}", p.display()))
+    };
     Err(PolicyError::Invalid {
-        field: "allow_write".into(),
+        field: field.into(),
         value: p.display().to_string(),
         expected: format!(
-            "a path the sandbox's user can write: run as root, pysandbox runs the code as uid {id} \
-             (nobody); `chown {id} {}` or run pysandbox as an ordinary user",
-            p.display()
+            "a path the sandbox's user can {verb}: run as root, pysandbox runs the code as uid \
+             {id} (nobody); `{fix}` or run pysandbox as an ordinary user"
         ),
     })
 }

@@ -32,7 +32,14 @@ pub struct RunRequest {
     pub output: OutputMode,
     /// The guard's configuration ([`crate::policy::Resolved::guard`]); `None`: no guard.
     pub guard: Option<String>,
+    /// API mode (`pysandbox serve`, the Python package): the request's data (JSON, see
+    /// `bootstrap/support.py`); the result comes back after a `result` line of the report, at
+    /// most this many bytes.
+    pub api: Option<(String, u64)>,
 }
+
+/// The largest report kept when no API result is expected.
+const REPORT_MAX: u64 = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -66,6 +73,16 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
         extra_fds.push(sys::sealed_memfd(c"guard", cfg.as_bytes()).map_err(RunError::Code)?);
         modes.push("guard");
     }
+    let mut report_max = REPORT_MAX;
+    if let Some((input, max)) = &req.api {
+        if req.guard.is_none() {
+            // Keep the numbering: the API input is always descriptor 7.
+            extra_fds.push(sys::sealed_memfd(c"guard", b"").map_err(RunError::Code)?);
+        }
+        extra_fds.push(sys::sealed_memfd(c"api", input.as_bytes()).map_err(RunError::Code)?);
+        modes.push("api");
+        report_max = REPORT_MAX + max;
+    }
     if matches!(req.source, Source::Repl { .. }) {
         modes.push("repl");
     }
@@ -85,6 +102,7 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
             output: req.output,
             extra_fds,
             report: Some(report_r),
+            report_max,
         },
     )?;
     if outcome.limit.is_none() || outcome.limit == Some(Limit::Output) {
@@ -95,10 +113,22 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     Ok(outcome)
 }
 
+/// The API result: the bytes after the report's `result` line, or `None` if there is none.
+pub fn api_result(report: &[u8]) -> Option<&[u8]> {
+    let marker = b"\0result\n";
+    let at = report.windows(marker.len()).position(|w| w == marker)?;
+    Some(&report[at + marker.len()..])
+}
+
 /// The limit the bootstrap saw trip (`limit NAME` lines on descriptor 4). The sandboxed code can
 /// write this pipe too: it can only misreport its own run, never the host's state.
 fn reported_limit(report: &[u8]) -> Option<Limit> {
-    String::from_utf8_lossy(report)
+    let marker = b"\0result\n";
+    let end = report
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .unwrap_or(report.len());
+    String::from_utf8_lossy(&report[..end])
         .lines()
         .filter_map(|l| l.strip_prefix("limit "))
         .find_map(|name| Limit::from_name(name.trim()))

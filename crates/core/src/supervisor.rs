@@ -37,6 +37,8 @@ pub struct Launch {
     pub extra_fds: Vec<OwnedFd>,
     /// A pipe's read end whose data (bounded to 64 KiB) is returned as [`Outcome::report`].
     pub report: Option<OwnedFd>,
+    /// Bytes kept of the report (the rest is drained and flagged in [`Outcome::report_truncated`]).
+    pub report_max: u64,
 }
 
 /// How the interpreter ended.
@@ -99,6 +101,8 @@ pub struct Outcome {
     pub stdout: Captured,
     pub stderr: Captured,
     pub report: Vec<u8>,
+    /// The report was longer than [`Launch::report_max`].
+    pub report_truncated: bool,
     _reaper: Option<Reaper>,
 }
 
@@ -198,7 +202,7 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
         status: Sink::new(status_r, OutputMode::Capture, -1, jail::STATUS_LEN as u64)?,
         report: launch
             .report
-            .map(|r| Sink::new(r, OutputMode::Capture, -1, REPORT_MAX as u64))
+            .map(|r| Sink::new(r, OutputMode::Capture, -1, launch.report_max))
             .transpose()?,
         forward: forward.map(|(host, pipe)| Forwarder {
             host,
@@ -320,6 +324,10 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
         peak_memory: peak_kib * 1024,
         stdout: streams.out.captured,
         stderr: streams.err.captured,
+        report_truncated: streams
+            .report
+            .as_ref()
+            .is_some_and(|r| r.captured.truncated),
         report: streams.report.map(|r| r.captured.data).unwrap_or_default(),
         _reaper: reaper,
     })

@@ -3,6 +3,24 @@
 # namespace of its own. Not a security layer: the jail around the interpreter is.
 
 
+_RECURSION = [None]
+
+
+class _pysandbox_limited:
+    # The code's recursion limit while it runs; the interpreter's own outside.
+    def __enter__(self):
+        import sys
+
+        self.saved = sys.getrecursionlimit()
+        if _RECURSION[0]:
+            sys.setrecursionlimit(_RECURSION[0])
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.setrecursionlimit(self.saved)
+
+
 def run(mode, main, src, name, boot):
     # Modes other than the fast path: the guard (configuration on descriptor 6), the repl.
     import builtins
@@ -17,8 +35,12 @@ def run(mode, main, src, name, boot):
         builtins.help = _pysandbox_help
     if "repl" in mode:
         return _pysandbox_repl(ns, src.decode(), boot)
+    if "api" in mode:
+        return _pysandbox_api(ns, src, name, boot)
     try:
-        exec(compile(src, name, "exec", dont_inherit=True), ns)
+        code = compile(src, name, "exec", dont_inherit=True)
+        with _pysandbox_limited():
+            exec(code, ns)
     except SystemExit:
         raise
     except BaseException as exc:
@@ -122,8 +144,9 @@ def _pysandbox_guard(ns, text):
         if "help" not in cfg["blocked"]:
             b["help"] = _pysandbox_help
         ns["__builtins__"] = b
-    if cfg["recursion_limit"]:
-        sys.setrecursionlimit(cfg["recursion_limit"])
+    # Set right before the code runs (see _pysandbox_limited): the bootstrap's own imports need
+    # more frames than a small limit leaves.
+    _RECURSION[0] = cfg["recursion_limit"]
 
 
 def _pysandbox_repl(ns, token, boot):
@@ -165,7 +188,8 @@ def _pysandbox_repl(ns, token, boot):
         lines = []
         count += 1
         try:
-            exec(code, ns)
+            with _pysandbox_limited():
+                exec(code, ns)
         except SystemExit:
             reply("exit")
             return
@@ -173,6 +197,174 @@ def _pysandbox_repl(ns, token, boot):
             _pysandbox_report_limit(exc)
             show(exc, name, src.encode(), boot)
         reply("done")
+
+
+def _pysandbox_api(ns, src, name, boot):
+    # The package's side (`pysandbox serve`): descriptor 7 holds the request's data, the result
+    # goes to the report pipe after a "\0result" line, as tagged JSON (data only; see DATA below).
+    import json
+    import os
+    import sys
+
+    with open(7, "rb") as f:
+        request = json.loads(f.read() or b"{}")
+    op = request.get("op", "exec")
+    data = _pysandbox_decode(request.get("input") or {"d": []})
+    result = {}
+    try:
+        globals_in = data.get("globals") or {}
+        ns.update({k: v for k, v in globals_in.items() if not k.startswith("__")})
+        local_ns = data.get("locals")
+        if local_ns is None:
+            local_ns = ns
+        if op == "exec":
+            code = compile(src, name, "exec", dont_inherit=True)
+            with _pysandbox_limited():
+                exec(code, ns, local_ns)
+        elif op == "eval":
+            code = compile(src, name, "eval", dont_inherit=True)
+            with _pysandbox_limited():
+                result["value"] = eval(code, ns, local_ns)
+        elif op == "call":
+            code = compile(src, name, "exec", dont_inherit=True)
+            with _pysandbox_limited():
+                exec(code, ns)
+                func = ns[data["function"]]
+                result["value"] = func(*data.get("args", ()), **data.get("kwargs", {}))
+        else:
+            raise ValueError("unknown operation %r" % (op,))
+        result["globals"] = _pysandbox_data_only(ns)
+        if local_ns is not ns:
+            result["locals"] = _pysandbox_data_only(local_ns)
+    except SystemExit as exc:
+        result = {"exit": exc.code if isinstance(exc.code, int) else 1}
+    except BaseException as exc:
+        if isinstance(exc, MemoryError):
+            ns.clear()
+        _pysandbox_report_limit(exc)
+        result = {"error": _pysandbox_describe(exc, name, src, boot)}
+    try:
+        text = json.dumps(_pysandbox_encode(result), ensure_ascii=True, separators=(",", ":"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        text = json.dumps(
+            _pysandbox_encode({"error": {"type": "TypeError", "message": str(exc), "traceback": ""}}),
+            ensure_ascii=True,
+        )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    out = b"\0result\n" + text.encode("ascii")
+    while out:
+        out = out[os.write(4, out):]
+
+
+def _pysandbox_data_only(ns):
+    # The data values among a namespace's names (modules, functions, classes are left out).
+    out = {}
+    for k, v in ns.items():
+        if isinstance(k, str) and not k.startswith("__") and _pysandbox_is_data(v, 0):
+            out[k] = v
+    return out
+
+
+def _pysandbox_is_data(v, depth):
+    if depth > 100:
+        return False
+    if v is None or isinstance(v, (bool, int, float, str, bytes)):
+        return True
+    if isinstance(v, (list, tuple, set, frozenset)):
+        return all(_pysandbox_is_data(x, depth + 1) for x in v)
+    if isinstance(v, dict):
+        return all(
+            _pysandbox_is_data(k, depth + 1) and _pysandbox_is_data(x, depth + 1)
+            for k, x in v.items()
+        )
+    return False
+
+
+# DATA: None, bool and str as JSON; int {"i": hex}; float {"f": repr}; bytes {"b": hex};
+# str with lone surrogates {"su": hex of UTF-8 with surrogatepass}; tuple {"t": [...]};
+# list [...]; set {"s": [...]}; frozenset {"fs": [...]}; dict {"d": [[key, value], ...]}.
+def _pysandbox_encode(v, path="value", depth=0):
+    if depth > 200:
+        raise ValueError("%s: nested too deeply" % path)
+    if v is None or v is True or v is False:
+        return v
+    if isinstance(v, str):
+        try:
+            v.encode("utf-8")
+            return str(v)
+        except UnicodeEncodeError:
+            return {"su": v.encode("utf-8", "surrogatepass").hex()}
+    if isinstance(v, int):
+        return {"i": format(int(v), "x")}
+    if isinstance(v, float):
+        return {"f": repr(float(v))}
+    if isinstance(v, (bytes, bytearray)):
+        return {"b": bytes(v).hex()}
+    enc = _pysandbox_encode
+    if isinstance(v, list):
+        return [enc(x, "%s[%d]" % (path, i), depth + 1) for i, x in enumerate(v)]
+    if isinstance(v, tuple):
+        return {"t": [enc(x, "%s[%d]" % (path, i), depth + 1) for i, x in enumerate(v)]}
+    if isinstance(v, frozenset):
+        return {"fs": [enc(x, path + ".item", depth + 1) for x in v]}
+    if isinstance(v, set):
+        return {"s": [enc(x, path + ".item", depth + 1) for x in v]}
+    if isinstance(v, dict):
+        return {
+            "d": [
+                [enc(k, path + ".key", depth + 1), enc(x, "%s[%r]" % (path, k), depth + 1)]
+                for k, x in v.items()
+            ]
+        }
+    raise TypeError("%s: cannot pass a %s out of the sandbox" % (path, type(v).__name__))
+
+
+def _pysandbox_decode(v, depth=0):
+    if depth > 200:
+        raise ValueError("nested too deeply")
+    if v is None or isinstance(v, (bool, str)):
+        return v
+    dec = _pysandbox_decode
+    if isinstance(v, list):
+        return [dec(x, depth + 1) for x in v]
+    if isinstance(v, dict) and len(v) == 1:
+        (tag, x), = v.items()
+        if tag == "i":
+            return int(x, 16)
+        if tag == "f":
+            return float(x)
+        if tag == "b":
+            return bytes.fromhex(x)
+        if tag == "su":
+            return bytes.fromhex(x).decode("utf-8", "surrogatepass")
+        if tag == "t":
+            return tuple(dec(y, depth + 1) for y in x)
+        if tag == "s":
+            return {dec(y, depth + 1) for y in x}
+        if tag == "fs":
+            return frozenset(dec(y, depth + 1) for y in x)
+        if tag == "d":
+            return {dec(k, depth + 1): dec(y, depth + 1) for k, y in x}
+    raise ValueError("not data: %r" % (v,))
+
+
+def _pysandbox_describe(exc, name, src, boot):
+    # The exception as data: its type, message and traceback with the code's own lines.
+    import io
+    import sys
+
+    buf = io.StringIO()
+    err, sys.stderr = sys.stderr, buf
+    try:
+        _pysandbox_traceback(exc, name, src, boot)
+    finally:
+        sys.stderr = err
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<unprintable %s>" % type(exc).__name__
+    return {"type": type(exc).__name__, "message": message, "traceback": buf.getvalue()}
 
 
 def _pysandbox_help(*args, **kwargs):

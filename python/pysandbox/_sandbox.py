@@ -1,0 +1,397 @@
+"""Sandbox: run code, evaluate expressions and call functions in pysandbox's OS sandbox.
+
+The work is done by the ``pysandbox`` binary (``pysandbox serve``), started as a helper process
+and spoken to over pipes: this process never forks itself into a sandbox. Values cross the
+boundary as data only (see :mod:`pysandbox._native`); nothing that comes out is unpickled or
+evaluated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import functools
+import inspect
+import json
+import os
+import shutil
+import signal as _signal
+import subprocess
+import textwrap
+import threading
+import weakref
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+from . import _native
+from ._config import SandboxConfig
+from ._errors import (
+    LimitExceeded,
+    MemoryLimitExceeded,
+    OutputLimitExceeded,
+    PolicyError,
+    ProcessLimitExceeded,
+    SandboxCrashed,
+    SandboxedException,
+    SandboxError,
+    Timeout,
+)
+
+_HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def helper_binary() -> str:
+    """The ``pysandbox`` binary: ``$PYSANDBOX_BIN``, the one shipped in the package, or PATH's."""
+    env = os.environ.get("PYSANDBOX_BIN")
+    if env:
+        return env
+    bundled = os.path.join(_HERE, "_bin", "pysandbox")
+    if os.path.isfile(bundled):
+        if not os.access(bundled, os.X_OK):
+            raise SandboxError(f"{bundled} is not executable; reinstall pysandbox")
+        return bundled
+    found = shutil.which("pysandbox")
+    if found:
+        return found
+    raise SandboxError(
+        "the pysandbox binary was not found: it ships inside the package (pysandbox/_bin); "
+        "reinstall with `make python`, or set PYSANDBOX_BIN"
+    )
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a run produced."""
+
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    cpu_time: float
+    wall_time: float
+    peak_memory: int
+    exit_code: Optional[int]
+    #: The value of ``eval`` or ``call``.
+    value: Any = None
+    #: The code's globals after the run, data values only (copies: the caller's are unchanged).
+    globals: Dict[str, Any] = field(default_factory=dict)
+    #: The locals after the run when ``locals`` was given.
+    locals: Optional[Dict[str, Any]] = None
+
+
+class _Helper:
+    """One ``pysandbox serve`` process: one request at a time."""
+
+    def __init__(self, binary: str) -> None:
+        self.proc = subprocess.Popen(
+            [binary, "serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            close_fds=True,
+        )
+        self.next_id = 0
+
+    def request(self, req: Dict[str, Any]) -> Dict[str, Any]:
+        self.next_id += 1
+        req["id"] = self.next_id
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(req).encode() + b"\n")
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except (BrokenPipeError, OSError) as e:
+            raise SandboxError(f"the pysandbox helper process failed: {e}") from None
+        if not line:
+            code = self.proc.poll()
+            raise SandboxError(f"the pysandbox helper process ended unexpectedly (status {code})")
+        resp = json.loads(line)
+        if resp.get("id") not in (self.next_id, None):
+            raise SandboxError("the pysandbox helper answered another request")
+        return resp
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def close(self) -> None:
+        try:
+            if self.proc.stdin:
+                self.proc.stdin.close()
+            self.proc.wait(timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+            self.proc.wait()
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+class _Pool:
+    """Helper processes shared by the threads using one Sandbox (started on demand)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.idle: List[_Helper] = []
+        self.closed = False
+
+    def acquire(self) -> _Helper:
+        with self.lock:
+            if self.closed:
+                raise SandboxError("the sandbox is closed")
+            while self.idle:
+                h = self.idle.pop()
+                if h.alive():
+                    return h
+                h.close()
+        return _Helper(helper_binary())
+
+    def release(self, h: _Helper, healthy: bool) -> None:
+        with self.lock:
+            if healthy and not self.closed and h.alive():
+                self.idle.append(h)
+                return
+        h.close()
+
+    def close(self) -> None:
+        with self.lock:
+            self.closed = True
+            idle, self.idle = self.idle, []
+        for h in idle:
+            h.close()
+
+
+_POOLS: "weakref.WeakSet[_Pool]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for p in list(_POOLS):
+        p.close()
+
+
+def _signal_name(n: int) -> str:
+    try:
+        return _signal.Signals(n).name
+    except ValueError:
+        return f"signal {n}"
+
+
+class Sandbox:
+    """Runs untrusted code in pysandbox's OS sandbox, with the old pysandbox's API.
+
+    >>> sandbox = Sandbox(SandboxConfig("math"))
+    >>> sandbox.execute("import math; print(math.sqrt(data[-1]))", locals={"data": [1, 4, 9]}).stdout
+    '3.0\\n'
+    >>> sandbox.eval("2 ** 10")
+    1024
+    >>> def add(a, b):
+    ...     return a + b
+    >>> sandbox.call(add, 1, 2)
+    3
+    >>> sandbox.eval("1 / 0")
+    Traceback (most recent call last):
+      ...
+    pysandbox._errors.SandboxedException: the sandboxed code raised ZeroDivisionError: division by zero
+    <BLANKLINE>
+    Traceback (most recent call last):
+      File "<string>", line 1, in <module>
+        1 / 0
+    ...
+    ZeroDivisionError: division by zero
+
+    Safe to use from many threads at once; ``aexecute``, ``aeval`` and ``acall`` are the
+    asyncio versions.
+    """
+
+    def __init__(self, config: Optional[SandboxConfig] = None) -> None:
+        self.config = config if config is not None else SandboxConfig()
+        self._pool = _Pool()
+        _POOLS.add(self._pool)
+
+    # The old pysandbox's API ------------------------------------------------------------------
+
+    def execute(
+        self,
+        code: str,
+        globals: Optional[Dict[str, Any]] = None,
+        locals: Optional[Dict[str, Any]] = None,
+        *,
+        stdin: Optional[str] = None,
+    ) -> Result:
+        """Run ``code`` like ``exec(code, globals, locals)``, in the sandbox.
+
+        The dicts are copied in (data values only) and never changed; the updated copies are in
+        ``Result.globals`` and ``Result.locals``.
+        """
+        data: Dict[str, Any] = {"globals": dict(globals or {})}
+        if locals is not None:
+            data["locals"] = dict(locals)
+        return self._run("exec", code, data, stdin)
+
+    def eval(
+        self,
+        expression: str,
+        globals: Optional[Dict[str, Any]] = None,
+        locals: Optional[Dict[str, Any]] = None,
+    ) -> Any:
+        """Evaluate ``expression`` in the sandbox and return its value (data only)."""
+        data: Dict[str, Any] = {"globals": dict(globals or {})}
+        if locals is not None:
+            data["locals"] = dict(locals)
+        return self._run("eval", expression, data, None).value
+
+    def call(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call ``func(*args, **kwargs)`` in the sandbox and return its value.
+
+        The function travels as its source code (``inspect.getsource``), so it must be a
+        module-level or nested ``def`` that only uses its arguments, builtins and what it
+        imports itself; closures and decorators do not cross.
+        """
+        name = getattr(func, "__name__", None)
+        if not inspect.isfunction(func) or name == "<lambda>":
+            raise TypeError(
+                f"call() needs a function defined with def, got {type(func).__name__}"
+            )
+        try:
+            source = textwrap.dedent(inspect.getsource(func))
+        except (OSError, TypeError) as e:
+            raise TypeError(f"cannot get the source of {name}(): {e}") from None
+        if source.lstrip().startswith("@"):
+            raise TypeError(f"{name}() is decorated: decorators do not cross into the sandbox")
+        data = {"function": name, "args": list(args), "kwargs": dict(kwargs)}
+        return self._run("call", source, data, None).value
+
+    def createCallback(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Callable[[], Any]:  # noqa: N802
+        """A callable that runs ``func(*args, **kwargs)`` in the sandbox (pysandbox's name)."""
+        return functools.partial(self.call, func, *args, **kwargs)
+
+    # asyncio -------------------------------------------------------------------------------
+
+    async def aexecute(self, code: str, globals: Optional[Dict[str, Any]] = None,
+                       locals: Optional[Dict[str, Any]] = None, *, stdin: Optional[str] = None) -> Result:  # fmt: skip
+        """:meth:`execute` for asyncio: the run happens in a worker thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            None, functools.partial(self.execute, code, globals, locals, stdin=stdin)
+        )
+
+    async def aeval(self, expression: str, globals: Optional[Dict[str, Any]] = None,
+                    locals: Optional[Dict[str, Any]] = None) -> Any:  # fmt: skip
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, self.eval, expression, globals, locals)
+
+    async def acall(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.call, func, *args, **kwargs))
+
+    # Lifetime ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the helper processes (also done at exit)."""
+        self._pool.close()
+
+    def __enter__(self) -> "Sandbox":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # The work ------------------------------------------------------------------------------
+
+    def _run(self, op: str, code: str, data: Dict[str, Any], stdin: Optional[str]) -> Result:
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, got {type(code).__name__}")
+        encoded = {}
+        for key, value in data.items():
+            path = {"globals": "globals", "locals": "locals", "args": "args", "kwargs": "kwargs"}.get(key, key)
+            encoded[key] = json.loads(_native.encode(value, path))
+        request = {
+            "policy": self.config.to_policy(),
+            "op": op,
+            "code": code,
+            "stdin": stdin,
+            "input": {"d": [[k, v] for k, v in encoded.items()]},
+            "result_max": self.config.max_result,
+        }
+        helper = self._pool.acquire()
+        healthy = False
+        try:
+            resp = helper.request(request)
+            healthy = True
+        finally:
+            self._pool.release(helper, healthy)
+        return self._result(resp)
+
+    def _result(self, resp: Dict[str, Any]) -> Result:
+        if not resp.get("ok"):
+            err = resp.get("error") or {}
+            message = str(err.get("message", "unknown error"))
+            if err.get("kind") == "policy":
+                raise PolicyError(message)
+            raise SandboxError(f"the sandbox could not run the code: {message}")
+        o = resp["outcome"]
+        payload: Dict[str, Any] = {}
+        if resp.get("result") is not None and not resp.get("result_truncated"):
+            try:
+                payload = _native.decode(resp["result"])
+            except ValueError as e:
+                raise SandboxError(f"the sandbox returned malformed data: {e}") from None
+            if not isinstance(payload, dict):
+                raise SandboxError("the sandbox returned malformed data")
+        result = Result(
+            stdout=o["stdout"],
+            stderr=o["stderr"],
+            stdout_truncated=o["stdout_truncated"],
+            stderr_truncated=o["stderr_truncated"],
+            cpu_time=o["cpu_time"],
+            wall_time=o["wall_time"],
+            peak_memory=o["peak_memory"],
+            exit_code=o["exit_code"] if "exit" not in payload else payload["exit"],
+            value=payload.get("value"),
+            globals=payload.get("globals") or {},
+            locals=payload.get("locals"),
+        )
+        self._raise_for(o, resp, payload, result)
+        return result
+
+    def _raise_for(self, o: Dict[str, Any], resp: Dict[str, Any], payload: Dict[str, Any],
+                   result: Result) -> None:  # fmt: skip
+        c = self.config
+        limit = o.get("limit")
+        if limit == "wall":
+            raise Timeout(
+                f"the code ran longer than its time limit ({c.timeout} s); raise it with "
+                "SandboxConfig(timeout=...)", "wall", result)
+        if limit == "cpu":
+            raise Timeout(
+                f"the code used more CPU time than its limit ({c.cpu_time} s); raise it with "
+                "SandboxConfig(cpu_time=...)", "cpu", result)
+        if limit == "memory":
+            raise MemoryLimitExceeded(
+                f"the code needed more memory than its limit ({c.max_memory} MB); raise it "
+                "with SandboxConfig(max_memory=...)", "memory", result)
+        if limit == "processes":
+            raise ProcessLimitExceeded(
+                "the code started more processes or threads than allowed; raise the limit "
+                "with SandboxConfig(processes=...) or enable the 'threads' feature",
+                "processes", result)
+        if limit in ("file_size", "tmp_size", "open_files"):
+            raise LimitExceeded(
+                f"the code hit the {limit} limit; raise it with SandboxConfig({limit}=...)",
+                limit, result)
+        if resp.get("result_truncated"):
+            raise OutputLimitExceeded(
+                f"the value returned by the code is larger than {c.max_result} bytes; raise "
+                "it with SandboxConfig(max_result=...)", "output", result)
+        if o.get("signal") is not None:
+            n = o["signal"]
+            why = " (a forbidden system call)" if n == _signal.SIGSYS else ""
+            raise SandboxCrashed(
+                f"the sandboxed interpreter was killed by {_signal_name(n)}{why}", n)
+        if "error" in payload:
+            e = payload["error"]
+            raise SandboxedException(str(e.get("type")), str(e.get("message")),
+                                     str(e.get("traceback", "")))  # fmt: skip
+        if resp.get("result") is None:
+            raise SandboxError(
+                f"the code ended (exit status {o.get('exit_code')}) before returning a result"
+                + (f": {o['stderr'].strip()}" if o.get("stderr") else ""))

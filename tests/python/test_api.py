@@ -1,0 +1,341 @@
+"""The Python package, through the installed package and the real sandbox."""
+
+import asyncio
+import copy
+import doctest
+import os
+import socket
+import tempfile
+import threading
+import time
+
+import pytest
+
+import pysandbox
+from pysandbox import (
+    MemoryLimitExceeded,
+    OutputLimitExceeded,
+    PolicyError,
+    ProcessLimitExceeded,
+    Sandbox,
+    SandboxConfig,
+    SandboxCrashed,
+    SandboxedException,
+    SandboxError,
+    Timeout,
+)
+
+from conftest import interpreters, skip_or_fail, MUST_WORK
+
+
+@pytest.fixture(scope="module")
+def sandbox():
+    with Sandbox(SandboxConfig("math", "stdout")) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def stdlib():
+    with Sandbox(SandboxConfig(preset="stdlib", timeout=5)) as s:
+        yield s
+
+
+def test_issue_example(sandbox):
+    r = sandbox.execute("print(sum(data))", locals={"data": [1, 2, 3]})
+    assert r.stdout == "6\n"
+    assert r.cpu_time > 0 and r.wall_time > 0 and r.peak_memory > 0
+    assert not r.stdout_truncated and not r.stderr_truncated
+    assert sandbox.eval("2 ** 10") == 1024
+
+
+def add(a, b):
+    return a + b
+
+
+def test_call_module_level_and_nested_functions(sandbox):
+    assert sandbox.call(add, 1, 2) == 3
+
+    def nested(items, scale=1):
+        total = 0
+        for x in items:
+            total += x * scale
+        return {"total": total, "kind": type(total).__name__}
+
+    assert sandbox.call(nested, [1, 2, 3], scale=10) == {"total": 60, "kind": "int"}
+    with pytest.raises(TypeError, match="def"):
+        sandbox.call(lambda: 1)
+
+
+def test_pysandbox_spellings():
+    config = SandboxConfig()
+    config.enable("datetime")
+    config.allowModule("math", "sqrt")
+    config.allow_module("json")
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write("hello from the host")
+    os.chmod(f.name, 0o644)  # run as root, the sandbox's user is nobody
+    try:
+        config.allowPath(f.name)
+        s = Sandbox(config)
+        assert s.eval("__import__('math').sqrt(16)") == 4.0
+        assert s.eval(f"open({f.name!r}).read()") == "hello from the host"
+        assert s.eval("__import__('datetime').date(2024, 1, 2).isoformat()") == "2024-01-02"
+        with pytest.raises(SandboxedException, match="no attribute 'pi'"):
+            s.eval("__import__('math').pi")
+        s.close()
+    finally:
+        os.unlink(f.name)
+
+
+def test_config_errors():
+    with pytest.raises(TypeError, match="unexpected keywords: colour"):
+        SandboxConfig(colour="blue")
+    with pytest.raises(ValueError, match="Unknown feature: sockets"):
+        SandboxConfig("sockets")
+    with pytest.raises(PolicyError):
+        SandboxConfig().enable("nope")
+    # Invalid values are refused by the policy before anything runs.
+    with pytest.raises(PolicyError, match="recursion_limit"):
+        Sandbox(SandboxConfig(recursion_limit=1)).eval("1")
+    with pytest.raises(PolicyError, match="does not exist"):
+        c = SandboxConfig()
+        c.allow_path("/no/such/path/for/pysandbox")
+        Sandbox(c).eval("1")
+    with pytest.raises(PolicyError, match="memory"):
+        Sandbox(SandboxConfig(max_memory="lots")).eval("1")
+
+
+def test_timeout():
+    s = Sandbox(SandboxConfig(timeout=0.5))
+    start = time.monotonic()
+    with pytest.raises(Timeout) as e:
+        s.execute("while True: pass")
+    assert 0.5 <= time.monotonic() - start < 3
+    assert "timeout" in str(e.value) and e.value.limit == "wall"
+    # A C-level computation that never returns to the interpreter is stopped too.
+    with pytest.raises(Timeout):
+        s.execute("x = 10**10**8")
+    s.close()
+
+
+def test_memory_limit():
+    s = Sandbox(SandboxConfig(max_memory=100))
+    with pytest.raises(MemoryLimitExceeded, match="max_memory"):
+        s.execute("x = bytearray(1 << 30)")
+    s.close()
+
+
+def test_process_limit():
+    s = Sandbox(SandboxConfig(preset="stdlib", processes=1))
+    with pytest.raises(ProcessLimitExceeded, match="processes"):
+        s.execute("import threading\nt = threading.Thread(target=print)\nt.start()")
+    s.close()
+
+
+def test_output_limit():
+    s = Sandbox(SandboxConfig(max_result=1000))
+    with pytest.raises(OutputLimitExceeded, match="max_result"):
+        s.eval("'x' * 5000")
+    # Printed output is bounded and flagged, not an error.
+    s = Sandbox(SandboxConfig(max_output=100))
+    r = s.execute("print('y' * 10000)")
+    assert r.stdout_truncated and len(r.stdout) == 100
+    s.close()
+
+
+def test_crash_is_reported(stdlib):
+    with pytest.raises(SandboxCrashed, match="SIGSEGV") as e:
+        stdlib.execute("import ctypes; ctypes.string_at(0)")
+    assert e.value.signal == 11
+    with pytest.raises(SandboxCrashed, match="SIGSYS"):
+        stdlib.execute("import ctypes; ctypes.CDLL(None).syscall(101, 0, 0, 0, 0)")
+
+
+def test_sandboxed_exception_has_the_users_traceback(sandbox):
+    code = "def divide(a, b):\n    return a / b\n\nresult = divide(1, 0)\n"
+    with pytest.raises(SandboxedException) as e:
+        sandbox.execute(code)
+    exc = e.value
+    assert exc.type_name == "ZeroDivisionError"
+    assert exc.message == "division by zero"
+    assert 'line 4, in <module>' in exc.traceback
+    assert "result = divide(1, 0)" in exc.traceback
+    assert 'line 2, in divide' in exc.traceback and "return a / b" in exc.traceback
+    assert "_pysandbox" not in exc.traceback
+    assert "ZeroDivisionError: division by zero" in str(exc)
+    assert isinstance(exc, SandboxError)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None, True, False, 0, -1, 2**200, -(3**150), 1.5, float("inf"), -0.0, "",
+        "héllo wörld ✓ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢", "\ud800 lone surrogate", b"", b"\x00\xff bytes",
+        [1, [2, [3, []]]], (1, (2, "t")), [(1, 2), [3, 4]], {1, 2, 3}, frozenset({"a"}),
+        {"a": {"b": [1, {"c": (2, 3)}]}, 1: "int key", (1, 2): "tuple key", None: b"x"},
+        {frozenset({1}): {2.5: None}},
+    ],
+)  # fmt: skip
+def test_data_round_trips(sandbox, value):
+    out = sandbox.eval("value", locals={"value": value})
+    assert out == value or (value != value and out != out)
+    assert type(out) is type(value)
+    # Nested types are kept too: tuples stay tuples, lists stay lists.
+    assert repr(out) == repr(value)
+
+
+def test_nan_round_trips(sandbox):
+    out = sandbox.eval("x", locals={"x": float("nan")})
+    assert out != out
+
+
+def test_non_data_is_refused_with_its_path(sandbox):
+    s = socket.socket()
+    try:
+        with pytest.raises(TypeError, match=r"locals\['data'\]\[2\]: cannot pass a socket"):
+            sandbox.execute("pass", locals={"data": [1, 2, s]})
+    finally:
+        s.close()
+    with pytest.raises(TypeError, match=r"globals\['f'\]: cannot pass a function"):
+        sandbox.execute("pass", globals={"f": add})
+    with pytest.raises(TypeError, match=r"args\[0\]: cannot pass a object"):
+        sandbox.call(add, object(), 1)
+    # Out of the sandbox: values that are not data are an error, never unpickled.
+    with pytest.raises(SandboxedException, match="cannot pass a function out"):
+        sandbox.eval("lambda: 1")
+
+
+def test_callers_objects_are_unchanged(stdlib):
+    data = {"list": [1, 2, 3], "nested": {"k": [1, {"deep": "x"}]}}
+    g = {"shared": ["a"]}
+    before = copy.deepcopy((data, g))
+    hostile = """
+data["list"].append(666)
+data["nested"]["k"][1]["deep"] = "changed"
+data.clear()
+shared.append("evil")
+import builtins
+builtins.len = lambda x: 0
+"""
+    r = stdlib.execute(hostile, globals=g, locals={"data": data})
+    assert (data, g) == before
+    assert r.locals["data"] == {}
+    assert r.globals["shared"] == ["a", "evil"]
+    # The next run is untouched by the monkey-patching.
+    assert stdlib.eval("len([1, 2])") == 2
+
+
+def test_execute_globals_and_locals_semantics(sandbox):
+    r = sandbox.execute("x = 1\ny = x + base", globals={"base": 10})
+    assert r.globals["x"] == 1 and r.globals["y"] == 11 and r.locals is None
+    r = sandbox.execute("z = base * 2", globals={"base": 4}, locals={"other": 1})
+    assert r.locals == {"other": 1, "z": 8}
+    assert "z" not in r.globals
+    # Modules, functions and classes stay inside; data comes out.
+    r = sandbox.execute("import math\ndef f(): pass\nclass C: pass\nn = math.floor(2.5)")
+    assert r.globals == {"n": 2}
+
+
+def test_recursion_limit():
+    s = Sandbox(SandboxConfig(recursion_limit=50))
+    code = "def fact(n):\n    return 1 if n <= 1 else n * fact(n - 1)\n"
+    r = s.execute(code + "x = fact(40)")
+    assert r.globals["x"] > 0
+    with pytest.raises(SandboxedException, match="RecursionError"):
+        s.execute(code + "x = fact(51)")
+    s.close()
+
+
+def test_import_whitelist(sandbox):
+    with pytest.raises(SandboxedException, match="import of 'os' is not allowed"):
+        sandbox.execute("import os")
+    assert sandbox.eval("__import__('math').floor(2.5)") == 2
+
+
+def test_stdin_needs_the_feature():
+    s = Sandbox(SandboxConfig())
+    with pytest.raises(SandboxedException, match="input\\(\\) blocked"):
+        s.execute("input()", stdin="typed\n")
+    s = Sandbox(SandboxConfig("stdin"))
+    assert s.execute("print(input().upper())", stdin="typed\n").stdout == "TYPED\n"
+
+
+def test_guard_bypass_still_cannot_reach_the_host():
+    secret = "HOST-SECRET-" + os.urandom(6).hex()
+    with tempfile.NamedTemporaryFile("w", delete=False) as f:
+        f.write(secret)
+    try:
+        s = Sandbox(SandboxConfig("random"))
+        r = s.execute(
+            "imp = __import__('random').__builtins__['__import__']\n"
+            "os = imp('os')\n"
+            "try:\n    print(open(%r).read())\nexcept Exception as e:\n    print('denied', e)\n"
+            "try:\n    print(os.read(os.open(%r, os.O_RDONLY), 100))\nexcept OSError as e:\n    print('denied', e)\n"
+            % (f.name, f.name)
+        )
+        assert "denied" in r.stdout and secret not in r.stdout + r.stderr
+    finally:
+        os.unlink(f.name)
+
+
+def test_concurrent_threads(sandbox):
+    results = {}
+    errors = []
+
+    def work(i):
+        try:
+            results[i] = sandbox.eval("n * n", locals={"n": i})
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert results == {i: i * i for i in range(20)}
+
+
+def test_concurrent_asyncio(sandbox):
+    async def main():
+        return await asyncio.gather(*(sandbox.aeval("n + 1", locals={"n": i}) for i in range(20)))
+
+    assert asyncio.run(main()) == list(range(1, 21))
+
+    async def other():
+        r = await sandbox.aexecute("print('hi')")
+        v = await sandbox.acall(add, 2, 3)
+        return r.stdout, v
+
+    assert asyncio.run(other()) == ("hi\n", 5)
+
+
+def test_other_interpreter_versions():
+    found = interpreters()
+    pyenv = os.path.isdir(os.path.expanduser("~/.pyenv/versions"))
+    if len(found) < 2:
+        if MUST_WORK and pyenv:
+            pytest.fail(f"need two Python versions, found {found}")
+        pytest.skip(f"need two Python versions, found {found}")
+    for version, path in sorted(found.items()):
+        s = Sandbox(SandboxConfig(preset="stdlib", python=path))
+        assert s.eval("__import__('sys').version_info[:2]") == tuple(map(int, version.split(".")))
+        with pytest.raises(SandboxedException) as e:
+            s.execute("def f():\n    return 1 / 0\nf()")
+        assert "return 1 / 0" in e.value.traceback, (version, e.value.traceback)
+        assert s.call(add, [1], [2]) == [1, 2]
+        s.close()
+
+
+def test_docstring_examples_run():
+    for module in (pysandbox, pysandbox._config, pysandbox._sandbox):
+        failures, tried = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert tried > 0 or module is pysandbox._errors
+        assert failures == 0, module.__name__
+
+
+def test_typing_files_are_shipped():
+    here = os.path.dirname(pysandbox.__file__)
+    assert os.path.exists(os.path.join(here, "py.typed"))
+    assert os.path.exists(os.path.join(here, "_native.pyi"))
