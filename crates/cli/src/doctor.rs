@@ -108,6 +108,7 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 write_paths: Vec::new(),
                 network: Network::None,
                 allow_exec: false,
+                warm: false,
             };
             let req = RunRequest {
                 source: Source::Code("print(6 * 7)".into()),
@@ -116,6 +117,7 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 output: OutputMode::Capture,
                 guard: None,
                 api: None,
+            warm: None,
             };
             match run::run(&spec, req) {
                 Ok(o) if o.status == Status::Exited(0) && o.stdout.data == b"42\n" => line(

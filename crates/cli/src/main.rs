@@ -1,6 +1,7 @@
 //! `pysandbox`: run untrusted Python in a Linux sandbox.
 #![forbid(unsafe_code)]
 
+mod batch;
 mod doctor;
 mod repl;
 mod serve;
@@ -47,6 +48,11 @@ enum Command {
     /// The machine interface of the Python package: JSON requests on stdin, responses on stdout.
     #[command(hide = true)]
     Serve,
+    /// One warm jail for a pool (started by `batch` and the pool API).
+    #[command(hide = true)]
+    Worker,
+    /// Run JSON-lines requests (`{"id":…, "code":…}`) through a pool of warm workers.
+    Batch(Box<batch::BatchArgs>),
     /// An interactive console whose every input runs in the sandbox (prompt `sandbox>>> `).
     Repl(Box<repl::ReplArgs>),
     /// Show which kernel features this machine has and what pysandbox would use.
@@ -239,6 +245,8 @@ fn main() -> ExitCode {
         },
         Command::Repl(args) => repl::run(&args),
         Command::Serve => serve::run(),
+        Command::Worker => batch::worker(),
+        Command::Batch(a) => batch::batch(&a),
         Command::Doctor { python } => doctor::run(python.as_deref()),
     };
     match result {
@@ -315,6 +323,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
             output,
             guard: resolved.guard.clone(),
             api: None,
+            warm: None,
         },
     )?;
     if a.json {

@@ -109,6 +109,7 @@ fn worker(token: &str) -> Result<ExitCode> {
             output: OutputMode::Stream,
             guard: resolved.guard.clone(),
             api: None,
+            warm: None,
         },
     )?;
     if let Some(limit) = outcome.limit {

@@ -117,6 +117,7 @@ fn handle(req: Request) -> Value {
             output: OutputMode::Capture,
             guard: resolved.guard.clone(),
             api: Some((api_input, max)),
+            warm: None,
         },
     );
     let outcome = match outcome {

@@ -58,6 +58,12 @@ pub struct JailSpec {
     pub network: Network,
     /// Whether the code may start programs (the `subprocess` feature).
     pub allow_exec: bool,
+    /// A warm worker (`crate::warm`): the interpreter is a zygote that forks one isolated child
+    /// per request. It runs as uid 0 of the jail's user namespace with that namespace's
+    /// capabilities (to give each request its own PID and mount namespaces), is not confined by
+    /// Landlock (which forbids mounting), and never runs untrusted code itself: every request
+    /// child drops the capabilities and applies Landlock and the strict seccomp filter first.
+    pub warm: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -106,6 +112,7 @@ pub(crate) struct Prepared {
     /// What each of `binds` allows, for its Landlock rule.
     pub access: Vec<Access>,
     pub seccomp: SeccompOptions,
+    pub warm: bool,
 }
 
 /// Descriptors the jail's init holds (raw numbers of the supervisor's descriptors, inherited).
@@ -185,7 +192,9 @@ impl Prepared {
                     ExecPolicy::FirstOnly
                 },
                 network: spec.network == Network::Host,
+                zygote: spec.warm,
             },
+            warm: spec.warm,
         })
     }
 }
@@ -225,7 +234,8 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
     // As host root, drop the supplementary groups (root's group 0 would otherwise follow us in);
     // an unprivileged caller cannot (setgroups is denied in its user namespace) and need not.
     let host_root = sys::geteuid() == 0;
-    sys::set_ids(INSIDE_ID, INSIDE_ID, host_root).map_err(JailError::SetIds)?;
+    let inside = if p.warm { 0 } else { INSIDE_ID };
+    sys::set_ids(inside, inside, host_root).map_err(JailError::SetIds)?;
     // After set_ids: a credential change clears the parent-death signal.
     sys::set_pdeathsig_kill().map_err(JailError::DeathSignal)?;
     let mut pfd = [libc::pollfd {
@@ -250,7 +260,9 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
         .zip(&p.access)
         .map(|((fd, b), a)| (fd.as_fd(), *a, b.is_dir))
         .collect();
-    landlock::apply(&p.landlock, &handles)?;
+    if !p.warm {
+        landlock::apply(&p.landlock, &handles)?;
+    }
     drop(handles);
     drop(sources);
     let listener = seccomp::install(&p.seccomp)?;

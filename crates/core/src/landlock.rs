@@ -80,13 +80,13 @@ const MAKE_SYM: u64 = 1 << 12;
 const REFER: u64 = 1 << 13;
 const TRUNCATE: u64 = 1 << 14;
 const IOCTL_DEV: u64 = 1 << 15;
-const NET_BIND_TCP: u64 = 1 << 0;
-const NET_CONNECT_TCP: u64 = 1 << 1;
-const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
-const SCOPE_SIGNAL: u64 = 1 << 1;
+pub const NET_BIND_TCP: u64 = 1 << 0;
+pub const NET_CONNECT_TCP: u64 = 1 << 1;
+pub const SCOPE_ABSTRACT_UNIX_SOCKET: u64 = 1 << 0;
+pub const SCOPE_SIGNAL: u64 = 1 << 1;
 
 /// Rights that apply to a file (not a directory); a rule on a file may carry only these.
-const FILE_RIGHTS: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV;
+pub const FILE_RIGHTS: u64 = EXECUTE | WRITE_FILE | READ_FILE | TRUNCATE | IOCTL_DEV;
 
 /// Filesystem rights known at `abi`.
 pub fn fs_rights(abi: u32) -> u64 {
@@ -103,7 +103,7 @@ pub fn fs_rights(abi: u32) -> u64 {
     r
 }
 
-fn rights(access: Access, handled: u64) -> u64 {
+pub fn rights(access: Access, handled: u64) -> u64 {
     let r = match access {
         Access::Read => READ_FILE | READ_DIR,
         Access::ReadExec => READ_FILE | READ_DIR | EXECUTE,

@@ -13,6 +13,7 @@ pub mod policy;
 pub mod run;
 pub mod seccomp;
 pub mod supervisor;
+pub mod warm;
 mod sys;
 
 pub use interp::Interpreter;

@@ -803,6 +803,7 @@ impl Policy {
             write_paths: self.allow_write.clone(),
             network: self.effective_network(),
             allow_exec: features.contains(&F::Subprocess),
+            warm: false,
         };
         let guard = self.guard_config(&features, &site_packages);
         Resolved {

@@ -12,6 +12,8 @@ use std::path::PathBuf;
 pub const BOOTSTRAP: &str = include_str!("bootstrap/run.py");
 /// The rest of the bootstrap (guard, repl, tracebacks), on descriptor 5, compiled only if needed.
 pub const SUPPORT: &str = include_str!("bootstrap/support.py");
+/// The warm worker's zygote, appended to [`SUPPORT`] in warm mode (see `crate::warm`).
+pub const WARM: &str = include_str!("bootstrap/warm.py");
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -36,6 +38,8 @@ pub struct RunRequest {
     /// `bootstrap/support.py`); the result comes back after a `result` line of the report, at
     /// most this many bytes.
     pub api: Option<(String, u64)>,
+    /// Warm mode: the worker's configuration (JSON, descriptor 6); the code is not used.
+    pub warm: Option<String>,
 }
 
 /// The largest report kept when no API result is expected.
@@ -66,9 +70,18 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     };
     let code_fd = sys::sealed_memfd(c"code", &code).map_err(RunError::Code)?;
     let (report_r, report_w) = sys::pipe().map_err(RunError::Code)?;
-    let support_fd = sys::sealed_memfd(c"support", SUPPORT.as_bytes()).map_err(RunError::Code)?;
+    let support = if req.warm.is_some() {
+        format!("{SUPPORT}{WARM}")
+    } else {
+        SUPPORT.to_string()
+    };
+    let support_fd = sys::sealed_memfd(c"support", support.as_bytes()).map_err(RunError::Code)?;
     let mut extra_fds = vec![code_fd, report_w, support_fd];
     let mut modes = Vec::new();
+    if let Some(cfg) = &req.warm {
+        extra_fds.push(sys::sealed_memfd(c"warm", cfg.as_bytes()).map_err(RunError::Code)?);
+        modes.push("warm");
+    }
     if let Some(cfg) = &req.guard {
         extra_fds.push(sys::sealed_memfd(c"guard", cfg.as_bytes()).map_err(RunError::Code)?);
         modes.push("guard");

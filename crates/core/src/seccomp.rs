@@ -34,6 +34,10 @@ pub struct SeccompOptions {
     pub exec: ExecPolicy,
     /// Sockets of every family (the `network` feature); otherwise only `AF_UNIX`.
     pub network: bool,
+    /// The filter of a warm worker's zygote (trusted code only): it may also `unshare` and
+    /// `mount` (a PID and mount namespace and a private /tmp per request), set capabilities,
+    /// Landlock and seccomp filters for its request children, which add the strict filter.
+    pub zygote: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -362,6 +366,17 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_msync, "mmap.flush"),
 ];
 
+/// Kill-list calls a warm zygote needs for its request children.
+const ZYGOTE: &[i64] = &[libc::SYS_unshare, libc::SYS_mount];
+/// Further calls only the zygote needs (the default denies them).
+const ZYGOTE_EXTRA: &[i64] = &[
+    libc::SYS_capset,
+    libc::SYS_seccomp,
+    libc::SYS_landlock_create_ruleset,
+    libc::SYS_landlock_add_rule,
+    libc::SYS_landlock_restrict_self,
+];
+
 // Argument-inspected calls.
 const NS_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUSER
@@ -384,7 +399,15 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
     a.jump(libc::BPF_JGE, X32_SYSCALL_BIT, 0, 1);
     a.ret(RET_KILL);
     for (nr, _) in KILL {
+        if opts.zygote && ZYGOTE.contains(nr) {
+            continue;
+        }
         a.if_eq(*nr as u32, RET_KILL);
+    }
+    if opts.zygote {
+        for nr in ZYGOTE.iter().chain(ZYGOTE_EXTRA) {
+            a.if_eq(*nr as u32, RET_ALLOW);
+        }
     }
     // clone: the flags are the first argument; the kernel only uses their low 32 bits for clone.
     a.when_eq(libc::SYS_clone as u32, |a| {
@@ -590,7 +613,11 @@ mod tests {
     }
 
     fn opts(exec: ExecPolicy, network: bool) -> SeccompOptions {
-        SeccompOptions { exec, network }
+        SeccompOptions {
+            exec,
+            network,
+            zygote: false,
+        }
     }
 
     #[test]

@@ -185,7 +185,7 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
     drop(launch.extra_fds);
     drop(prepared);
 
-    if let Err(e) = write_id_maps(pid) {
+    if let Err(e) = write_id_maps(pid, if spec.warm { 0 } else { INSIDE_ID }) {
         let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::wait4(pid, 0);
         return Err(e);
@@ -360,7 +360,7 @@ fn usage_from_proc(init: libc::pid_t) -> Option<(Duration, u64)> {
 
 /// Map the jail's only user and group: inside [`INSIDE_ID`], outside the caller's own id, or, for
 /// root, the host's unprivileged 65534 so that the jail never owns root's files.
-fn write_id_maps(pid: libc::pid_t) -> Result<(), SupervisorError> {
+fn write_id_maps(pid: libc::pid_t, inside: u32) -> Result<(), SupervisorError> {
     let (uid, gid) = (sys::geteuid(), sys::getegid());
     let root = uid == 0;
     let (out_uid, out_gid) = if root {
@@ -376,8 +376,8 @@ fn write_id_maps(pid: libc::pid_t) -> Result<(), SupervisorError> {
         // Required before an unprivileged gid_map (user_namespaces(7)).
         write("setgroups", "deny".to_string())?;
     }
-    write("uid_map", format!("{INSIDE_ID} {out_uid} 1\n"))?;
-    write("gid_map", format!("{INSIDE_ID} {out_gid} 1\n"))?;
+    write("uid_map", format!("{inside} {out_uid} 1\n"))?;
+    write("gid_map", format!("{inside} {out_gid} 1\n"))?;
     Ok(())
 }
 

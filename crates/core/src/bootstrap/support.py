@@ -27,7 +27,7 @@ def run(mode, main, src, name, boot):
     import sys
 
     ns = main.__dict__
-    if "guard" in mode:
+    if "guard" in mode and "warm" not in mode:
         with open(6, "rb") as f:
             _pysandbox_guard(ns, f.read().decode())
     else:
@@ -37,6 +37,8 @@ def run(mode, main, src, name, boot):
         return _pysandbox_repl(ns, src.decode(), boot)
     if "api" in mode:
         return _pysandbox_api(ns, src, name, boot)
+    if "warm" in mode:
+        return _pysandbox_warm(ns, boot)
     try:
         code = compile(src, name, "exec", dont_inherit=True)
         with _pysandbox_limited():

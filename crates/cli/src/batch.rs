@@ -1,0 +1,149 @@
+//! `pysandbox worker` (one warm jail, for the pool) and `pysandbox batch` (JSON lines through a
+//! pool of warm workers).
+
+use crate::PolicyArgs;
+use anyhow::{Context, Result};
+use clap::Args;
+use pysandbox_core::policy::Policy;
+use pysandbox_core::run::{self, RunRequest, Source};
+use pysandbox_core::warm::{self, Pool, PoolOptions, WarmError};
+use pysandbox_core::{OutputMode, Stdin};
+use serde::Deserialize;
+use std::io::{BufRead, Write};
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Modules a worker imports once so that requests find them loaded (when the policy allows
+/// them; an import that fails is skipped).
+const PRELOAD: &[&str] = &[
+    "json", "re", "math", "random", "collections", "itertools", "functools", "datetime",
+    "decimal", "fractions", "statistics", "string", "textwrap", "heapq", "bisect", "traceback",
+    "linecache", "codeop",
+];
+
+/// `pysandbox worker`: supervise one warm jail whose zygote talks on our stdin and stdout.
+pub fn worker() -> Result<ExitCode> {
+    let text = std::env::var(warm::POLICY_ENV).context("pysandbox worker is started by a pool")?;
+    let policy = Policy::from_json_str(&text)?;
+    let mut resolved = policy.resolve()?;
+    let preload: Vec<String> = PRELOAD.iter().map(|s| s.to_string()).collect();
+    let cfg = match warm::zygote_config(&resolved, &preload) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{}", serde_json::json!({"error": e.to_string()}));
+            return Ok(ExitCode::from(125));
+        }
+    };
+    // The jail lives as long as the worker; the zygote enforces each request's limits.
+    let l = &mut resolved.spec.limits;
+    l.wall = Duration::from_secs(365 * 24 * 3600);
+    l.cpu = None;
+    l.memory = None;
+    l.processes = 4096;
+    l.open_files = 4096;
+    l.output = u64::MAX / 4;
+    resolved.spec.warm = true;
+    let stdin = std::io::stdin().lock();
+    let fd = std::os::fd::AsFd::as_fd(&stdin)
+        .try_clone_to_owned()
+        .context("duplicating standard input")?;
+    let outcome = run::run(
+        &resolved.spec,
+        RunRequest {
+            source: Source::Code(String::new()),
+            args: Vec::new(),
+            stdin: Stdin::Forward(fd),
+            output: OutputMode::Stream,
+            guard: None,
+            api: None,
+            warm: Some(cfg),
+        },
+    );
+    match outcome {
+        Ok(o) => Ok(ExitCode::from(crate::exit_code(&o))),
+        Err(e) => {
+            println!("{}", serde_json::json!({"error": e.to_string()}));
+            Ok(ExitCode::from(125))
+        }
+    }
+}
+
+#[derive(Args)]
+pub struct BatchArgs {
+    #[command(flatten)]
+    policy: PolicyArgs,
+    /// Warm workers (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Replace a worker after this many requests.
+    #[arg(long, value_name = "K", default_value_t = 10_000)]
+    recycle_after: u64,
+}
+
+#[derive(Deserialize)]
+struct BatchRequest {
+    #[serde(default)]
+    id: serde_json::Value,
+    code: String,
+    #[serde(default)]
+    stdin: Option<String>,
+}
+
+/// `pysandbox batch < requests.jsonl > results.jsonl`: each line `{"id": ..., "code": "...",
+/// "stdin": "..."}` runs in a warm worker; each result line carries the id and the outcome
+/// fields of `run --json` (in completion order).
+pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
+    let policy = a.policy.policy()?;
+    let exe = std::env::current_exe().context("finding the pysandbox binary")?;
+    let mut opts = PoolOptions::new(exe);
+    if let Some(n) = a.workers {
+        opts.workers = n.max(1);
+    }
+    opts.recycle_after = a.recycle_after;
+    let threads = opts.workers;
+    let pool = Pool::new(policy, opts)?;
+    let input = Mutex::new(std::io::BufReader::new(std::io::stdin()).lines());
+    let output = Mutex::new(std::io::stdout());
+    let failed = Mutex::new(0u64);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let line = match input.lock().map(|mut l| l.next()) {
+                    Ok(Some(Ok(l))) => l,
+                    _ => return,
+                };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let answer = match serde_json::from_str::<BatchRequest>(&line) {
+                    Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
+                    Ok(req) => match pool.run(&req.code, req.stdin.as_deref()) {
+                        Ok(mut o) => {
+                            o.id = req.id;
+                            serde_json::to_value(&o).unwrap_or_default()
+                        }
+                        Err(e) => {
+                            if let Ok(mut f) = failed.lock() {
+                                *f += 1;
+                            }
+                            let busy = matches!(e, WarmError::Busy(_));
+                            serde_json::json!({"id": req.id, "error": e.to_string(), "busy": busy})
+                        }
+                    },
+                };
+                if let Ok(mut out) = output.lock() {
+                    let _ = writeln!(out, "{answer}");
+                }
+            });
+        }
+    });
+    let _ = std::io::stdout().flush();
+    pool.shutdown();
+    let failed = failed.into_inner().unwrap_or(0);
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}

@@ -1,0 +1,563 @@
+
+
+# ---- warm mode (appended to support.py for `pysandbox worker`) ------------------------------
+# The zygote: runs as uid 0 of the jail's user namespace with its capabilities, only ever runs
+# this trusted code, and keeps one request child forked and isolated ahead of time:
+#
+#   zygote ── A: unshare(PID|mount ns), private /tmp ── B: PID 1 of the request's namespace
+#                                                        └── C: drops capabilities, rlimits,
+#                                                            Landlock, strict seccomp, reseeds;
+#                                                            then waits for its request
+#
+# Requests and responses are JSON lines on the zygote's stdin and stdout (see crate::warm).
+# Descriptor 6 holds the worker's configuration (JSON): guard, landlock rules, seccomp program,
+# limits, modules to preload.
+
+_W = {}
+
+
+def _pysandbox_warm(ns, boot):
+    import ctypes
+    import json
+    import os
+    import select
+    import signal
+    import sys
+    import time
+
+    with open(6, "rb") as f:
+        cfg = json.loads(f.read())
+    _W["cfg"] = cfg
+    _W["boot"] = boot
+    _W["libc"] = libc = ctypes.CDLL(None, use_errno=True)
+    for name in cfg.get("preload", []):
+        try:
+            __import__(name)
+        except Exception:
+            pass
+    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the request's PID 1 comes back to us
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    out = 1
+    pending = b""
+    sessions = {}
+    _W["sessions"] = sessions
+    ready = _warm_prefork()
+    _warm_send(out, {"ready": True})
+    while True:
+        # Idle sessions expire.
+        now = time.monotonic()
+        for sid, s in list(sessions.items()):
+            if now - s["used"] > s["idle"]:
+                _warm_kill(s["child"])
+                del sessions[sid]
+        timeout = 1.0 if sessions else None
+        r, _, _ = select.select([0], [], [], timeout)
+        if not r:
+            continue
+        chunk = os.read(0, 1 << 20)
+        if not chunk:
+            break
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            if not line.strip():
+                continue
+            try:
+                req = json.loads(line)
+            except ValueError as exc:
+                _warm_send(out, {"id": None, "error": "bad request: %s" % exc})
+                continue
+            op = req.get("op", "run")
+            if op == "run":
+                child, ready = ready, None
+                resp = _warm_serve(child, req)
+                _warm_send(out, resp)
+                ready = _warm_prefork()
+            elif op == "open":
+                sid = str(req.get("session"))
+                child, ready = ready, None
+                _warm_dispatch(child, {"session": True})
+                sessions[sid] = {"child": child, "used": time.monotonic(),
+                                 "idle": float(req.get("idle", 300))}  # fmt: skip
+                _warm_send(out, {"id": req.get("id"), "session": sid, "opened": True})
+                ready = _warm_prefork()
+            elif op == "exec":
+                s = sessions.get(str(req.get("session")))
+                if s is None:
+                    _warm_send(out, {"id": req.get("id"), "error": "no such session"})
+                    continue
+                s["used"] = time.monotonic()
+                resp = _warm_serve(s["child"], req, session=True)
+                if resp.get("ended"):
+                    del sessions[str(req.get("session"))]
+                _warm_send(out, resp)
+            elif op == "close":
+                s = sessions.pop(str(req.get("session")), None)
+                if s is not None:
+                    _warm_kill(s["child"])
+                _warm_send(out, {"id": req.get("id"), "closed": s is not None})
+            else:
+                _warm_send(out, {"id": req.get("id"), "error": "unknown op %r" % (op,)})
+    for s in sessions.values():
+        _warm_kill(s["child"])
+    if ready:
+        _warm_kill(ready)
+
+
+def _warm_send(fd, obj):
+    import json
+    import os
+
+    data = (json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
+    while data:
+        data = data[os.write(fd, data):]
+
+
+def _warm_kill(child):
+    import os
+    import signal
+
+    try:
+        os.kill(child["b"], signal.SIGKILL)
+    except OSError:
+        pass
+    for fd in child["fds"]:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _warm_reap()
+
+
+def _warm_reap():
+    import os
+
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+
+
+def _warm_prefork():
+    # Fork A -> B -> C and return the zygote's ends of C's pipes.
+    import os
+
+    cfg = _W["cfg"]
+    req_r, req_w = os.pipe()
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    res_r, res_w = os.pipe()
+    st_r, st_w = os.pipe()
+    pid_r, pid_w = os.pipe()
+    ours = (req_w, out_r, err_r, res_r, st_r, pid_r)
+    # Processes of this user in the jail once C runs: init, the zygote, B and C, and two per
+    # open session; C's process limit counts on top of them.
+    _W["live"] = 4 + 2 * len(_W.get("sessions", {}))
+    theirs = (req_r, out_w, err_w, res_w, st_w, pid_w)
+    a = os.fork()
+    if a == 0:
+        code = 70
+        try:
+            for fd in ours:
+                os.close(fd)
+            _warm_a(cfg, theirs)
+        except BaseException:
+            pass
+        os._exit(code)
+    for fd in theirs:
+        os.close(fd)
+    b = int(os.read(pid_r, 32) or b"0")
+    os.close(pid_r)
+    os.waitpid(a, 0)
+    if b == 0:
+        raise RuntimeError("the request child did not start")
+    return {"b": b, "req": req_w, "out": out_r, "err": err_r, "res": res_r, "st": st_r,
+            "fds": [req_w, out_r, err_r, res_r, st_r]}  # fmt: skip
+
+
+def _warm_a(cfg, fds):
+    # A: new PID and mount namespaces with a private /tmp, then B.
+    import ctypes
+    import os
+
+    req_r, out_w, err_w, res_w, st_w, pid_w = fds
+    libc = _W["libc"]
+    CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
+    if libc.unshare(CLONE_NEWNS | CLONE_NEWPID) != 0:
+        raise OSError(ctypes.get_errno(), "unshare")
+    MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
+    if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+        raise OSError(ctypes.get_errno(), "mount private")
+    size = int(cfg["limits"]["tmp_size"])
+    opts = ("mode=1777,size=%d,nr_inodes=%d" % (size, max(1024, size // 1024))).encode()
+    if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts) != 0:
+        raise OSError(ctypes.get_errno(), "mount /tmp")
+    b = os.fork()
+    if b:
+        os.write(pid_w, str(b).encode())
+        os._exit(0)
+    os.close(pid_w)
+    _warm_b(cfg, (req_r, out_w, err_w, res_w, st_w))
+
+
+def _warm_b(cfg, fds):
+    # B: PID 1 of the request's namespace. Runs C, reports its end, and takes everything left
+    # in the namespace with it when it exits.
+    import json
+    import os
+
+    req_r, out_w, err_w, res_w, st_w = fds
+    c = os.fork()
+    if c == 0:
+        os.close(st_w)
+        _warm_c(cfg, req_r, out_w, err_w, res_w)
+    for fd in (req_r, out_w, err_w, res_w):
+        os.close(fd)
+    while True:
+        pid, status, ru = os.wait4(-1, 0)
+        if pid == c:
+            break
+    record = {
+        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+        "cpu": ru.ru_utime + ru.ru_stime,
+        "maxrss": ru.ru_maxrss,
+    }
+    os.write(st_w, json.dumps(record).encode())
+    os._exit(0)
+
+
+def _warm_c(cfg, req_r, out_w, err_w, res_w):
+    # C: isolate, then wait for the request.
+    import os
+
+    code = 71
+    try:
+        os.setsid()
+        # Descriptors: 0 stdin (set per request), 1 and 2 output, 3 the request, 4 the report.
+        for target, fd in ((3, req_r), (4, res_w), (1, out_w), (2, err_w)):
+            if fd != target:
+                os.dup2(fd, target)
+        os.closerange(5, 1 << 16)
+        null = os.open("/dev/null", os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        _warm_isolate(cfg)
+        code = 72
+        _warm_run(cfg)
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:
+        try:
+            import traceback
+
+            traceback.print_exc()
+        except BaseException:
+            pass
+    try:
+        sys_flush()
+    except BaseException:
+        pass
+    os._exit(code)
+
+
+def sys_flush():
+    import sys
+
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except Exception:
+            pass
+
+
+def _warm_isolate(cfg):
+    import ctypes
+    import os
+    import random
+    import resource
+
+    libc = _W["libc"]
+    lim = cfg["limits"]
+
+    def setl(res, value):
+        if value is not None:
+            resource.setrlimit(res, (value, value))
+
+    setl(resource.RLIMIT_AS, lim.get("memory"))
+    setl(resource.RLIMIT_NOFILE, lim["open_files"])
+    setl(resource.RLIMIT_FSIZE, lim["file_size"])
+    setl(resource.RLIMIT_CORE, 0)
+    # Processes are counted per user across the worker: allow what the zygote's chains use.
+    setl(resource.RLIMIT_NPROC, lim["processes"] + _W.get("live", 6))
+    if lim.get("cpu"):
+        resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu"], lim["cpu"] + 1))
+    # Capabilities: lock root out of them, then drop every one (keeping uid 0 of the namespace,
+    # which maps to an unprivileged host id).
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    if prctl(28, 0x2F, 0, 0, 0) != 0:  # PR_SET_SECUREBITS: NOROOT, NO_SETUID_FIXUP, locked
+        raise OSError(ctypes.get_errno(), "securebits")
+    for cap in range(64):
+        prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (EINVAL past the last one)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]  # fmt: skip
+
+    hdr = Header(0x20080522, 0)
+    data = (Data * 2)()
+    if libc.syscall(126, ctypes.byref(hdr), ctypes.byref(data)) != 0:  # capset
+        raise OSError(ctypes.get_errno(), "capset")
+    if prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(ctypes.get_errno(), "no_new_privs")
+    _warm_landlock(cfg["landlock"])
+    # The strict filter of a cold run, on top of the zygote's.
+    prog = bytes.fromhex(cfg["seccomp"])
+
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    fprog = Fprog(len(prog) // 8, prog)
+    if libc.syscall(317, 1, 0, ctypes.byref(fprog)) != 0:  # seccomp(SET_MODE_FILTER)
+        raise OSError(ctypes.get_errno(), "seccomp")
+    # Fresh randomness: the random module's state was copied from the zygote.
+    random.seed()
+
+
+def _warm_landlock(ll):
+    import ctypes
+    import os
+
+    libc = _W["libc"]
+    syscall = libc.syscall
+
+    class Attr(ctypes.Structure):
+        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    class Beneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+
+    attr = Attr(ll["fs"], ll["net"], ll["scoped"])
+    rs = syscall(444, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+    if rs < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
+    for path, allowed in ll["rules"]:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        rule = Beneath(allowed, fd)
+        if syscall(445, rs, 1, ctypes.byref(rule), 0) != 0:
+            raise OSError(ctypes.get_errno(), "landlock_add_rule " + path)
+        os.close(fd)
+    if syscall(446, rs, 0) != 0:
+        raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+    os.close(rs)
+
+
+def _warm_run(cfg):
+    # C, isolated: read requests from descriptor 3 (one for a run, many for a session).
+    import json
+    import os
+    import resource
+    import sys
+
+    req_in = os.fdopen(3, "rb")
+    session = False
+    while True:
+        line = req_in.readline()
+        if not line:
+            return
+        req = json.loads(line)
+        if req.get("session"):
+            session = True
+            continue
+        stdin = req.get("stdin")
+        if stdin is not None:
+            fd = os.memfd_create("stdin")
+            os.write(fd, stdin.encode())
+            os.lseek(fd, 0, 0)
+            os.dup2(fd, 0)
+            os.close(fd)
+        cpu = req.get("cpu")
+        if cpu:
+            ru = resource.getrusage(resource.RUSAGE_SELF)
+            used = int(ru.ru_utime + ru.ru_stime) + 1
+            resource.setrlimit(resource.RLIMIT_CPU, (used + cpu, used + cpu + 1))
+        main = _W.get("main")
+        if main is None:
+            main = _W["main"] = type(sys)("__main__")
+            sys.modules["__main__"] = main
+        ns = main.__dict__
+        if _W["cfg"].get("guard") and "__builtins__" not in ns:
+            _pysandbox_guard(ns, _W["cfg"]["guard"])
+        elif "__builtins__" not in ns:
+            import builtins
+
+            builtins.exit = builtins.quit = sys.exit
+        src = req.get("code", "").encode()
+        name = "<string>"
+        status = 0
+        try:
+            code = compile(src, name, "exec", dont_inherit=True)
+            with _pysandbox_limited():
+                exec(code, ns)
+        except SystemExit as e:
+            status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException as exc:
+            if isinstance(exc, MemoryError):
+                ns.clear()
+            _pysandbox_report_limit(exc)
+            _pysandbox_traceback(exc, name, src, _W["boot"])
+            status = 1
+        sys_flush()
+        # The answer: the zygote replies as soon as it sees it (the namespace is torn down
+        # after, off the request's path).
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        done = {"exit": status, "cpu": ru.ru_utime + ru.ru_stime, "maxrss": ru.ru_maxrss}
+        os.write(4, b"\0done " + json.dumps(done).encode() + b"\n")
+        if not session:
+            os._exit(status & 0xFF)
+
+
+def _warm_dispatch(child, req):
+    import json
+    import os
+
+    data = json.dumps(req).encode() + b"\n"
+    while data:
+        data = data[os.write(child["req"], data):]
+
+
+def _warm_serve(child, req, session=False):
+    # Send one request to C and collect its output, report and end (bounded, with a deadline).
+    import json
+    import os
+    import select
+    import time
+
+    cfg = _W["cfg"]
+    lim = cfg["limits"]
+    cap = int(lim["output"])
+    wall = float(req.get("wall") or lim["wall"])
+    start = time.monotonic()
+    deadline = start + wall
+    msg = {"code": req.get("code", ""), "stdin": req.get("stdin"), "cpu": lim.get("cpu")}
+    try:
+        _warm_dispatch(child, msg)
+    except OSError:
+        pass
+    bufs = {child["out"]: bytearray(), child["err"]: bytearray(), child["res"]: bytearray(),
+            child["st"]: bytearray()}  # fmt: skip
+    totals = {fd: 0 for fd in bufs}
+    open_fds = set(bufs) if not session else {child["out"], child["err"], child["res"], child["st"]}
+    killed = False
+    done = None
+    while open_fds:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            try:
+                os.kill(child["b"], 9)
+            except OSError:
+                pass
+            killed = True
+            deadline = float("inf")
+            left = None
+        r, _, _ = select.select(list(open_fds), [], [], left)
+        for fd in r:
+            try:
+                data = os.read(fd, 1 << 16)
+            except OSError:
+                data = b""
+            if not data:
+                open_fds.discard(fd)
+                continue
+            totals[fd] += len(data)
+            limit = cap if fd in (child["out"], child["err"]) else (16 << 20)
+            room = limit - len(bufs[fd])
+            if room > 0:
+                bufs[fd] += data[:room]
+        if not killed:
+            rep = bytes(bufs[child["res"]])
+            marker = rep.find(b"\0done ")
+            if marker >= 0 and rep.endswith(b"\n"):
+                done = json.loads(rep[marker + 6:].decode())
+                bufs[child["res"]] = bytearray(rep[:marker])
+                # Output written before the answer is already in the pipes: drain it.
+                for fd in (child["out"], child["err"]):
+                    while True:
+                        r2, _, _ = select.select([fd], [], [], 0)
+                        if not r2:
+                            break
+                        data = os.read(fd, 1 << 16)
+                        if not data:
+                            break
+                        totals[fd] += len(data)
+                        room = cap - len(bufs[fd])
+                        if room > 0:
+                            bufs[fd] += data[:room]
+                break
+    wall_time = time.monotonic() - start
+    report = bytes(bufs[child["res"]]).decode("utf-8", "replace")
+    limit = None
+    for line in report.splitlines():
+        if line.startswith("limit "):
+            limit = line[6:].strip()
+            break
+    resp = {
+        "id": req.get("id"),
+        "stdout": bytes(bufs[child["out"]]).decode("utf-8", "replace"),
+        "stderr": bytes(bufs[child["err"]]).decode("utf-8", "replace"),
+        "stdout_truncated": totals[child["out"]] > cap,
+        "stderr_truncated": totals[child["err"]] > cap,
+        "wall_time": wall_time,
+    }
+    if done is not None:
+        resp.update(exit_code=done["exit"], signal=None, cpu_time=done["cpu"],
+                    peak_memory=done["maxrss"] * 1024, limit=limit)  # fmt: skip
+        if resp["stdout_truncated"] or resp["stderr_truncated"]:
+            resp["limit"] = resp["limit"] or "output"
+        if not session:
+            # The child exits by itself; B and the namespace go with it. Reaped later.
+            for fd in child["fds"]:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            _warm_reap()
+        return resp
+    # The child ended (or was killed): its record comes from B.
+    try:
+        rec = json.loads(bytes(bufs[child["st"]]).decode() or "{}")
+    except ValueError:
+        rec = {}
+    for fd in child["fds"]:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _warm_reap()
+    sig = rec.get("signal")
+    if killed:
+        limit = "wall"
+        sig = 9
+    elif sig == 24:
+        limit = "cpu"
+    elif sig == 25:
+        limit = "file_size"
+    elif not rec:
+        # B died without a record: the namespace was killed from outside, or B crashed.
+        resp["anomaly"] = True
+    if limit is None and (resp["stdout_truncated"] or resp["stderr_truncated"]):
+        limit = "output"
+    resp.update(exit_code=rec.get("exit"), signal=sig, cpu_time=rec.get("cpu", 0.0),
+                peak_memory=rec.get("maxrss", 0) * 1024, limit=limit)  # fmt: skip
+    if session:
+        resp["ended"] = True
+    return resp
