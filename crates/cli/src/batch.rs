@@ -17,9 +17,24 @@ use std::time::Duration;
 /// Modules a worker imports once so that requests find them loaded (when the policy allows
 /// them; an import that fails is skipped).
 const PRELOAD: &[&str] = &[
-    "json", "re", "math", "random", "collections", "itertools", "functools", "datetime",
-    "decimal", "fractions", "statistics", "string", "textwrap", "heapq", "bisect", "traceback",
-    "linecache", "codeop",
+    "json",
+    "re",
+    "math",
+    "random",
+    "collections",
+    "itertools",
+    "functools",
+    "datetime",
+    "decimal",
+    "fractions",
+    "statistics",
+    "string",
+    "textwrap",
+    "heapq",
+    "bisect",
+    "traceback",
+    "linecache",
+    "codeop",
 ];
 
 /// `pysandbox worker`: supervise one warm jail whose zygote talks on our stdin and stdout.
@@ -44,20 +59,22 @@ pub fn worker() -> Result<ExitCode> {
     l.open_files = 4096;
     l.output = u64::MAX / 4;
     resolved.spec.warm = true;
-    let stdin = std::io::stdin().lock();
-    let fd = std::os::fd::AsFd::as_fd(&stdin)
-        .try_clone_to_owned()
-        .context("duplicating standard input")?;
+    // The client talks to the zygote directly: our stdin and stdout are handed to it.
+    let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned();
+    let stdin_fd = dup(std::os::fd::AsFd::as_fd(&std::io::stdin())).context("duplicating stdin")?;
+    let stdout_fd =
+        dup(std::os::fd::AsFd::as_fd(&std::io::stdout())).context("duplicating stdout")?;
     let outcome = run::run(
         &resolved.spec,
         RunRequest {
             source: Source::Code(String::new()),
             args: Vec::new(),
-            stdin: Stdin::Forward(fd),
+            stdin: Stdin::Direct(stdin_fd),
             output: OutputMode::Stream,
             guard: None,
             api: None,
             warm: Some(cfg),
+            direct_stdout: Some(stdout_fd),
         },
     );
     match outcome {

@@ -117,7 +117,8 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 output: OutputMode::Capture,
                 guard: None,
                 api: None,
-            warm: None,
+                warm: None,
+                direct_stdout: None,
             };
             match run::run(&spec, req) {
                 Ok(o) if o.status == Status::Exited(0) && o.stdout.data == b"42\n" => line(

@@ -324,6 +324,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
             guard: resolved.guard.clone(),
             api: None,
             warm: None,
+            direct_stdout: None,
         },
     )?;
     if a.json {

@@ -53,6 +53,8 @@ pub fn run(a: &ReplArgs) -> Result<ExitCode> {
     let mut policy = a.policy.policy()?;
     policy.enable("interpreter")?;
     let per_input = policy.limits.wall;
+    // The effective limits, stated: the worker must not re-derive them.
+    policy.limits = policy.effective_limits();
     let policy_json = serde_json::to_string(&policy)?;
     let mut input = Input::new(a.history.clone())?;
     eprintln!(
@@ -110,6 +112,7 @@ fn worker(token: &str) -> Result<ExitCode> {
             guard: resolved.guard.clone(),
             api: None,
             warm: None,
+            direct_stdout: None,
         },
     )?;
     if let Some(limit) = outcome.limit {

@@ -118,6 +118,7 @@ fn handle(req: Request) -> Value {
             guard: resolved.guard.clone(),
             api: Some((api_input, max)),
             warm: None,
+            direct_stdout: None,
         },
     );
     let outcome = match outcome {

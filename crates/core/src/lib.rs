@@ -13,8 +13,8 @@ pub mod policy;
 pub mod run;
 pub mod seccomp;
 pub mod supervisor;
-pub mod warm;
 mod sys;
+pub mod warm;
 
 pub use interp::Interpreter;
 pub use jail::{JailSpec, Network};

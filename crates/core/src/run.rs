@@ -40,6 +40,8 @@ pub struct RunRequest {
     pub api: Option<(String, u64)>,
     /// Warm mode: the worker's configuration (JSON, descriptor 6); the code is not used.
     pub warm: Option<String>,
+    /// See [`Launch::direct_stdout`].
+    pub direct_stdout: Option<std::os::fd::OwnedFd>,
 }
 
 /// The largest report kept when no API result is expected.
@@ -116,6 +118,7 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
             extra_fds,
             report: Some(report_r),
             report_max,
+            direct_stdout: req.direct_stdout,
         },
     )?;
     if outcome.limit.is_none() || outcome.limit == Some(Limit::Output) {

@@ -18,6 +18,9 @@ pub enum Stdin {
     Data(Vec<u8>),
     /// Everything read from this host descriptor, forwarded as it arrives (the terminal).
     Forward(OwnedFd),
+    /// This descriptor itself, handed to the interpreter (a pipe from a trusted client: the
+    /// warm worker's request channel, without a forwarding hop).
+    Direct(OwnedFd),
 }
 
 /// Where the sandboxed code's stdout and stderr go.
@@ -37,6 +40,9 @@ pub struct Launch {
     pub extra_fds: Vec<OwnedFd>,
     /// A pipe's read end whose data (bounded to 64 KiB) is returned as [`Outcome::report`].
     pub report: Option<OwnedFd>,
+    /// Hand this descriptor to the interpreter as its stdout instead of capturing it (the warm
+    /// worker's answers go straight to its client; the zygote bounds each request's output).
+    pub direct_stdout: Option<OwnedFd>,
     /// Bytes kept of the report (the rest is drained and flagged in [`Outcome::report_truncated`]).
     pub report_max: u64,
 }
@@ -137,7 +143,11 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
     let (sync_r, sync_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
     let (status_r, status_w) = pipe()?;
-    let (out_r, out_w) = pipe()?;
+    let (out_r, mut out_w) = pipe()?;
+    if let Some(direct) = launch.direct_stdout {
+        // The capture pipe sees end-of-file at once.
+        out_w = direct;
+    }
     let (errout_r, errout_w) = pipe()?;
     let mut forward = None;
     let stdin_fd: OwnedFd = match launch.stdin {
@@ -145,6 +155,7 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
             .map_err(SupervisorError::Pipe)?
             .into(),
         Stdin::Data(data) => sys::sealed_memfd(c"stdin", &data).map_err(SupervisorError::Pipe)?,
+        Stdin::Direct(fd) => fd,
         Stdin::Forward(host) => {
             let (r, w) = pipe()?;
             sys::set_nonblocking(w.as_fd()).map_err(SupervisorError::Pipe)?;

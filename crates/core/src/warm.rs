@@ -172,7 +172,10 @@ impl Worker {
             binary: binary.to_path_buf(),
             message,
         };
-        let text = serde_json::to_string(policy).map_err(|e| start_err(e.to_string()))?;
+        // The effective limits, stated: the worker must not re-derive them.
+        let mut stated = policy.clone();
+        stated.limits = policy.effective_limits();
+        let text = serde_json::to_string(&stated).map_err(|e| start_err(e.to_string()))?;
         let mut child = Command::new(binary)
             .arg("worker")
             .env(POLICY_ENV, text)
@@ -218,7 +221,10 @@ impl Worker {
             other => {
                 w.kill();
                 std::thread::sleep(Duration::from_millis(50));
-                let detail = errors.lock().map(|e| e.trim().to_string()).unwrap_or_default();
+                let detail = errors
+                    .lock()
+                    .map(|e| e.trim().to_string())
+                    .unwrap_or_default();
                 let got = match other {
                     Ok(l) => l,
                     Err(_) => "no answer".into(),
@@ -468,6 +474,17 @@ impl Pool {
     /// Run `code` on an idle worker (waiting for one, up to the queue bound).
     pub fn run(&self, code: &str, stdin: Option<&str>) -> Result<WarmOutcome, WarmError> {
         let mut w = self.take()?;
+        if !w.alive() {
+            // It died while idle: replace it before use, so no request sees that crash.
+            w.stop();
+            w = match Worker::start(&self.opts.binary, &self.policy) {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    self.ready.notify_one();
+                    return Err(e);
+                }
+            };
+        }
         let result = w.run(code, stdin);
         let healthy = match &result {
             Ok(o) => !o.anomaly && w.served < self.opts.recycle_after && w.alive(),

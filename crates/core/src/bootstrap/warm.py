@@ -118,7 +118,8 @@ def _warm_kill(child):
     import signal
 
     try:
-        os.kill(child["b"], signal.SIGKILL)
+        if _warm_b_pid(child):
+            os.kill(child["b"], signal.SIGKILL)
     except OSError:
         pass
     for fd in child["fds"]:
@@ -169,13 +170,20 @@ def _warm_prefork():
         os._exit(code)
     for fd in theirs:
         os.close(fd)
-    b = int(os.read(pid_r, 32) or b"0")
-    os.close(pid_r)
-    os.waitpid(a, 0)
-    if b == 0:
-        raise RuntimeError("the request child did not start")
-    return {"b": b, "req": req_w, "out": out_r, "err": err_r, "res": res_r, "st": st_r,
-            "fds": [req_w, out_r, err_r, res_r, st_r]}  # fmt: skip
+    # A reports B's pid when it has set up the namespaces; read it only when needed.
+    return {"b": None, "pid_r": pid_r, "req": req_w, "out": out_r, "err": err_r, "res": res_r,
+            "st": st_r, "fds": [req_w, out_r, err_r, res_r, st_r, pid_r]}  # fmt: skip
+
+
+def _warm_b_pid(child):
+    import os
+
+    if child["b"] is None:
+        try:
+            child["b"] = int(os.read(child["pid_r"], 32) or b"0")
+        except (OSError, ValueError):
+            child["b"] = 0
+    return child["b"]
 
 
 def _warm_a(cfg, fds):
@@ -247,6 +255,7 @@ def _warm_c(cfg, req_r, out_w, err_w, res_w):
         os.close(null)
         _warm_isolate(cfg)
         code = 72
+        _warm_warmup()
         _warm_run(cfg)
         code = 0
     except SystemExit as e:
@@ -332,6 +341,19 @@ def _warm_isolate(cfg):
     random.seed()
 
 
+def _warm_warmup():
+    # Take the copy-on-write faults and first-use costs of compiling and running code now,
+    # before the request, not while it waits.
+    import json
+    import sys
+
+    json.loads(json.dumps({"code": "x", "stdin": None, "cpu": None}))
+    ns = {"__builtins__": __builtins__}
+    exec(compile("x = [i * 2 for i in range(20)]\ny = {'a': x}\nprint\n", "<warm>", "exec"), ns)
+    type(sys)("__main__")
+    sys.stdout.flush()
+
+
 def _warm_landlock(ll):
     import ctypes
     import os
@@ -368,12 +390,20 @@ def _warm_run(cfg):
     import resource
     import sys
 
+    import builtins as builtins_mod
+    import time
+
     req_in = os.fdopen(3, "rb")
     session = False
+    saved_builtins = dict(vars(builtins_mod))
+    saved_streams = (sys.stdout, sys.stderr)
+    getrusage, self_usage = resource.getrusage, resource.RUSAGE_SELF
+    write, exit_now, monotonic = os.write, os._exit, time.monotonic
     while True:
         line = req_in.readline()
         if not line:
             return
+        t0 = monotonic()
         req = json.loads(line)
         if req.get("session"):
             session = True
@@ -416,14 +446,20 @@ def _warm_run(cfg):
             _pysandbox_report_limit(exc)
             _pysandbox_traceback(exc, name, src, _W["boot"])
             status = 1
+        # The code may have replaced builtins or sys's streams: put back what this needs.
+        vars(builtins_mod).update(saved_builtins)
+        sys.stdout, sys.stderr = saved_streams
         sys_flush()
         # The answer: the zygote replies as soon as it sees it (the namespace is torn down
         # after, off the request's path).
-        ru = resource.getrusage(resource.RUSAGE_SELF)
-        done = {"exit": status, "cpu": ru.ru_utime + ru.ru_stime, "maxrss": ru.ru_maxrss}
-        os.write(4, b"\0done " + json.dumps(done).encode() + b"\n")
+        ru = getrusage(self_usage)
+        if not isinstance(status, int):
+            status = 1
+        done = '{"exit": %d, "cpu": %r, "maxrss": %d, "run": %r}' % (
+            status, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, monotonic() - t0)
+        write(4, b"\0done " + done.encode() + b"\n")
         if not session:
-            os._exit(status & 0xFF)
+            exit_now(status & 0xFF)
 
 
 def _warm_dispatch(child, req):
@@ -460,16 +496,22 @@ def _warm_serve(child, req, session=False):
     killed = False
     done = None
     while open_fds:
-        left = deadline - time.monotonic()
-        if left <= 0:
+        if killed:
+            # Everything in the request's namespace dies with B: the pipes end shortly.
+            left = 5.0
+        else:
+            left = deadline - time.monotonic()
+        if not killed and left <= 0:
             try:
-                os.kill(child["b"], 9)
+                if _warm_b_pid(child):
+                    os.kill(child["b"], 9)
             except OSError:
                 pass
             killed = True
-            deadline = float("inf")
-            left = None
+            left = 5.0
         r, _, _ = select.select(list(open_fds), [], [], left)
+        if killed and not r:
+            break
         for fd in r:
             try:
                 data = os.read(fd, 1 << 16)
@@ -520,7 +562,7 @@ def _warm_serve(child, req, session=False):
     }
     if done is not None:
         resp.update(exit_code=done["exit"], signal=None, cpu_time=done["cpu"],
-                    peak_memory=done["maxrss"] * 1024, limit=limit)  # fmt: skip
+                    peak_memory=done["maxrss"] * 1024, limit=limit, run_time=done.get("run"))  # fmt: skip
         if resp["stdout_truncated"] or resp["stderr_truncated"]:
             resp["limit"] = resp["limit"] or "output"
         if not session:

@@ -1,0 +1,237 @@
+//! Warm mode through the real binary: isolation between requests, limits per request, the pool's
+//! behaviour under crashes and load, sessions, and a clean shutdown.
+
+mod common;
+
+use common::*;
+use pysandbox_core::policy::Policy;
+use pysandbox_core::warm::{Pool, PoolOptions, Session, WarmError};
+use std::time::{Duration, Instant};
+
+fn policy(preset: &str) -> Policy {
+    let mut p = Policy::from_toml_str(&format!("preset = \"{preset}\"")).unwrap();
+    p.limits.wall = Duration::from_secs(2);
+    p
+}
+
+fn pool(workers: usize, max_queue: usize) -> Pool {
+    let mut o = PoolOptions::new(bin());
+    o.workers = workers;
+    o.max_queue = max_queue;
+    Pool::new(policy("stdlib"), o).expect("start the pool")
+}
+
+#[test]
+fn nothing_of_one_request_is_visible_to_the_next() {
+    let p = pool(1, 8);
+    let first = r#"
+import builtins, json, os, threading, time
+open("/tmp/left-behind", "w").write("x")
+LEFT = 1
+json.LEFT = 1
+threading.Thread(target=time.sleep, args=(30,), daemon=False).start()
+pid = os.fork()
+if pid == 0:
+    time.sleep(30)
+    os._exit(0)
+print("child", pid, "me", os.getpid())
+builtins.len = lambda x: -1
+"#;
+    let r = p.run(first, None).unwrap();
+    assert_eq!(r.exit_code, Some(0), "{r:?}");
+    assert!(r.stdout.contains("me 2"), "{}", r.stdout);
+    let second = r#"
+import builtins, json, os, threading
+print("tmp", os.path.exists("/tmp/left-behind"))
+print("global", "LEFT" in globals())
+print("module", hasattr(json, "LEFT"))
+print("builtin", len([1, 2]))
+print("threads", threading.active_count())
+alive = []
+for pid in range(1, 50):
+    try:
+        os.kill(pid, 0)
+        alive.append(pid)
+    except OSError:
+        pass
+print("pids", alive)
+"#;
+    let r = p.run(second, None).unwrap();
+    assert_eq!(
+        r.stdout,
+        // Only itself: its PID namespace is fresh, and Landlock scoping hides even its PID 1.
+        "tmp False\nglobal False\nmodule False\nbuiltin 2\nthreads 1\npids [2]\n",
+        "{r:?}"
+    );
+}
+
+#[test]
+fn randomness_is_fresh_per_request() {
+    let p = pool(1, 8);
+    let code = "import random, os\nprint(random.random(), os.urandom(8).hex())";
+    let a = p.run(code, None).unwrap().stdout;
+    let b = p.run(code, None).unwrap().stdout;
+    assert_ne!(a, b);
+}
+
+#[test]
+fn a_request_cannot_harm_the_worker_or_the_host() {
+    let p = pool(1, 8);
+    let dir = TempDir::new("warm-secret");
+    let secret_path = dir.join("secret");
+    write_file(&secret_path, "WARM-SECRET");
+    let code = format!(
+        r#"
+import os, ctypes, socket
+libc = ctypes.CDLL(None, use_errno=True)
+print("IMPORTED", flush=True)
+try:
+    os.kill(-1, 9)
+except OSError as e:
+    print("kill", e)
+try:
+    print(open({:?}).read())
+except OSError as e:
+    print("open", e.errno)
+print("unshare", libc.unshare(0x20000), ctypes.get_errno())
+"#,
+        secret_path.to_string_lossy()
+    );
+    let r = p.run(&code, None).unwrap();
+    assert!(r.stdout.contains("IMPORTED"), "{r:?}");
+    assert!(!r.stdout.contains("WARM-SECRET") && !r.stderr.contains("WARM-SECRET"));
+    // unshare is killed by the request's strict seccomp filter.
+    assert_eq!(r.signal, Some(31), "{r:?}");
+    // The worker is still there for the next request.
+    let r = p.run("print('still here')", None).unwrap();
+    assert_eq!(r.stdout, "still here\n");
+    // ptrace of anything is fatal too.
+    let r = p
+        .run(
+            "import ctypes\nctypes.CDLL(None).syscall(101, 16, 1, 0, 0)",
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.signal, Some(31), "{r:?}");
+}
+
+#[test]
+fn limits_apply_per_request() {
+    let p = pool(1, 8);
+    let t = Instant::now();
+    let r = p.run("while True: pass", None).unwrap();
+    assert_eq!(r.limit.as_deref(), Some("wall"), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(4));
+    let r = p.run("x = bytearray(1 << 30)", None).unwrap();
+    assert_eq!(r.limit.as_deref(), Some("memory"), "{r:?}");
+    let r = p.run("import ctypes; ctypes.string_at(0)", None).unwrap();
+    assert_eq!(r.signal, Some(11), "{r:?}");
+    let r = p.run("print('x' * (2 << 20))", None).unwrap();
+    assert!(
+        r.stdout_truncated && r.limit.as_deref() == Some("output"),
+        "{r:?}"
+    );
+    let r = p.run("print(input())", Some("typed\n")).unwrap();
+    assert_eq!(r.stdout, "typed\n");
+    assert_eq!(p.run("print(1 + 1)", None).unwrap().stdout, "2\n");
+}
+
+#[test]
+fn a_dead_worker_is_replaced_without_failing_requests() {
+    let p = pool(2, 8);
+    for pid in p.worker_pids() {
+        // SIGKILL the `pysandbox worker` process: its jail dies with it (die-with-parent).
+        let _ = std::process::Command::new("kill")
+            .args(["-9", &pid.to_string()])
+            .status();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    for _ in 0..4 {
+        let r = p
+            .run("print('ok')", None)
+            .expect("a fresh worker serves it");
+        assert_eq!(r.stdout, "ok\n");
+    }
+}
+
+#[test]
+fn a_full_queue_is_refused() {
+    let p = std::sync::Arc::new(pool(1, 0));
+    let slow = {
+        let p = p.clone();
+        std::thread::spawn(move || {
+            p.run(
+                "import time\nt = time.time()\nwhile time.time() - t < 1: pass",
+                None,
+            )
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    match p.run("print(1)", None) {
+        Err(WarmError::Busy(_)) => {}
+        other => panic!("expected back-pressure, got {other:?}"),
+    }
+    assert!(slow.join().unwrap().is_ok());
+    assert!(p.run("print(1)", None).is_ok());
+}
+
+#[test]
+fn sessions_keep_state_until_a_limit_or_close() {
+    let mut s = Session::open(
+        std::path::Path::new(bin()),
+        &policy("stdlib"),
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    assert_eq!(s.execute("x = 20").unwrap().exit_code, Some(0));
+    assert_eq!(s.execute("x += 1\nprint(x * 2)").unwrap().stdout, "42\n");
+    let r = s.execute("def f(): return x\nprint(f())").unwrap();
+    assert_eq!(r.stdout, "21\n");
+    // An error is not the end; a tripped limit is.
+    assert_eq!(s.execute("1/0").unwrap().exit_code, Some(1));
+    let r = s.execute("while True: pass").unwrap();
+    assert_eq!(r.limit.as_deref(), Some("wall"));
+    assert!(r.ended && !s.is_open());
+    assert!(matches!(
+        s.execute("print(x)"),
+        Err(WarmError::SessionEnded(_))
+    ));
+}
+
+#[test]
+fn shutdown_leaves_no_process_behind() {
+    let p = pool(2, 8);
+    let marker = format!("warm-{}", random_hex(6));
+    let r = p.run(&format!("print('{marker}')"), None).unwrap();
+    assert!(r.stdout.contains(&marker));
+    let pids = p.worker_pids();
+    assert_eq!(pids.len(), 2);
+    p.shutdown();
+    drop(p);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let alive: Vec<_> = pids
+            .iter()
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .filter(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                !stat.contains(") Z ")
+            })
+            .collect();
+        let jails: Vec<_> = std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).into_owned())
+            .filter(|c| c.contains("_pysandbox_run") && c.contains("warm"))
+            .collect();
+        if alive.is_empty() && jails.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: {alive:?} {jails:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
