@@ -1,6 +1,8 @@
 //! `pysandbox-bench [RUNS]`: wall time of `print(1+1)` through `pysandbox run` (cold), side by side
 //! with plain `python -I -S -c` and with bubblewrap given equivalent isolation, interleaved so that
-//! machine noise hits every row alike. Prints median, p99 and the ratio to plain python.
+//! machine noise hits every row alike. Prints median, p99 and the ratio to plain python; then the
+//! warm pool: latency from the Rust API, `pysandbox batch` throughput, CPU-bound overhead and the
+//! unique memory of an idle worker.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -158,4 +160,147 @@ fn main() {
             p50.as_secs_f64() / base.as_secs_f64()
         );
     }
+    warm(runs, &python, base);
+}
+
+fn warm(runs: usize, python: &str, base: Duration) {
+    use pysandbox_core::policy::Policy;
+    use pysandbox_core::warm::{Pool, PoolOptions};
+    let mut policy = Policy::from_toml_str("preset = \"stdlib\"").expect("policy");
+    policy.python = Some(PathBuf::from(python));
+    let mut opts = PoolOptions::new(pysandbox_binary());
+    opts.workers = 1;
+    let pool = Pool::new(policy.clone(), opts).expect("start a warm worker");
+    let row = |name: &str, pause: Duration| {
+        let mut t = Vec::with_capacity(runs);
+        for i in 0..runs + 10 {
+            std::thread::sleep(pause);
+            let start = Instant::now();
+            let o = pool.run(CODE, None).expect("warm run");
+            let e = start.elapsed();
+            assert_eq!(o.stdout, "2\n", "{o:?}");
+            if i >= 10 {
+                t.push(e);
+            }
+        }
+        t.sort();
+        let p50 = percentile(&t, 0.5);
+        println!(
+            "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
+            name,
+            ms(p50),
+            ms(percentile(&t, 0.99)),
+            p50.as_secs_f64() / base.as_secs_f64()
+        );
+    };
+    row("warm pool, back to back", Duration::ZERO);
+    row(
+        "warm pool, 20 ms between requests",
+        Duration::from_millis(20),
+    );
+    // Unique memory of the idle worker: every process of its tree (worker, init, zygote and the
+    // request child waiting in advance).
+    std::thread::sleep(Duration::from_millis(200));
+    let uss: u64 = pool.worker_pids().iter().map(|p| tree_uss_kib(*p)).sum();
+    pool.shutdown();
+
+    // CPU-bound pure Python: fib(27) in plain python and in a warm request.
+    let fib = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nimport time\nt = time.perf_counter()\nfib(27)\nprint(time.perf_counter() - t)";
+    let plain: Vec<f64> = (0..5)
+        .map(|_| {
+            let out = Command::new(python)
+                .args(["-I", "-S", "-c", fib])
+                .output()
+                .expect("python");
+            String::from_utf8_lossy(&out.stdout)
+                .trim()
+                .parse()
+                .unwrap_or(f64::NAN)
+        })
+        .collect();
+    let mut opts = PoolOptions::new(pysandbox_binary());
+    opts.workers = 1;
+    let pool = Pool::new(policy.clone(), opts).expect("start a warm worker");
+    let sandboxed: Vec<f64> = (0..5)
+        .map(|_| {
+            pool.run(fib, None)
+                .expect("fib")
+                .stdout
+                .trim()
+                .parse()
+                .unwrap_or(f64::NAN)
+        })
+        .collect();
+    pool.shutdown();
+    let med = |mut v: Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let (p, w) = (med(plain), med(sandboxed));
+
+    // Throughput: `pysandbox batch` with one worker per CPU.
+    let n = 2000;
+    let input: String = (0..n)
+        .map(|i| format!("{{\"id\": {i}, \"code\": \"print(1+1)\"}}\n"))
+        .collect();
+    let start = Instant::now();
+    let mut child = Command::new(pysandbox_binary())
+        .args(["batch", "--preset", "stdlib", "--python", python])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("pysandbox batch");
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(input.as_bytes()).expect("write requests");
+    }
+    let out = child.wait_with_output().expect("batch");
+    let secs = start.elapsed().as_secs_f64();
+    let ok = String::from_utf8_lossy(&out.stdout)
+        .matches("\"stdout\":\"2\\n\"")
+        .count();
+    println!();
+    println!(
+        "pysandbox batch: {ok}/{n} runs of print(1+1) in {secs:.2} s = {:.0} runs/s on {} CPUs (pool start included)",
+        n as f64 / secs,
+        std::thread::available_parallelism().map_or(0, |c| c.get())
+    );
+    println!(
+        "fib(27): plain {:.1} ms, warm sandbox {:.1} ms ({:+.1}%)",
+        p * 1e3,
+        w * 1e3,
+        (w / p - 1.0) * 100.0
+    );
+    println!(
+        "idle warm worker: {:.1} MiB unique memory (USS, all its processes)",
+        uss as f64 / 1024.0
+    );
+}
+
+/// Unique memory (KiB) of `pid` and all its descendants (Private_Clean + Private_Dirty).
+fn tree_uss_kib(pid: u32) -> u64 {
+    let mut total = 0;
+    let mut todo = vec![pid];
+    while let Some(p) = todo.pop() {
+        if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) {
+            for line in text.lines() {
+                if line.starts_with("Private_Clean:") || line.starts_with("Private_Dirty:") {
+                    total += line
+                        .split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0);
+                }
+            }
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                if let Ok(c) = std::fs::read_to_string(t.path().join("children")) {
+                    todo.extend(c.split_whitespace().filter_map(|x| x.parse::<u32>().ok()));
+                }
+            }
+        }
+    }
+    total
 }

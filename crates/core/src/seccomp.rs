@@ -450,6 +450,25 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
     a.finish()
 }
 
+/// The filter a warm request child adds on top of its zygote's ([`SeccompOptions::zygote`]):
+/// it takes back exactly what the zygote may do beyond a cold jail. Stacked filters all apply,
+/// so the child ends up with the cold jail's allowlist; this one stays short, which keeps both
+/// loading it (on every request) and running it cheap.
+pub fn request_program() -> Vec<libc::sock_filter> {
+    let mut a = Asm::default();
+    a.load(OFF_ARCH);
+    a.unless_eq(AUDIT_ARCH_X86_64, RET_KILL);
+    a.load(OFF_NR);
+    for nr in ZYGOTE {
+        a.if_eq(*nr as u32, RET_KILL);
+    }
+    for nr in ZYGOTE_EXTRA {
+        a.if_eq(*nr as u32, ret_errno(libc::EPERM));
+    }
+    a.ret(RET_ALLOW);
+    a.code
+}
+
 /// Install the filter on the calling process (which must have set `no_new_privs`). Returns the
 /// user-notification listener with [`ExecPolicy::FirstOnly`].
 pub fn install(opts: &SeccompOptions) -> Result<Option<OwnedFd>, SeccompError> {
@@ -684,6 +703,27 @@ mod tests {
         assert_eq!(eval(&net, libc::SYS_execve, x86, z), ret_errno(libc::EPERM));
         let any = program(&opts(ExecPolicy::Allow, false)).unwrap();
         assert_eq!(eval(&any, libc::SYS_execveat, x86, z), RET_ALLOW);
+    }
+
+    #[test]
+    fn request_filter_takes_back_the_zygotes_extras() {
+        let z = [0u64; 6];
+        let zygote = program(&SeccompOptions {
+            exec: ExecPolicy::Deny,
+            network: false,
+            zygote: true,
+        })
+        .unwrap();
+        let req = request_program();
+        let x86 = AUDIT_ARCH_X86_64;
+        assert_eq!(eval(&zygote, libc::SYS_unshare, x86, z), RET_ALLOW);
+        assert_eq!(eval(&req, libc::SYS_unshare, x86, z), RET_KILL);
+        assert_eq!(eval(&req, libc::SYS_mount, x86, z), RET_KILL);
+        assert_eq!(eval(&req, libc::SYS_capset, x86, z), ret_errno(libc::EPERM));
+        assert_eq!(eval(&req, libc::SYS_read, x86, z), RET_ALLOW);
+        assert_eq!(eval(&req, libc::SYS_read, 0x4000_0003, z), RET_KILL);
+        // Everything else the zygote's filter still decides.
+        assert_eq!(eval(&zygote, libc::SYS_ptrace, x86, z), RET_KILL);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::landlock::{self, Access};
 use crate::limits::Limits;
 use crate::mounts::DEV_NODES;
 use crate::policy::{Policy, PolicyError, Resolved};
-use crate::seccomp::{self, ExecPolicy, SeccompOptions};
+use crate::seccomp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use std::io::{BufRead, BufReader, Write};
@@ -100,7 +100,8 @@ pub fn zygote_config(resolved: &Resolved, preload: &[String]) -> Result<String, 
     for p in &spec.write_paths {
         rule(p, Access::ReadWrite, p.is_dir());
     }
-    rule(Path::new("/tmp"), Access::ReadWrite, true);
+    // /tmp is a new tmpfs in each request: the child adds its rule after mounting it.
+    let tmp = landlock::rights(Access::ReadWrite, handled);
     let net = if spec.network == Network::None && abi >= 4 {
         landlock::NET_BIND_TCP | landlock::NET_CONNECT_TCP
     } else {
@@ -112,16 +113,7 @@ pub fn zygote_config(resolved: &Resolved, preload: &[String]) -> Result<String, 
     } else {
         0
     };
-    let filter = seccomp::program(&SeccompOptions {
-        exec: if spec.allow_exec {
-            ExecPolicy::Allow
-        } else {
-            ExecPolicy::Deny
-        },
-        network: spec.network == Network::Host,
-        zygote: false,
-    })
-    .map_err(|e| WarmError::Worker(e.to_string()))?;
+    let filter = seccomp::request_program();
     let mut hex = String::with_capacity(filter.len() * 16);
     for f in &filter {
         let mut b = Vec::with_capacity(8);
@@ -146,7 +138,7 @@ pub fn zygote_config(resolved: &Resolved, preload: &[String]) -> Result<String, 
             "tmp_size": l.tmp_size,
             "output": l.output,
         },
-        "landlock": {"fs": handled, "net": net, "scoped": scoped, "rules": rules},
+        "landlock": {"fs": handled, "net": net, "scoped": scoped, "rules": rules, "tmp": tmp},
         "seccomp": hex,
         "preload": preload,
     })

@@ -36,6 +36,16 @@ def _pysandbox_warm(ns, boot):
         except Exception:
             pass
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the request's PID 1 comes back to us
+    # The Landlock rules' paths, opened once: every request child adds its rules from these.
+    import fcntl
+
+    rule_fds = []
+    for path, allowed in cfg["landlock"]["rules"]:
+        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)  # clear of the children's 0-4
+        os.close(fd)
+        rule_fds.append((high, allowed))
+    _W["rule_fds"] = rule_fds
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     out = 1
     pending = b""
@@ -246,14 +256,22 @@ def _warm_c(cfg, req_r, out_w, err_w, res_w):
     try:
         os.setsid()
         # Descriptors: 0 stdin (set per request), 1 and 2 output, 3 the request, 4 the report.
+        keep = {fd for fd, _ in _W["rule_fds"]}
+        moved = []
         for target, fd in ((3, req_r), (4, res_w), (1, out_w), (2, err_w)):
+            if target in keep:
+                raise OSError("descriptor %d is taken" % target)
             if fd != target:
                 os.dup2(fd, target)
-        os.closerange(5, 1 << 16)
+            moved.append(fd)
+        for fd in moved:
+            if fd > 4 and fd not in keep:
+                os.close(fd)
         null = os.open("/dev/null", os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
         _warm_isolate(cfg)
+        os.closerange(5, 1 << 16)
         code = 72
         _warm_warmup()
         _warm_run(cfg)
@@ -311,8 +329,8 @@ def _warm_isolate(cfg):
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
     if prctl(28, 0x2F, 0, 0, 0) != 0:  # PR_SET_SECUREBITS: NOROOT, NO_SETUID_FIXUP, locked
         raise OSError(ctypes.get_errno(), "securebits")
-    for cap in range(64):
-        prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP (EINVAL past the last one)
+    for cap in range(41):  # CAP_LAST_CAP is 40 (CAP_CHECKPOINT_RESTORE) on Linux 6
+        prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
 
     class Header(ctypes.Structure):
         _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
@@ -372,15 +390,16 @@ def _warm_landlock(ll):
     rs = syscall(444, ctypes.byref(attr), ctypes.sizeof(attr), 0)
     if rs < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
-    for path, allowed in ll["rules"]:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        rule = Beneath(allowed, fd)
+    rule = Beneath(0, 0)
+    tmp = os.open("/tmp", os.O_PATH | os.O_CLOEXEC)
+    for fd, allowed in _W["rule_fds"] + [(tmp, ll["tmp"])]:
+        rule.allowed, rule.fd = allowed, fd
         if syscall(445, rs, 1, ctypes.byref(rule), 0) != 0:
-            raise OSError(ctypes.get_errno(), "landlock_add_rule " + path)
-        os.close(fd)
+            raise OSError(ctypes.get_errno(), "landlock_add_rule %d" % fd)
     if syscall(446, rs, 0) != 0:
         raise OSError(ctypes.get_errno(), "landlock_restrict_self")
     os.close(rs)
+    os.close(tmp)
 
 
 def _warm_run(cfg):
