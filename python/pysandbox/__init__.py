@@ -22,7 +22,7 @@ from ._errors import (
     SandboxError,
     Timeout,
 )
-from ._sandbox import Result, Sandbox, helper_binary
+from ._sandbox import Result, Sandbox, Session, helper_binary
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -40,6 +40,7 @@ __all__ = [
     "SandboxCrashed",
     "SandboxError",
     "SandboxedException",
+    "Session",
     "Timeout",
     "helper_binary",
 ]

@@ -339,3 +339,56 @@ def test_typing_files_are_shipped():
     here = os.path.dirname(pysandbox.__file__)
     assert os.path.exists(os.path.join(here, "py.typed"))
     assert os.path.exists(os.path.join(here, "_native.pyi"))
+
+
+# Warm mode ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def warm():
+    with Sandbox(SandboxConfig("math", preset="stdlib", timeout=2), pool=True) as s:
+        yield s
+
+
+def test_warm_pool_has_the_same_api(warm):
+    r = warm.execute("print(sum(data))", locals={"data": [1, 2, 3]})
+    assert r.stdout == "6\n" and r.locals == {"data": [1, 2, 3]}
+    assert warm.eval("2 ** 100") == 2**100
+    assert warm.call(add, [1], [2]) == [1, 2]
+    with pytest.raises(SandboxedException) as e:
+        warm.execute("def f():\n    return 1 / 0\nf()")
+    assert "return 1 / 0" in e.value.traceback
+    with pytest.raises(Timeout):
+        warm.execute("while True: pass")
+    assert warm.eval("1 + 1") == 2
+
+
+def test_warm_requests_do_not_share_state(warm):
+    warm.execute("import json\njson.X = 1\nopen('/tmp/f', 'w').write('x')\nG = 1")
+    assert warm.eval("(hasattr(__import__('json'), 'X'), __import__('os').path.exists('/tmp/f'))") == (False, False)
+
+
+def test_warm_concurrent(warm):
+    async def main():
+        return await asyncio.gather(*(warm.aeval("n * 3", locals={"n": i}) for i in range(20)))
+
+    assert asyncio.run(main()) == [i * 3 for i in range(20)]
+
+
+def test_session_keeps_state_and_ends_on_a_limit():
+    s = Sandbox(SandboxConfig(preset="stdlib", timeout=1)).session()
+    assert s.execute("x = 20").stdout == ""
+    assert s.execute("x += 1\nprint(x * 2)").stdout == "42\n"
+    with pytest.raises(SandboxedException, match="ZeroDivisionError"):
+        s.execute("1/0")
+    assert s.execute("print(x)").stdout == "21\n"
+    with pytest.raises(Timeout):
+        s.execute("while True: pass")
+    with pytest.raises(SandboxError, match="session has ended"):
+        s.execute("print(x)")
+    s.close()
+
+
+def test_warm_policy_errors_are_policy_errors():
+    with pytest.raises(PolicyError):
+        Sandbox(SandboxConfig(recursion_limit=1), pool=True).eval("1")

@@ -40,15 +40,23 @@ const PRELOAD: &[&str] = &[
 /// `pysandbox worker`: supervise one warm jail whose zygote talks on our stdin and stdout.
 pub fn worker() -> Result<ExitCode> {
     let text = std::env::var(warm::POLICY_ENV).context("pysandbox worker is started by a pool")?;
-    let policy = Policy::from_json_str(&text)?;
-    let mut resolved = policy.resolve()?;
+    // Errors are answers too: the client reads one line before anything else.
+    let fail = |kind: &str, message: String| {
+        println!("{}", serde_json::json!({"error": message, "kind": kind}));
+        Ok(ExitCode::from(125))
+    };
+    let policy = match Policy::from_json_str(&text).and_then(|p| p.validate().map(|_| p)) {
+        Ok(p) => p,
+        Err(e) => return fail("policy", e.to_string()),
+    };
+    let mut resolved = match policy.resolve() {
+        Ok(r) => r,
+        Err(e) => return fail("setup", e.to_string()),
+    };
     let preload: Vec<String> = PRELOAD.iter().map(|s| s.to_string()).collect();
     let cfg = match warm::zygote_config(&resolved, &preload) {
         Ok(c) => c,
-        Err(e) => {
-            println!("{}", serde_json::json!({"error": e.to_string()}));
-            return Ok(ExitCode::from(125));
-        }
+        Err(e) => return fail("setup", e.to_string()),
     };
     // The jail lives as long as the worker; the zygote enforces each request's limits.
     let l = &mut resolved.spec.limits;
@@ -79,10 +87,7 @@ pub fn worker() -> Result<ExitCode> {
     );
     match outcome {
         Ok(o) => Ok(ExitCode::from(crate::exit_code(&o))),
-        Err(e) => {
-            println!("{}", serde_json::json!({"error": e.to_string()}));
-            Ok(ExitCode::from(125))
-        }
+        Err(e) => fail("setup", e.to_string()),
     }
 }
 

@@ -70,6 +70,9 @@ pub struct WarmOutcome {
     /// Something was wrong with the worker itself: it is replaced.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anomaly: bool,
+    /// The API result (tagged JSON text from the sandbox, untrusted), for package requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<String>,
     /// A session's child ended with this call (a limit, a crash).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,

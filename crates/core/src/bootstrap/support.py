@@ -201,15 +201,17 @@ def _pysandbox_repl(ns, token, boot):
         reply("done")
 
 
-def _pysandbox_api(ns, src, name, boot):
-    # The package's side (`pysandbox serve`): descriptor 7 holds the request's data, the result
-    # goes to the report pipe after a "\0result" line, as tagged JSON (data only; see DATA below).
+def _pysandbox_api(ns, src, name, boot, request=None):
+    # The package's side (`pysandbox serve`): descriptor 7 holds the request's data (or the warm
+    # child passes it), the result goes to the report pipe after a "\0result" line, as tagged
+    # JSON (data only; see DATA below).
     import json
     import os
     import sys
 
-    with open(7, "rb") as f:
-        request = json.loads(f.read() or b"{}")
+    if request is None:
+        with open(7, "rb") as f:
+            request = json.loads(f.read() or b"{}")
     op = request.get("op", "exec")
     data = _pysandbox_decode(request.get("input") or {"d": []})
     result = {}

@@ -453,6 +453,10 @@ def _warm_run(cfg):
         src = req.get("code", "").encode()
         name = "<string>"
         status = 0
+        if req.get("api") is not None:
+            # The Python package's exec/eval/call with data in and out (see _pysandbox_api).
+            _pysandbox_api(ns, src, name, _W["boot"], req["api"])
+            src = b"pass"
         try:
             code = compile(src, name, "exec", dont_inherit=True)
             with _pysandbox_limited():
@@ -503,7 +507,8 @@ def _warm_serve(child, req, session=False):
     wall = float(req.get("wall") or lim["wall"])
     start = time.monotonic()
     deadline = start + wall
-    msg = {"code": req.get("code", ""), "stdin": req.get("stdin"), "cpu": lim.get("cpu")}
+    msg = {"code": req.get("code", ""), "stdin": req.get("stdin"), "cpu": lim.get("cpu"),
+           "api": req.get("api")}  # fmt: skip
     try:
         _warm_dispatch(child, msg)
     except OSError:
@@ -566,6 +571,10 @@ def _warm_serve(child, req, session=False):
                 break
     wall_time = time.monotonic() - start
     report = bytes(bufs[child["res"]]).decode("utf-8", "replace")
+    at = report.find("\0result\n")
+    result = None
+    if at >= 0:
+        report, result = report[:at], report[at + 8:]
     limit = None
     for line in report.splitlines():
         if line.startswith("limit "):
@@ -578,6 +587,7 @@ def _warm_serve(child, req, session=False):
         "stdout_truncated": totals[child["out"]] > cap,
         "stderr_truncated": totals[child["err"]] > cap,
         "wall_time": wall_time,
+        "result": result,
     }
     if done is not None:
         resp.update(exit_code=done["exit"], signal=None, cpu_time=done["cpu"],
