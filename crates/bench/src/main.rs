@@ -198,6 +198,35 @@ fn warm(runs: usize, python: &str, base: Duration) {
         "warm pool, 20 ms between requests",
         Duration::from_millis(20),
     );
+    {
+        // A session: one isolated child keeps its state, no fork per call.
+        let mut session = pysandbox_core::warm::Session::open(
+            &pysandbox_binary(),
+            &policy,
+            Duration::from_secs(600),
+        )
+        .expect("open a session");
+        let mut t = Vec::with_capacity(runs);
+        for i in 0..runs + 10 {
+            let start = Instant::now();
+            let o = session.execute(CODE).expect("session call");
+            let e = start.elapsed();
+            assert_eq!(o.stdout, "2\n", "{o:?}");
+            if i >= 10 {
+                t.push(e);
+            }
+        }
+        t.sort();
+        let p50 = percentile(&t, 0.5);
+        println!(
+            "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
+            "warm session (state kept)",
+            ms(p50),
+            ms(percentile(&t, 0.99)),
+            p50.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    monty(runs, python, base);
     // Unique memory of the idle worker: every process of its tree (worker, init, zygote and the
     // request child waiting in advance).
     std::thread::sleep(Duration::from_millis(200));
@@ -206,7 +235,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
 
     // CPU-bound pure Python: fib(27) in plain python and in a warm request.
     let fib = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nimport time\nt = time.perf_counter()\nfib(27)\nprint(time.perf_counter() - t)";
-    let plain: Vec<f64> = (0..5)
+    let plain: Vec<f64> = (0..9)
         .map(|_| {
             let out = Command::new(python)
                 .args(["-I", "-S", "-c", fib])
@@ -221,7 +250,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
     let mut opts = PoolOptions::new(pysandbox_binary());
     opts.workers = 1;
     let pool = Pool::new(policy.clone(), opts).expect("start a warm worker");
-    let sandboxed: Vec<f64> = (0..5)
+    let sandboxed: Vec<f64> = (0..9)
         .map(|_| {
             pool.run(fib, None)
                 .expect("fib")
@@ -276,6 +305,34 @@ fn warm(runs: usize, python: &str, base: Duration) {
         "idle warm worker: {:.1} MiB unique memory (USS, all its processes)",
         uss as f64 / 1024.0
     );
+}
+
+/// Monty (pydantic-monty, a Rust interpreter for a subset of Python) in its warm worker, if it
+/// is installed for `python` (`pip install pydantic-monty`).
+fn monty(runs: usize, python: &str, base: Duration) {
+    let script = format!(
+        "import time\nimport pydantic_monty as pm\nwith pm.Monty() as m:\n    with m.checkout() as w:\n        t = []\n        for i in range({n}):\n            s = time.perf_counter()\n            w.feed_run('1+1')\n            t.append(time.perf_counter() - s)\n        t.sort()\n        print(t[len(t) // 2], t[int((len(t) - 1) * 0.99)])\n",
+        n = runs + 10
+    );
+    match Command::new(python).args(["-c", &script]).output() {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let v: Vec<f64> = text
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if v.len() == 2 {
+                println!(
+                    "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
+                    "Monty session (a Python subset)",
+                    v[0] * 1e3,
+                    v[1] * 1e3,
+                    v[0] / base.as_secs_f64()
+                );
+            }
+        }
+        _ => println!("(Monty row skipped: pydantic-monty is not installed for {python})"),
+    }
 }
 
 /// Unique memory (KiB) of `pid` and all its descendants (Private_Clean + Private_Dirty).
