@@ -153,59 +153,63 @@ def _warm_reap():
 
 
 def _warm_prefork():
-    # Fork A -> B -> C and return the zygote's ends of C's pipes.
+    # Fork B (PID 1 of a new PID namespace) -> C, and return the zygote's ends of C's pipes.
+    import ctypes
     import os
 
     cfg = _W["cfg"]
+    libc = _W["libc"]
+    if "self_pidfd" not in _W:
+        _W["self_pidfd"] = os.pidfd_open(os.getpid())
     req_r, req_w = os.pipe()
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
     st_r, st_w = os.pipe()
-    pid_r, pid_w = os.pipe()
-    ours = (req_w, out_r, err_r, res_r, st_r, pid_r)
+    ours = (req_w, out_r, err_r, res_r, st_r)
+    theirs = (req_r, out_w, err_w, res_w, st_w)
     # Processes of this user in the jail once C runs: init, the zygote, B and C, and two per
     # open session; C's process limit counts on top of them.
     _W["live"] = 4 + 2 * len(_W.get("sessions", {}))
-    theirs = (req_r, out_w, err_w, res_w, st_w, pid_w)
-    a = os.fork()
-    if a == 0:
-        code = 70
-        try:
-            for fd in ours:
-                os.close(fd)
-            _warm_a(cfg, theirs)
-        except BaseException:
-            pass
-        os._exit(code)
+    CLONE_NEWPID = 0x20000000
+    # The next child is PID 1 of a new namespace; then the zygote's own namespace again.
+    if libc.unshare(CLONE_NEWPID) != 0:
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID)")
+    try:
+        b = os.fork()
+        if b == 0:
+            code = 70
+            try:
+                for fd in ours:
+                    os.close(fd)
+                _warm_b(cfg, theirs)
+            except BaseException:
+                pass
+            os._exit(code)
+    finally:
+        if os.getpid() != 1 and libc.setns(_W["self_pidfd"], CLONE_NEWPID) != 0:
+            raise OSError(ctypes.get_errno(), "setns back to the zygote's PID namespace")
     for fd in theirs:
         os.close(fd)
-    # A reports B's pid when it has set up the namespaces; read it only when needed.
-    return {"b": None, "pid_r": pid_r, "req": req_w, "out": out_r, "err": err_r, "res": res_r,
-            "st": st_r, "fds": [req_w, out_r, err_r, res_r, st_r, pid_r]}  # fmt: skip
+    return {"b": b, "req": req_w, "out": out_r, "err": err_r, "res": res_r, "st": st_r,
+            "fds": [req_w, out_r, err_r, res_r, st_r]}  # fmt: skip
 
 
 def _warm_b_pid(child):
-    import os
-
-    if child["b"] is None:
-        try:
-            child["b"] = int(os.read(child["pid_r"], 32) or b"0")
-        except (OSError, ValueError):
-            child["b"] = 0
     return child["b"]
 
 
-def _warm_a(cfg, fds):
-    # A: new PID and mount namespaces with a private /tmp, then B.
+def _warm_b(cfg, fds):
+    # B: PID 1 of the request's namespace, with a mount namespace and /tmp of its own. Runs C,
+    # reports its end, and takes everything left in the namespace with it when it exits.
     import ctypes
+    import json
     import os
 
-    req_r, out_w, err_w, res_w, st_w, pid_w = fds
+    req_r, out_w, err_w, res_w, st_w = fds
     libc = _W["libc"]
-    CLONE_NEWNS, CLONE_NEWPID = 0x00020000, 0x20000000
-    if libc.unshare(CLONE_NEWNS | CLONE_NEWPID) != 0:
-        raise OSError(ctypes.get_errno(), "unshare")
+    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
     MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
     if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
         raise OSError(ctypes.get_errno(), "mount private")
@@ -213,21 +217,6 @@ def _warm_a(cfg, fds):
     opts = ("mode=1777,size=%d,nr_inodes=%d" % (size, max(1024, size // 1024))).encode()
     if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts) != 0:
         raise OSError(ctypes.get_errno(), "mount /tmp")
-    b = os.fork()
-    if b:
-        os.write(pid_w, str(b).encode())
-        os._exit(0)
-    os.close(pid_w)
-    _warm_b(cfg, (req_r, out_w, err_w, res_w, st_w))
-
-
-def _warm_b(cfg, fds):
-    # B: PID 1 of the request's namespace. Runs C, reports its end, and takes everything left
-    # in the namespace with it when it exits.
-    import json
-    import os
-
-    req_r, out_w, err_w, res_w, st_w = fds
     c = os.fork()
     if c == 0:
         os.close(st_w)
