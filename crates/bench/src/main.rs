@@ -171,61 +171,26 @@ fn warm(runs: usize, python: &str, base: Duration) {
     let mut opts = PoolOptions::new(pysandbox_binary());
     opts.workers = 1;
     let pool = Pool::new(policy.clone(), opts).expect("start a warm worker");
-    let row = |name: &str, pause: Duration| {
-        let mut t = Vec::with_capacity(runs);
-        for i in 0..runs + 10 {
-            std::thread::sleep(pause);
-            let start = Instant::now();
-            let o = pool.run(CODE, None).expect("warm run");
-            let e = start.elapsed();
-            assert_eq!(o.stdout, "2\n", "{o:?}");
-            if i >= 10 {
-                t.push(e);
-            }
-        }
-        t.sort();
-        let p50 = percentile(&t, 0.5);
-        println!(
-            "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
-            name,
-            ms(p50),
-            ms(percentile(&t, 0.99)),
-            p50.as_secs_f64() / base.as_secs_f64()
-        );
-    };
-    row("warm pool, back to back", Duration::ZERO);
-    row(
+    let run = || pool.run(CODE, None).expect("warm run");
+    timed_row("warm pool, back to back", runs, base, Duration::ZERO, run);
+    timed_row(
         "warm pool, 20 ms between requests",
+        runs,
+        base,
         Duration::from_millis(20),
+        run,
     );
-    {
-        // A session: one isolated child keeps its state, no fork per call.
-        let mut session = pysandbox_core::warm::Session::open(
-            &pysandbox_binary(),
-            &policy,
-            Duration::from_secs(600),
-        )
-        .expect("open a session");
-        let mut t = Vec::with_capacity(runs);
-        for i in 0..runs + 10 {
-            let start = Instant::now();
-            let o = session.execute(CODE).expect("session call");
-            let e = start.elapsed();
-            assert_eq!(o.stdout, "2\n", "{o:?}");
-            if i >= 10 {
-                t.push(e);
-            }
-        }
-        t.sort();
-        let p50 = percentile(&t, 0.5);
-        println!(
-            "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
-            "warm session (state kept)",
-            ms(p50),
-            ms(percentile(&t, 0.99)),
-            p50.as_secs_f64() / base.as_secs_f64()
-        );
-    }
+    // A session: one isolated child keeps its state, no fork per call.
+    let mut session =
+        pysandbox_core::warm::Session::open(&pysandbox_binary(), &policy, Duration::from_secs(600))
+            .expect("open a session");
+    timed_row(
+        "warm session (state kept)",
+        runs,
+        base,
+        Duration::ZERO,
+        || session.execute(CODE).expect("session call"),
+    );
     monty(runs, python, base);
     // Unique memory of the idle worker: every process of its tree (worker, init, zygote and the
     // request child waiting in advance).
@@ -254,6 +219,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
         .map(|_| {
             pool.run(fib, None)
                 .expect("fib")
+                .run
                 .stdout
                 .trim()
                 .parse()
@@ -304,6 +270,36 @@ fn warm(runs: usize, python: &str, base: Duration) {
     println!(
         "idle warm worker: {:.1} MiB unique memory (USS, all its processes)",
         uss as f64 / 1024.0
+    );
+}
+
+/// Time `call` (after 10 warm-up calls, with `pause` before each, not counted) and print a row.
+fn timed_row(
+    name: &str,
+    runs: usize,
+    base: Duration,
+    pause: Duration,
+    mut call: impl FnMut() -> pysandbox_core::warm::WarmOutcome,
+) {
+    let mut t = Vec::with_capacity(runs);
+    for i in 0..runs + 10 {
+        std::thread::sleep(pause);
+        let start = Instant::now();
+        let o = call();
+        let e = start.elapsed();
+        assert_eq!(o.run.stdout, "2\n", "{o:?}");
+        if i >= 10 {
+            t.push(e);
+        }
+    }
+    t.sort();
+    let p50 = percentile(&t, 0.5);
+    println!(
+        "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
+        name,
+        ms(p50),
+        ms(percentile(&t, 0.99)),
+        p50.as_secs_f64() / base.as_secs_f64()
     );
 }
 

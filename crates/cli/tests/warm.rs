@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use pysandbox_core::limits::Limit;
 use pysandbox_core::policy::Policy;
 use pysandbox_core::warm::{Pool, PoolOptions, Session, WarmError};
 use std::time::{Duration, Instant};
@@ -38,8 +39,8 @@ print("child", pid, "me", os.getpid())
 builtins.len = lambda x: -1
 "#;
     let r = p.run(first, None).unwrap();
-    assert_eq!(r.exit_code, Some(0), "{r:?}");
-    assert!(r.stdout.contains("me 2"), "{}", r.stdout);
+    assert_eq!(r.run.exit_code, Some(0), "{r:?}");
+    assert!(r.run.stdout.contains("me 2"), "{}", r.run.stdout);
     let second = r#"
 import builtins, json, os, threading
 print("tmp", os.path.exists("/tmp/left-behind"))
@@ -58,7 +59,7 @@ print("pids", alive)
 "#;
     let r = p.run(second, None).unwrap();
     assert_eq!(
-        r.stdout,
+        r.run.stdout,
         // Only itself: its PID namespace is fresh, and Landlock scoping hides even its PID 1.
         "tmp False\nglobal False\nmodule False\nbuiltin 2\nthreads 1\npids [2]\n",
         "{r:?}"
@@ -69,8 +70,8 @@ print("pids", alive)
 fn randomness_is_fresh_per_request() {
     let p = pool(1, 8);
     let code = "import random, os\nprint(random.random(), os.urandom(8).hex())";
-    let a = p.run(code, None).unwrap().stdout;
-    let b = p.run(code, None).unwrap().stdout;
+    let a = p.run(code, None).unwrap().run.stdout;
+    let b = p.run(code, None).unwrap().run.stdout;
     assert_ne!(a, b);
 }
 
@@ -98,13 +99,13 @@ print("unshare", libc.unshare(0x20000), ctypes.get_errno())
         secret_path.to_string_lossy()
     );
     let r = p.run(&code, None).unwrap();
-    assert!(r.stdout.contains("IMPORTED"), "{r:?}");
-    assert!(!r.stdout.contains("WARM-SECRET") && !r.stderr.contains("WARM-SECRET"));
+    assert!(r.run.stdout.contains("IMPORTED"), "{r:?}");
+    assert!(!r.run.stdout.contains("WARM-SECRET") && !r.run.stderr.contains("WARM-SECRET"));
     // unshare is killed by the request's strict seccomp filter.
-    assert_eq!(r.signal, Some(31), "{r:?}");
+    assert_eq!(r.run.signal, Some(31), "{r:?}");
     // The worker is still there for the next request.
     let r = p.run("print('still here')", None).unwrap();
-    assert_eq!(r.stdout, "still here\n");
+    assert_eq!(r.run.stdout, "still here\n");
     // ptrace of anything is fatal too.
     let r = p
         .run(
@@ -112,7 +113,7 @@ print("unshare", libc.unshare(0x20000), ctypes.get_errno())
             None,
         )
         .unwrap();
-    assert_eq!(r.signal, Some(31), "{r:?}");
+    assert_eq!(r.run.signal, Some(31), "{r:?}");
 }
 
 #[test]
@@ -120,20 +121,20 @@ fn limits_apply_per_request() {
     let p = pool(1, 8);
     let t = Instant::now();
     let r = p.run("while True: pass", None).unwrap();
-    assert_eq!(r.limit.as_deref(), Some("wall"), "{r:?}");
+    assert_eq!(r.run.limit, Some(Limit::Wall), "{r:?}");
     assert!(t.elapsed() < Duration::from_secs(4));
     let r = p.run("x = bytearray(1 << 30)", None).unwrap();
-    assert_eq!(r.limit.as_deref(), Some("memory"), "{r:?}");
+    assert_eq!(r.run.limit, Some(Limit::Memory), "{r:?}");
     let r = p.run("import ctypes; ctypes.string_at(0)", None).unwrap();
-    assert_eq!(r.signal, Some(11), "{r:?}");
+    assert_eq!(r.run.signal, Some(11), "{r:?}");
     let r = p.run("print('x' * (2 << 20))", None).unwrap();
     assert!(
-        r.stdout_truncated && r.limit.as_deref() == Some("output"),
+        r.run.stdout_truncated && r.run.limit == Some(Limit::Output),
         "{r:?}"
     );
     let r = p.run("print(input())", Some("typed\n")).unwrap();
-    assert_eq!(r.stdout, "typed\n");
-    assert_eq!(p.run("print(1 + 1)", None).unwrap().stdout, "2\n");
+    assert_eq!(r.run.stdout, "typed\n");
+    assert_eq!(p.run("print(1 + 1)", None).unwrap().run.stdout, "2\n");
 }
 
 #[test]
@@ -150,7 +151,7 @@ fn a_dead_worker_is_replaced_without_failing_requests() {
         let r = p
             .run("print('ok')", None)
             .expect("a fresh worker serves it");
-        assert_eq!(r.stdout, "ok\n");
+        assert_eq!(r.run.stdout, "ok\n");
     }
 }
 
@@ -183,14 +184,17 @@ fn sessions_keep_state_until_a_limit_or_close() {
         Duration::from_secs(60),
     )
     .unwrap();
-    assert_eq!(s.execute("x = 20").unwrap().exit_code, Some(0));
-    assert_eq!(s.execute("x += 1\nprint(x * 2)").unwrap().stdout, "42\n");
+    assert_eq!(s.execute("x = 20").unwrap().run.exit_code, Some(0));
+    assert_eq!(
+        s.execute("x += 1\nprint(x * 2)").unwrap().run.stdout,
+        "42\n"
+    );
     let r = s.execute("def f(): return x\nprint(f())").unwrap();
-    assert_eq!(r.stdout, "21\n");
+    assert_eq!(r.run.stdout, "21\n");
     // An error is not the end; a tripped limit is.
-    assert_eq!(s.execute("1/0").unwrap().exit_code, Some(1));
+    assert_eq!(s.execute("1/0").unwrap().run.exit_code, Some(1));
     let r = s.execute("while True: pass").unwrap();
-    assert_eq!(r.limit.as_deref(), Some("wall"));
+    assert_eq!(r.run.limit, Some(Limit::Wall));
     assert!(r.ended && !s.is_open());
     assert!(matches!(
         s.execute("print(x)"),
@@ -203,7 +207,7 @@ fn shutdown_leaves_no_process_behind() {
     let p = pool(2, 8);
     let marker = format!("warm-{}", random_hex(6));
     let r = p.run(&format!("print('{marker}')"), None).unwrap();
-    assert!(r.stdout.contains(&marker));
+    assert!(r.run.stdout.contains(&marker));
     let pids = p.worker_pids();
     assert_eq!(pids.len(), 2);
     p.shutdown();

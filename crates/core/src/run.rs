@@ -150,8 +150,8 @@ fn reported_limit(report: &[u8]) -> Option<Limit> {
         .find_map(|name| Limit::from_name(name.trim()))
 }
 
-/// The machine-readable form of an [`Outcome`] (`pysandbox run --json`).
-#[derive(Debug, Serialize)]
+/// The machine-readable form of an [`Outcome`] (`pysandbox run --json`, warm answers).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct JsonOutcome {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,

@@ -16,6 +16,7 @@ use crate::landlock::{self, Access};
 use crate::limits::Limits;
 use crate::mounts::DEV_NODES;
 use crate::policy::{Policy, PolicyError, Resolved};
+use crate::run::JsonOutcome;
 use crate::seccomp;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -52,21 +53,13 @@ pub enum WarmError {
     SessionEnded(String),
 }
 
-/// What one warm request produced (the same fields as `pysandbox run --json`).
+/// What one warm request produced: the fields of `pysandbox run --json`, and more.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WarmOutcome {
     #[serde(default)]
     pub id: serde_json::Value,
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub limit: Option<String>,
-    pub cpu_time: f64,
-    pub wall_time: f64,
-    pub peak_memory: u64,
-    pub stdout: String,
-    pub stdout_truncated: bool,
-    pub stderr: String,
-    pub stderr_truncated: bool,
+    #[serde(flatten)]
+    pub run: JsonOutcome,
     /// Something was wrong with the worker itself: it is replaced.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anomaly: bool,
