@@ -525,19 +525,24 @@ def _warm_serve(child, req, session=False):
         r, _, _ = select.select(list(open_fds), [], [], left)
         if killed and not r:
             break
-        for fd in r:
+
+        def take(fd):
+            # Read what is there, keep up to the stream's bound; False at end of file.
             try:
                 data = os.read(fd, 1 << 16)
             except OSError:
                 data = b""
             if not data:
-                open_fds.discard(fd)
-                continue
+                return False
             totals[fd] += len(data)
-            limit = cap if fd in (child["out"], child["err"]) else (16 << 20)
-            room = limit - len(bufs[fd])
+            room = (cap if fd in (child["out"], child["err"]) else 16 << 20) - len(bufs[fd])
             if room > 0:
                 bufs[fd] += data[:room]
+            return True
+
+        for fd in r:
+            if not take(fd):
+                open_fds.discard(fd)
         if not killed:
             rep = bytes(bufs[child["res"]])
             marker = rep.find(b"\0done ")
@@ -546,17 +551,8 @@ def _warm_serve(child, req, session=False):
                 bufs[child["res"]] = bytearray(rep[:marker])
                 # Output written before the answer is already in the pipes: drain it.
                 for fd in (child["out"], child["err"]):
-                    while True:
-                        r2, _, _ = select.select([fd], [], [], 0)
-                        if not r2:
-                            break
-                        data = os.read(fd, 1 << 16)
-                        if not data:
-                            break
-                        totals[fd] += len(data)
-                        room = cap - len(bufs[fd])
-                        if room > 0:
-                            bufs[fd] += data[:room]
+                    while select.select([fd], [], [], 0)[0] and take(fd):
+                        pass
                 break
     wall_time = time.monotonic() - start
     report = bytes(bufs[child["res"]]).decode("utf-8", "replace")
