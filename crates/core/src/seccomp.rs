@@ -367,7 +367,12 @@ const ALLOW: &[(i64, &str)] = &[
 ];
 
 /// Kill-list calls a warm zygote needs for its request children.
-const ZYGOTE: &[i64] = &[libc::SYS_unshare, libc::SYS_mount, libc::SYS_setns];
+const ZYGOTE: &[i64] = &[
+    libc::SYS_unshare,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_setns,
+];
 /// Further calls only the zygote needs (the default denies them).
 const ZYGOTE_EXTRA: &[i64] = &[
     libc::SYS_capset,

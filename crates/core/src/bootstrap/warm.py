@@ -35,6 +35,12 @@ def _pysandbox_warm(ns, boot):
             __import__(name)
         except Exception:
             pass
+    # Objects made so far live in every child: keep the collector away from them, so that the
+    # children's collections do not copy their pages (copy-on-write).
+    import gc
+
+    gc.collect()
+    gc.freeze()
     libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the request's PID 1 comes back to us
     # The Landlock rules' paths, opened once: every request child adds its rules from these.
     import fcntl
@@ -82,15 +88,15 @@ def _pysandbox_warm(ns, boot):
                 child, ready = ready, None
                 resp = _warm_serve(child, req)
                 _warm_send(out, resp)
+                _warm_fresh_tmp()
                 ready = _warm_prefork()
             elif op == "open":
                 sid = str(req.get("session"))
-                child, ready = ready, None
+                child = _warm_prefork(own_ns=True)
                 _warm_dispatch(child, {"session": True})
                 sessions[sid] = {"child": child, "used": time.monotonic(),
                                  "idle": float(req.get("idle", 300))}  # fmt: skip
                 _warm_send(out, {"id": req.get("id"), "session": sid, "opened": True})
-                ready = _warm_prefork()
             elif op == "exec":
                 s = sessions.get(str(req.get("session")))
                 if s is None:
@@ -152,8 +158,31 @@ def _warm_reap():
             return
 
 
-def _warm_prefork():
+def _warm_fresh_tmp():
+    # A new, empty /tmp for the next request (the last one's is detached; what still used it
+    # dies with its PID namespace). Sessions get a mount namespace and /tmp of their own.
+    import ctypes
+
+    libc = _W["libc"]
+    if libc.umount2(b"/tmp", 2) != 0:  # MNT_DETACH
+        raise OSError(ctypes.get_errno(), "umount /tmp")
+    _warm_mount_tmp()
+
+
+def _warm_mount_tmp():
+    import ctypes
+
+    libc = _W["libc"]
+    size = int(_W["cfg"]["limits"]["tmp_size"])
+    opts = ("mode=1777,size=%d,nr_inodes=%d" % (size, max(1024, size // 1024))).encode()
+    if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0x2 | 0x4, opts) != 0:  # nosuid, nodev
+        raise OSError(ctypes.get_errno(), "mount /tmp")
+
+
+def _warm_prefork(own_ns=False):
     # Fork B (PID 1 of a new PID namespace) -> C, and return the zygote's ends of C's pipes.
+    # A request child shares the zygote's mount namespace, with a fresh /tmp (requests of one
+    # worker run one at a time); a session's has a mount namespace and /tmp of its own.
     import ctypes
     import os
 
@@ -182,7 +211,7 @@ def _warm_prefork():
             try:
                 for fd in ours:
                     os.close(fd)
-                _warm_b(cfg, theirs)
+                _warm_b(cfg, theirs, own_ns)
             except BaseException:
                 pass
             os._exit(code)
@@ -199,7 +228,7 @@ def _warm_b_pid(child):
     return child["b"]
 
 
-def _warm_b(cfg, fds):
+def _warm_b(cfg, fds, own_ns):
     # B: PID 1 of the request's namespace, with a mount namespace and /tmp of its own. Runs C,
     # reports its end, and takes everything left in the namespace with it when it exits.
     import ctypes
@@ -208,15 +237,13 @@ def _warm_b(cfg, fds):
 
     req_r, out_w, err_w, res_w, st_w = fds
     libc = _W["libc"]
-    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-    MS_REC, MS_PRIVATE, MS_NOSUID, MS_NODEV = 0x4000, 0x40000, 0x2, 0x4
-    if libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None) != 0:
-        raise OSError(ctypes.get_errno(), "mount private")
-    size = int(cfg["limits"]["tmp_size"])
-    opts = ("mode=1777,size=%d,nr_inodes=%d" % (size, max(1024, size // 1024))).encode()
-    if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", MS_NOSUID | MS_NODEV, opts) != 0:
-        raise OSError(ctypes.get_errno(), "mount /tmp")
+    if own_ns:
+        if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+        if libc.mount(None, b"/", None, 0x4000 | 0x40000, None) != 0:  # MS_REC | MS_PRIVATE
+            raise OSError(ctypes.get_errno(), "mount private")
+        _warm_mount_tmp()
+    os.chdir("/tmp")
     c = os.fork()
     if c == 0:
         os.close(st_w)
