@@ -82,13 +82,15 @@ class Result:
 class _Helper:
     """One ``pysandbox serve`` process: one request at a time."""
 
-    def __init__(self, binary: str) -> None:
+    def __init__(self, binary: str, command: str = "serve",
+                 env: Optional[Dict[str, str]] = None) -> None:  # fmt: skip
         self.proc = subprocess.Popen(
-            [binary, "serve"],
+            [binary, command],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             close_fds=True,
+            env=env,
         )
         self.next_id = 0
 
@@ -129,16 +131,7 @@ class _Worker(_Helper):
     """One warm worker (``pysandbox worker``): a jail whose zygote keeps an isolated child ready."""
 
     def __init__(self, binary: str, policy: Dict[str, Any]) -> None:
-        env = dict(os.environ, PYSANDBOX_WORKER_POLICY=json.dumps(policy))
-        self.proc = subprocess.Popen(
-            [binary, "worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            close_fds=True,
-            env=env,
-        )
-        self.next_id = 0
+        super().__init__(binary, "worker", dict(os.environ, PYSANDBOX_WORKER_POLICY=json.dumps(policy)))
         assert self.proc.stdout is not None
         first = self.proc.stdout.readline()
         try:

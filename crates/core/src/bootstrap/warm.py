@@ -138,6 +138,13 @@ def _warm_kill(child):
             os.kill(child["b"], signal.SIGKILL)
     except OSError:
         pass
+    _warm_release(child)
+
+
+def _warm_release(child):
+    # Close the zygote's ends of a child's pipes and reap what has ended.
+    import os
+
     for fd in child["fds"]:
         try:
             os.close(fd)
@@ -608,24 +615,14 @@ def _warm_serve(child, req, session=False):
             resp["limit"] = resp["limit"] or "output"
         if not session:
             # The child exits by itself; B and the namespace go with it. Reaped later.
-            for fd in child["fds"]:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            _warm_reap()
+            _warm_release(child)
         return resp
     # The child ended (or was killed): its record comes from B.
     try:
         rec = json.loads(bytes(bufs[child["st"]]).decode() or "{}")
     except ValueError:
         rec = {}
-    for fd in child["fds"]:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _warm_reap()
+    _warm_release(child)
     sig = rec.get("signal")
     if killed:
         limit = "wall"
