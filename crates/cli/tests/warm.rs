@@ -40,7 +40,8 @@ builtins.len = lambda x: -1
 "#;
     let r = p.run(first, None).unwrap();
     assert_eq!(r.run.exit_code, Some(0), "{r:?}");
-    assert!(r.run.stdout.contains("me 2"), "{}", r.run.stdout);
+    // PID 1 of a namespace of its own.
+    assert!(r.run.stdout.contains("me 1"), "{}", r.run.stdout);
     let second = r#"
 import builtins, json, os, threading
 print("tmp", os.path.exists("/tmp/left-behind"))
@@ -60,8 +61,8 @@ print("pids", alive)
     let r = p.run(second, None).unwrap();
     assert_eq!(
         r.run.stdout,
-        // Only itself: its PID namespace is fresh, and Landlock scoping hides even its PID 1.
-        "tmp False\nglobal False\nmodule False\nbuiltin 2\nthreads 1\npids [2]\n",
+        // Only itself: its PID namespace is fresh (the first request's child, PID 2 there, is gone).
+        "tmp False\nglobal False\nmodule False\nbuiltin 2\nthreads 1\npids [1]\n",
         "{r:?}"
     );
 }
@@ -238,4 +239,19 @@ fn shutdown_leaves_no_process_behind() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[test]
+fn cpu_limit_per_request() {
+    let mut pol = policy("stdlib");
+    pol.limits.wall = Duration::from_secs(6);
+    pol.limits.cpu = Some(Duration::from_secs(1));
+    let mut o = PoolOptions::new(bin());
+    o.workers = 1;
+    let p = Pool::new(pol, o).unwrap();
+    let t = Instant::now();
+    let r = p.run("while True: pass", None).unwrap();
+    assert_eq!(r.run.limit, Some(Limit::Cpu), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    assert_eq!(p.run("print(3)", None).unwrap().run.stdout, "3\n");
 }

@@ -4,10 +4,9 @@
 # The zygote: runs as uid 0 of the jail's user namespace with its capabilities, only ever runs
 # this trusted code, and keeps one request child forked and isolated ahead of time:
 #
-#   zygote ── A: unshare(PID|mount ns), private /tmp ── B: PID 1 of the request's namespace
-#                                                        └── C: drops capabilities, rlimits,
-#                                                            Landlock, strict seccomp, reseeds;
-#                                                            then waits for its request
+#   zygote ── C: PID 1 of a new PID namespace, a fresh /tmp (sessions: their own mount
+#                namespace); drops capabilities, sets rlimits, Landlock, the strict seccomp
+#                filter, reseeds; then waits for its request
 #
 # Requests and responses are JSON lines on the zygote's stdin and stdout (see crate::warm).
 # Descriptor 6 holds the worker's configuration (JSON): guard, landlock rules, seccomp program,
@@ -134,8 +133,7 @@ def _warm_kill(child):
     import signal
 
     try:
-        if _warm_b_pid(child):
-            os.kill(child["b"], signal.SIGKILL)
+        os.kill(child["pid"], signal.SIGKILL)
     except OSError:
         pass
     _warm_release(child)
@@ -187,9 +185,9 @@ def _warm_mount_tmp():
 
 
 def _warm_prefork(own_ns=False):
-    # Fork B (PID 1 of a new PID namespace) -> C, and return the zygote's ends of C's pipes.
-    # A request child shares the zygote's mount namespace, with a fresh /tmp (requests of one
-    # worker run one at a time); a session's has a mount namespace and /tmp of its own.
+    # Fork C, PID 1 of a new PID namespace, and return the zygote's ends of its pipes. A request
+    # child shares the zygote's mount namespace, with a fresh /tmp (requests of one worker run
+    # one at a time); a session's has a mount namespace and /tmp of its own.
     import ctypes
     import os
 
@@ -201,78 +199,42 @@ def _warm_prefork(own_ns=False):
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
     res_r, res_w = os.pipe()
-    st_r, st_w = os.pipe()
-    ours = (req_w, out_r, err_r, res_r, st_r)
-    theirs = (req_r, out_w, err_w, res_w, st_w)
-    # Processes of this user in the jail once C runs: init, the zygote, B and C, and two per
-    # open session; C's process limit counts on top of them.
-    _W["live"] = 4 + 2 * len(_W.get("sessions", {}))
+    ours = (req_w, out_r, err_r, res_r)
+    # Processes of this user in the jail once C runs: init, the zygote, C and one per open
+    # session; C's process limit counts on top of them.
+    _W["live"] = 3 + len(_W.get("sessions", {}))
     CLONE_NEWPID = 0x20000000
     # The next child is PID 1 of a new namespace; then the zygote's own namespace again.
     if libc.unshare(CLONE_NEWPID) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID)")
     try:
-        b = os.fork()
-        if b == 0:
-            code = 70
+        pid = os.fork()
+        if pid == 0:
             try:
                 for fd in ours:
                     os.close(fd)
-                _warm_b(cfg, theirs, own_ns)
+                if own_ns:
+                    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+                        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+                    if libc.mount(None, b"/", None, 0x4000 | 0x40000, None) != 0:
+                        raise OSError(ctypes.get_errno(), "mount private")
+                    _warm_mount_tmp()
+                os.chdir("/tmp")
             except BaseException:
-                pass
-            os._exit(code)
+                os._exit(70)
+            _warm_c(cfg, req_r, out_w, err_w, res_w)
     finally:
         if os.getpid() != 1 and libc.setns(_W["self_pidfd"], CLONE_NEWPID) != 0:
             raise OSError(ctypes.get_errno(), "setns back to the zygote's PID namespace")
-    for fd in theirs:
-        os.close(fd)
-    return {"b": b, "req": req_w, "out": out_r, "err": err_r, "res": res_r, "st": st_r,
-            "fds": [req_w, out_r, err_r, res_r, st_r]}  # fmt: skip
-
-
-def _warm_b_pid(child):
-    return child["b"]
-
-
-def _warm_b(cfg, fds, own_ns):
-    # B: PID 1 of the request's namespace, with a mount namespace and /tmp of its own. Runs C,
-    # reports its end, and takes everything left in the namespace with it when it exits.
-    import ctypes
-    import json
-    import os
-
-    req_r, out_w, err_w, res_w, st_w = fds
-    libc = _W["libc"]
-    if own_ns:
-        if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
-            raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-        if libc.mount(None, b"/", None, 0x4000 | 0x40000, None) != 0:  # MS_REC | MS_PRIVATE
-            raise OSError(ctypes.get_errno(), "mount private")
-        _warm_mount_tmp()
-    os.chdir("/tmp")
-    c = os.fork()
-    if c == 0:
-        os.close(st_w)
-        _warm_c(cfg, req_r, out_w, err_w, res_w)
     for fd in (req_r, out_w, err_w, res_w):
         os.close(fd)
-    while True:
-        pid, status, ru = os.wait4(-1, 0)
-        if pid == c:
-            break
-    record = {
-        "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-        "cpu": ru.ru_utime + ru.ru_stime,
-        "maxrss": ru.ru_maxrss,
-    }
-    os.write(st_w, json.dumps(record).encode())
-    os._exit(0)
+    return {"pid": pid, "req": req_w, "out": out_r, "err": err_r, "res": res_r,
+            "fds": [req_w, out_r, err_r, res_r]}  # fmt: skip
 
 
 def _warm_c(cfg, req_r, out_w, err_w, res_w):
-    # C: isolate, then wait for the request.
+    # C: PID 1 of its namespace (everything it leaves behind dies with it); isolate, then wait
+    # for the request.
     import os
 
     code = 71
@@ -344,8 +306,7 @@ def _warm_isolate(cfg):
     setl(resource.RLIMIT_CORE, 0)
     # Processes are counted per user across the worker: allow what the zygote's chains use.
     setl(resource.RLIMIT_NPROC, lim["processes"] + _W.get("live", 6))
-    if lim.get("cpu"):
-        resource.setrlimit(resource.RLIMIT_CPU, (lim["cpu"], lim["cpu"] + 1))
+    # The CPU limit is set per call (_warm_run): it counts from the request, not from here.
     # Capabilities: lock root out of them, then drop every one (keeping uid 0 of the namespace,
     # which maps to an unprivileged host id).
     prctl = libc.prctl
@@ -459,9 +420,18 @@ def _warm_run(cfg):
             os.close(fd)
         cpu = req.get("cpu")
         if cpu:
+            # Whole seconds from now. As PID 1 the child ignores SIGXCPU's default action: a
+            # run gets the hard limit's SIGKILL a second later; a session (whose hard limit
+            # must stay raisable for the next call) exits from a handler, with 128 + SIGXCPU.
             ru = resource.getrusage(resource.RUSAGE_SELF)
-            used = int(ru.ru_utime + ru.ru_stime) + 1
-            resource.setrlimit(resource.RLIMIT_CPU, (used + cpu, used + cpu + 1))
+            soft = max(1, round(ru.ru_utime + ru.ru_stime + cpu))
+            if session:
+                import signal
+
+                signal.signal(signal.SIGXCPU, lambda *_: exit_now(128 + signal.SIGXCPU))
+                resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
+            else:
+                resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
         main = _W.get("main")
         if main is None:
             main = _W["main"] = type(sys)("__main__")
@@ -536,10 +506,9 @@ def _warm_serve(child, req, session=False):
         _warm_dispatch(child, msg)
     except OSError:
         pass
-    bufs = {child["out"]: bytearray(), child["err"]: bytearray(), child["res"]: bytearray(),
-            child["st"]: bytearray()}  # fmt: skip
+    bufs = {child["out"]: bytearray(), child["err"]: bytearray(), child["res"]: bytearray()}
     totals = {fd: 0 for fd in bufs}
-    open_fds = set(bufs) if not session else {child["out"], child["err"], child["res"], child["st"]}
+    open_fds = set(bufs)
     killed = False
     done = None
     while open_fds:
@@ -550,8 +519,7 @@ def _warm_serve(child, req, session=False):
             left = deadline - time.monotonic()
         if not killed and left <= 0:
             try:
-                if _warm_b_pid(child):
-                    os.kill(child["b"], 9)
+                os.kill(child["pid"], 9)
             except OSError:
                 pass
             killed = True
@@ -617,22 +585,33 @@ def _warm_serve(child, req, session=False):
             # The child exits by itself; B and the namespace go with it. Reaped later.
             _warm_release(child)
         return resp
-    # The child ended (or was killed): its record comes from B.
+    # The child ended without answering (or was killed): its status, from the kernel.
     try:
-        rec = json.loads(bytes(bufs[child["st"]]).decode() or "{}")
-    except ValueError:
+        _, status, ru = os.wait4(child["pid"], 0)
+        rec = {
+            "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+            "cpu": ru.ru_utime + ru.ru_stime,
+            "maxrss": ru.ru_maxrss,
+        }
+    except ChildProcessError:
         rec = {}
     _warm_release(child)
     sig = rec.get("signal")
     if killed:
         limit = "wall"
         sig = 9
-    elif sig == 24:
+    elif (
+        sig == 24
+        or (sig == 9 and lim.get("cpu") and rec.get("cpu", 0) >= lim["cpu"] - 0.05)
+        or rec.get("exit") == 128 + 24
+    ):
+        # As PID 1, the child ignores SIGXCPU: the hard limit's SIGKILL ends it.
         limit = "cpu"
     elif sig == 25:
         limit = "file_size"
     elif not rec:
-        # B died without a record: the namespace was killed from outside, or B crashed.
+        # No status: the child was reaped elsewhere or never started.
         resp["anomaly"] = True
     if limit is None and (resp["stdout_truncated"] or resp["stderr_truncated"]):
         limit = "output"
