@@ -2,7 +2,7 @@
 //!
 //! A [`Worker`] is a `pysandbox worker` process supervising one long-lived jail whose interpreter
 //! is a zygote (`bootstrap/warm.py`). The zygote keeps a request child forked and isolated before
-//! the request arrives: its own PID and mount namespaces and private `/tmp`, no capabilities,
+//! the request arrives: PID 1 of its own PID namespace, a fresh `/tmp`, no capabilities,
 //! its own Landlock domain (signals and abstract unix sockets scoped to it), the strict seccomp
 //! filter of a cold run on top of the zygote's, its own rlimits and fresh randomness. A request
 //! only has to be written to it. A [`Pool`] keeps N workers, bounds its queue and replaces
