@@ -104,6 +104,19 @@ print("unshare", libc.unshare(0x20000), ctypes.get_errno())
     assert!(!r.run.stdout.contains("WARM-SECRET") && !r.run.stderr.contains("WARM-SECRET"));
     // unshare is killed by the request's strict seccomp filter.
     assert_eq!(r.run.signal, Some(31), "{r:?}");
+    // No capabilities at all, though uid 0 of the namespace: capget's effective and permitted
+    // sets are empty, and securebits keep them from coming back.
+    let caps = r#"
+import ctypes, os
+class H(ctypes.Structure):
+    _fields_ = [("v", ctypes.c_uint32), ("pid", ctypes.c_int)]
+class D(ctypes.Structure):
+    _fields_ = [("e", ctypes.c_uint32), ("p", ctypes.c_uint32), ("i", ctypes.c_uint32)]
+h, d = H(0x20080522, 0), (D * 2)()
+print(ctypes.CDLL(None).syscall(125, ctypes.byref(h), ctypes.byref(d)), os.getuid(), [(x.e, x.p, x.i) for x in d])
+"#;
+    let r = p.run(caps, None).unwrap();
+    assert_eq!(r.run.stdout, "0 0 [(0, 0, 0), (0, 0, 0)]\n", "{r:?}");
     // The worker is still there for the next request.
     let r = p.run("print('still here')", None).unwrap();
     assert_eq!(r.run.stdout, "still here\n");

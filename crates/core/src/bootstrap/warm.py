@@ -51,6 +51,7 @@ def _pysandbox_warm(ns, boot):
         os.close(fd)
         rule_fds.append((high, allowed))
     _W["rule_fds"] = rule_fds
+    _warm_prepare_isolation(cfg)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     out = 1
     pending = b""
@@ -287,13 +288,65 @@ def sys_flush():
             pass
 
 
-def _warm_isolate(cfg):
+def _warm_prepare_isolation(cfg):
+    # Zygote start: everything the children's isolation needs that can be done once. The
+    # capability bounding set is dropped and the securebits locked here already (the zygote
+    # keeps its effective capabilities and never executes a program); the ctypes structures
+    # are built once.
     import ctypes
+
+    libc = _W["libc"]
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    if prctl(28, 0x2F, 0, 0, 0) != 0:  # PR_SET_SECUREBITS: NOROOT, NO_SETUID_FIXUP, locked
+        raise OSError(ctypes.get_errno(), "securebits")
+    for cap in range(64):
+        if prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP; EINVAL past the last capability
+            if ctypes.get_errno() == 22:
+                break
+            raise OSError(ctypes.get_errno(), "capbset_drop %d" % cap)
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]  # fmt: skip
+
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    class Attr(ctypes.Structure):
+        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    class Beneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+
+    prog = bytes.fromhex(cfg["seccomp"])
+    ll = cfg["landlock"]
+    _W["iso"] = {
+        "cap_header": Header(0x20080522, 0),
+        "cap_data": (Data * 2)(),
+        "prog": prog,  # kept alive for the pointer below
+        "fprog": Fprog(len(prog) // 8, prog),
+        "ll_attr": Attr(ll["fs"], ll["net"], ll["scoped"]),
+        "ll_rule": Beneath(0, 0),
+        "byref": ctypes.byref,
+        "sizeof": ctypes.sizeof(Attr),
+        "get_errno": ctypes.get_errno,
+    }
+
+
+def _warm_isolate(cfg):
+    # In the child, before it waits for code: limits, no capabilities, Landlock, seccomp.
     import os
     import random
     import resource
 
     libc = _W["libc"]
+    iso = _W["iso"]
+    byref, errno = iso["byref"], iso["get_errno"]
     lim = cfg["limits"]
 
     def setl(res, value):
@@ -307,38 +360,16 @@ def _warm_isolate(cfg):
     # Processes are counted per user across the worker: allow what the zygote's chains use.
     setl(resource.RLIMIT_NPROC, lim["processes"] + _W.get("live", 6))
     # The CPU limit is set per call (_warm_run): it counts from the request, not from here.
-    # Capabilities: lock root out of them, then drop every one (keeping uid 0 of the namespace,
-    # which maps to an unprivileged host id).
-    prctl = libc.prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    if prctl(28, 0x2F, 0, 0, 0) != 0:  # PR_SET_SECUREBITS: NOROOT, NO_SETUID_FIXUP, locked
-        raise OSError(ctypes.get_errno(), "securebits")
-    for cap in range(41):  # CAP_LAST_CAP is 40 (CAP_CHECKPOINT_RESTORE) on Linux 6
-        prctl(24, cap, 0, 0, 0)  # PR_CAPBSET_DROP
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]  # fmt: skip
-
-    hdr = Header(0x20080522, 0)
-    data = (Data * 2)()
-    if libc.syscall(126, ctypes.byref(hdr), ctypes.byref(data)) != 0:  # capset
-        raise OSError(ctypes.get_errno(), "capset")
-    if prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
-        raise OSError(ctypes.get_errno(), "no_new_privs")
+    # Capabilities: every one dropped (uid 0 of the namespace stays, mapped to an unprivileged
+    # host id; the locked securebits keep root from getting them back).
+    if libc.syscall(126, byref(iso["cap_header"]), byref(iso["cap_data"])) != 0:  # capset
+        raise OSError(errno(), "capset")
+    if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
+        raise OSError(errno(), "no_new_privs")
     _warm_landlock(cfg["landlock"])
-    # The strict filter of a cold run, on top of the zygote's.
-    prog = bytes.fromhex(cfg["seccomp"])
-
-    class Fprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-    fprog = Fprog(len(prog) // 8, prog)
-    if libc.syscall(317, 1, 0, ctypes.byref(fprog)) != 0:  # seccomp(SET_MODE_FILTER)
-        raise OSError(ctypes.get_errno(), "seccomp")
+    # The short filter taking the zygote's extra calls away, on top of the zygote's.
+    if libc.syscall(317, 1, 0, byref(iso["fprog"])) != 0:  # seccomp(SET_MODE_FILTER)
+        raise OSError(errno(), "seccomp")
     # Fresh randomness: the random module's state was copied from the zygote.
     random.seed()
 
@@ -357,31 +388,22 @@ def _warm_warmup():
 
 
 def _warm_landlock(ll):
-    import ctypes
     import os
 
     libc = _W["libc"]
-    syscall = libc.syscall
-
-    class Attr(ctypes.Structure):
-        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
-
-    class Beneath(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
-
-    attr = Attr(ll["fs"], ll["net"], ll["scoped"])
-    rs = syscall(444, ctypes.byref(attr), ctypes.sizeof(attr), 0)
+    iso = _W["iso"]
+    byref, errno, syscall = iso["byref"], iso["get_errno"], libc.syscall
+    rs = syscall(444, byref(iso["ll_attr"]), iso["sizeof"], 0)
     if rs < 0:
-        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
-    rule = Beneath(0, 0)
+        raise OSError(errno(), "landlock_create_ruleset")
+    rule = iso["ll_rule"]
     tmp = os.open("/tmp", os.O_PATH | os.O_CLOEXEC)
     for fd, allowed in _W["rule_fds"] + [(tmp, ll["tmp"])]:
         rule.allowed, rule.fd = allowed, fd
-        if syscall(445, rs, 1, ctypes.byref(rule), 0) != 0:
-            raise OSError(ctypes.get_errno(), "landlock_add_rule %d" % fd)
+        if syscall(445, rs, 1, byref(rule), 0) != 0:
+            raise OSError(errno(), "landlock_add_rule %d" % fd)
     if syscall(446, rs, 0) != 0:
-        raise OSError(ctypes.get_errno(), "landlock_restrict_self")
+        raise OSError(errno(), "landlock_restrict_self")
     os.close(rs)
     os.close(tmp)
 
