@@ -84,8 +84,23 @@ pub fn zygote_config(resolved: &Resolved, preload: &[String]) -> Result<String, 
         }
         rules.push((path.to_path_buf(), r));
     };
+    // The interpreter's files: one rule per directory holding bound files (in the jail's root
+    // such a directory holds nothing else), one per bound directory. Fewer rules, each added
+    // by every request child.
+    let mut dirs: Vec<&Path> = Vec::new();
     for b in &spec.interpreter.binds {
-        rule(&b.target, Access::ReadExec, b.is_dir);
+        match b.target.parent() {
+            _ if b.is_dir => rule(&b.target, Access::ReadExec, true),
+            Some(parent) if parent != Path::new("/") => {
+                if !dirs.contains(&parent) {
+                    dirs.push(parent);
+                }
+            }
+            _ => rule(&b.target, Access::ReadExec, false),
+        }
+    }
+    for d in dirs {
+        rule(d, Access::ReadExec, true);
     }
     for d in DEV_NODES {
         rule(Path::new(d), Access::ReadWrite, false);
