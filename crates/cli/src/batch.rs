@@ -169,3 +169,90 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
         ExitCode::from(1)
     })
 }
+
+/// `pysandbox run --warm FILE...`: each file in a fresh isolated child of a warm pool, outputs
+/// printed in the order given; the exit status is the highest of the files'.
+pub fn run_files(policy: &PolicyArgs, files: &[String], json: bool) -> Result<ExitCode> {
+    if files.is_empty() {
+        eprintln!("pysandbox: nothing to run: give one or more SCRIPTs");
+        return Ok(ExitCode::from(2));
+    }
+    let sources: Vec<(String, String)> = files
+        .iter()
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map(|code| (f.clone(), code))
+                .with_context(|| format!("reading {f}"))
+        })
+        .collect::<Result<_>>()?;
+    let exe = std::env::current_exe().context("finding the pysandbox binary")?;
+    let mut opts = PoolOptions::new(exe);
+    opts.workers = opts.workers.min(sources.len());
+    let threads = opts.workers;
+    let pool = Pool::new(policy.policy()?, opts)?;
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<Result<warm::WarmOutcome, WarmError>>>> =
+        sources.iter().map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let Some((name, code)) = sources.get(i) else {
+                    return;
+                };
+                let r = pool.run_named(Some(name), code, None);
+                if let Ok(mut slot) = results[i].lock() {
+                    *slot = Some(r);
+                }
+            });
+        }
+    });
+    pool.shutdown();
+    let mut worst = 0u8;
+    let mut out = std::io::stdout().lock();
+    for ((name, _), slot) in sources.iter().zip(results) {
+        let r = slot.into_inner().ok().flatten();
+        let code = match r {
+            Some(Ok(o)) => {
+                if json {
+                    let mut v = serde_json::to_value(&o.run)?;
+                    v["file"] = serde_json::json!(name);
+                    writeln!(out, "{v}")?;
+                } else {
+                    if sources.len() > 1 {
+                        writeln!(out, "==> {name} <==")?;
+                    }
+                    out.write_all(o.run.stdout.as_bytes())?;
+                    out.flush()?;
+                    eprint!("{}", o.run.stderr);
+                    if let Some(l) = o.run.limit {
+                        eprintln!(
+                            "pysandbox: {name}: {} limit reached; raise it with {}",
+                            l.name(),
+                            l.flag()
+                        );
+                    }
+                }
+                if o.run
+                    .limit
+                    .is_some_and(|l| l != pysandbox_core::limits::Limit::Output)
+                {
+                    124
+                } else {
+                    match (o.run.exit_code, o.run.signal) {
+                        (Some(c), _) => (c & 0xff) as u8,
+                        (None, Some(sig)) => 128u8.wrapping_add(sig as u8),
+                        _ => 1,
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                eprintln!("pysandbox: {name}: {e}");
+                125
+            }
+            None => 125,
+        };
+        worst = worst.max(code);
+    }
+    Ok(ExitCode::from(worst))
+}

@@ -207,6 +207,10 @@ struct RunArgs {
     /// Print one JSON object with the outcome instead of streaming output.
     #[arg(long)]
     json: bool,
+    /// Run every SCRIPT given (no arguments) through warm workers, each in a fresh isolated
+    /// child, and print their outputs in order (`--json`: one line per script).
+    #[arg(long, conflicts_with = "code")]
+    warm: bool,
     #[command(flatten)]
     policy: PolicyArgs,
     /// The script, then its arguments.
@@ -293,6 +297,9 @@ fn cmd_features() -> Result<ExitCode> {
 }
 
 fn cmd_run(a: RunArgs) -> Result<ExitCode> {
+    if a.warm {
+        return batch::run_files(&a.policy, &a.script, a.json);
+    }
     let (source, args) = match (a.code, a.script.split_first()) {
         (Some(code), _) => (Source::Code(code), a.script.clone()),
         (None, Some((script, rest))) => (Source::File(PathBuf::from(script)), rest.to_vec()),

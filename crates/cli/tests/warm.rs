@@ -268,3 +268,34 @@ fn cpu_limit_per_request() {
     assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
     assert_eq!(p.run("print(3)", None).unwrap().run.stdout, "3\n");
 }
+
+#[test]
+fn run_warm_runs_each_file_in_a_fresh_child() {
+    let dir = TempDir::new("warm-files");
+    let a = dir.join("a.py");
+    let b = dir.join("b.py");
+    write_file(&a, "import os\nLEFT = 1\nprint('a', os.getpid())\n");
+    write_file(
+        &b,
+        "print('b', 'LEFT' in globals())\ndef f():\n    return 1 / 0\nf()\n",
+    );
+    let out = std::process::Command::new(bin())
+        .args(["run", "--warm", "--preset", "stdlib"])
+        .arg(&a)
+        .arg(&b)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stdout.contains("a 1\n") && stdout.contains("b False\n"),
+        "{stdout}"
+    );
+    assert!(stdout.find("a 1").unwrap() < stdout.find("b False").unwrap());
+    // Tracebacks name the file and show its lines.
+    assert!(
+        stderr.contains("b.py\", line 3, in f") && stderr.contains("return 1 / 0"),
+        "{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1));
+}

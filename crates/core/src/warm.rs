@@ -270,10 +270,15 @@ impl Worker {
         }
     }
 
-    /// Run `code` in a fresh isolated child.
-    pub fn run(&mut self, code: &str, stdin: Option<&str>) -> Result<WarmOutcome, WarmError> {
+    /// Run `code` in a fresh isolated child; `name` is its file name in tracebacks.
+    pub fn run(
+        &mut self,
+        name: Option<&str>,
+        code: &str,
+        stdin: Option<&str>,
+    ) -> Result<WarmOutcome, WarmError> {
         let line = self.send(
-            json!({"op": "run", "code": code, "stdin": stdin}),
+            json!({"op": "run", "code": code, "stdin": stdin, "name": name}),
             self.wall + BACKSTOP,
         )?;
         self.served += 1;
@@ -476,6 +481,16 @@ impl Pool {
 
     /// Run `code` on an idle worker (waiting for one, up to the queue bound).
     pub fn run(&self, code: &str, stdin: Option<&str>) -> Result<WarmOutcome, WarmError> {
+        self.run_named(None, code, stdin)
+    }
+
+    /// [`Pool::run`] with a file name for tracebacks.
+    pub fn run_named(
+        &self,
+        name: Option<&str>,
+        code: &str,
+        stdin: Option<&str>,
+    ) -> Result<WarmOutcome, WarmError> {
         let mut w = self.take()?;
         if !w.alive() {
             // It died while idle: replace it before use, so no request sees that crash.
@@ -488,7 +503,7 @@ impl Pool {
                 }
             };
         }
-        let result = w.run(code, stdin);
+        let result = w.run(name, code, stdin);
         let healthy = match &result {
             Ok(o) => !o.anomaly && w.served < self.opts.recycle_after && w.alive(),
             Err(_) => false,

@@ -466,7 +466,9 @@ def _warm_run(cfg):
 
             builtins.exit = builtins.quit = sys.exit
         src = req.get("code", "").encode()
-        name = "<string>"
+        name = req.get("name") or "<string>"
+        if name != "<string>":
+            ns["__file__"] = name
         status = 0
         if req.get("api") is not None:
             # The Python package's exec/eval/call with data in and out (see _pysandbox_api).
@@ -523,7 +525,7 @@ def _warm_serve(child, req, session=False):
     start = time.monotonic()
     deadline = start + wall
     msg = {"code": req.get("code", ""), "stdin": req.get("stdin"), "cpu": lim.get("cpu"),
-           "api": req.get("api")}  # fmt: skip
+           "api": req.get("api"), "name": req.get("name")}  # fmt: skip
     try:
         _warm_dispatch(child, msg)
     except OSError:
