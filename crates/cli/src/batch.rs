@@ -37,8 +37,9 @@ const PRELOAD: &[&str] = &[
     "codeop",
 ];
 
-/// `pysandbox worker`: supervise one warm jail whose zygote talks on our stdin and stdout.
-pub fn worker() -> Result<ExitCode> {
+/// `pysandbox worker`: supervise one warm jail whose zygote talks to the client on our stdin
+/// (a unix socket, which is also our stdout).
+pub fn worker(sessions: bool) -> Result<ExitCode> {
     let text = std::env::var(warm::POLICY_ENV).context("pysandbox worker is started by a pool")?;
     // Errors are answers too: the client reads one line before anything else.
     let fail = |kind: &str, message: String| {
@@ -54,7 +55,12 @@ pub fn worker() -> Result<ExitCode> {
         Err(e) => return fail("setup", e.to_string()),
     };
     let preload: Vec<String> = PRELOAD.iter().map(|s| s.to_string()).collect();
-    let cfg = match warm::zygote_config(&resolved, &preload) {
+    let mode = if sessions {
+        warm::ZygoteMode::Sessions
+    } else {
+        warm::ZygoteMode::Pool
+    };
+    let cfg = match warm::zygote_config(&resolved, &preload, mode) {
         Ok(c) => c,
         Err(e) => return fail("setup", e.to_string()),
     };

@@ -50,7 +50,11 @@ enum Command {
     Serve,
     /// One warm jail for a pool (started by `batch` and the pool API).
     #[command(hide = true)]
-    Worker,
+    Worker {
+        /// Fork children only when asked, for sessions (no request child kept ready).
+        #[arg(long)]
+        sessions: bool,
+    },
     /// Run JSON-lines requests (`{"id":…, "code":…}`) through a pool of warm workers.
     Batch(Box<batch::BatchArgs>),
     /// An interactive console whose every input runs in the sandbox (prompt `sandbox>>> `).
@@ -249,7 +253,7 @@ fn main() -> ExitCode {
         },
         Command::Repl(args) => repl::run(&args),
         Command::Serve => serve::run(),
-        Command::Worker => batch::worker(),
+        Command::Worker { sessions } => batch::worker(sessions),
         Command::Batch(a) => batch::batch(&a),
         Command::Doctor { python } => doctor::run(python.as_deref()),
     };

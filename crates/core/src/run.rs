@@ -138,7 +138,7 @@ pub fn api_result(report: &[u8]) -> Option<&[u8]> {
 
 /// The limit the bootstrap saw trip (`limit NAME` lines on descriptor 4). The sandboxed code can
 /// write this pipe too: it can only misreport its own run, never the host's state.
-fn reported_limit(report: &[u8]) -> Option<Limit> {
+pub(crate) fn reported_limit(report: &[u8]) -> Option<Limit> {
     let marker = b"\0result\n";
     let end = report
         .windows(marker.len())

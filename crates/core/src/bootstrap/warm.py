@@ -1,176 +1,286 @@
 
 
 # ---- warm mode (appended to support.py for `pysandbox worker`) ------------------------------
-# The zygote: runs as uid 0 of the jail's user namespace with its capabilities, only ever runs
-# this trusted code, and keeps one request child forked and isolated ahead of time:
+# The zygote: runs as uid 0 of the jail's user namespace with its capabilities and only ever
+# runs this trusted code. It keeps one request child forked and isolated ahead of time and
+# hands the child's pipes to the host, which then talks to the child directly:
 #
-#   zygote ── C: PID 1 of a new PID namespace, a fresh /tmp (sessions: their own mount
-#                namespace); drops capabilities, sets rlimits, Landlock, the strict seccomp
-#                filter, reseeds; then waits for its request
+#   host ══ctl (SOCK_SEQPACKET, descriptor 0)══ zygote ── C: PID 1 of a new PID namespace,
+#     ║                                                      a fresh /tmp, no capabilities, its
+#     ╚═══ request, stdout, stderr, report pipes ═══════════ own Landlock domain, the strict
+#                                                            seccomp filter; waits for its request
 #
-# Requests and responses are JSON lines on the zygote's stdin and stdout (see crate::warm).
-# Descriptor 6 holds the worker's configuration (JSON): guard, landlock rules, seccomp program,
-# limits, modules to preload.
+# Zygote to host, one JSON message each: {"ready": ...}; {"child": seq, ...} carrying the child's
+# request (write end), stdout, stderr and report (read ends) and a pidfd (SCM_RIGHTS); {"exit":
+# seq, ...} when a child has ended, with its status and resource usage. Host to zygote:
+# {"op": "session"} (a child with a mount namespace and /tmp of its own, kept for many calls).
+# End of file on ctl: everything stops. Descriptor 6 holds the configuration (JSON): guard,
+# Landlock rules, seccomp program, limits, modules to preload, whether to prefork.
 
 _W = {}
 
+# Fixed descriptors of a child: 0 stdin, 1 stdout, 2 stderr, 3 requests, 4 the report. During
+# the warm-up 1, 2 and 4 point at /dev/null and the pipes wait at 5, 6 and 7.
+_CHILD_FDS = 8
+
 
 def _pysandbox_warm(ns, boot):
-    import ctypes
+    import gc
     import json
     import os
     import select
     import signal
+    import socket
     import sys
-    import time
 
     with open(6, "rb") as f:
         cfg = json.loads(f.read())
     _W["cfg"] = cfg
     _W["boot"] = boot
-    _W["libc"] = libc = ctypes.CDLL(None, use_errno=True)
+    ctl = socket.socket(fileno=0)
     for name in cfg.get("preload", []):
         try:
             __import__(name)
         except Exception:
             pass
+    _warm_prepare(cfg)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     # Objects made so far live in every child: keep the collector away from them, so that the
     # children's collections do not copy their pages (copy-on-write).
-    import gc
-
     gc.collect()
     gc.freeze()
-    libc.prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: the request's PID 1 comes back to us
-    # The Landlock rules' paths, opened once: every request child adds its rules from these.
-    import fcntl
+    poller = select.poll()
+    poller.register(0, select.POLLIN)
+    children = {}  # pidfd -> (seq, pid, session)
+    ended = {}  # seq -> how it ended (the last ones), for the host to ask about
+    asked = set()
+    state = {"seq": 0, "request": None}
+    _W["ctl"] = ctl
 
-    rule_fds = []
-    for path, allowed in cfg["landlock"]["rules"]:
-        fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)  # clear of the children's 0-4
-        os.close(fd)
-        rule_fds.append((high, allowed))
-    _W["rule_fds"] = rule_fds
-    _warm_prepare_isolation(cfg)
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    out = 1
-    pending = b""
-    sessions = {}
-    _W["sessions"] = sessions
-    ready = _warm_prefork()
-    _warm_send(out, {"ready": True})
-    while True:
-        # Idle sessions expire.
-        now = time.monotonic()
-        for sid, s in list(sessions.items()):
-            if now - s["used"] > s["idle"]:
-                _warm_kill(s["child"])
-                del sessions[sid]
-        timeout = 1.0 if sessions else None
-        r, _, _ = select.select([0], [], [], timeout)
-        if not r:
-            continue
-        chunk = os.read(0, 1 << 20)
-        if not chunk:
-            break
-        pending += chunk
-        while b"\n" in pending:
-            line, pending = pending.split(b"\n", 1)
-            if not line.strip():
-                continue
-            try:
-                req = json.loads(line)
-            except ValueError as exc:
-                _warm_send(out, {"id": None, "error": "bad request: %s" % exc})
-                continue
-            op = req.get("op", "run")
-            if op == "run":
-                child, ready = ready, None
-                resp = _warm_serve(child, req)
-                _warm_send(out, resp)
-                _warm_fresh_tmp()
-                ready = _warm_prefork()
-            elif op == "open":
-                sid = str(req.get("session"))
-                child = _warm_prefork(own_ns=True)
-                _warm_dispatch(child, {"session": True})
-                sessions[sid] = {"child": child, "used": time.monotonic(),
-                                 "idle": float(req.get("idle", 300))}  # fmt: skip
-                _warm_send(out, {"id": req.get("id"), "session": sid, "opened": True})
-            elif op == "exec":
-                s = sessions.get(str(req.get("session")))
-                if s is None:
-                    _warm_send(out, {"id": req.get("id"), "error": "no such session"})
-                    continue
-                s["used"] = time.monotonic()
-                resp = _warm_serve(s["child"], req, session=True)
-                if resp.get("ended"):
-                    del sessions[str(req.get("session"))]
-                _warm_send(out, resp)
-            elif op == "close":
-                s = sessions.pop(str(req.get("session")), None)
-                if s is not None:
-                    _warm_kill(s["child"])
-                _warm_send(out, {"id": req.get("id"), "closed": s is not None})
-            else:
-                _warm_send(out, {"id": req.get("id"), "error": "unknown op %r" % (op,)})
-    for s in sessions.values():
-        _warm_kill(s["child"])
-    if ready:
-        _warm_kill(ready)
+    def spawn(session):
+        # Fork the next child; it hands its pipes to the host itself, so that the zygote, whose
+        # every write after a fork copies a page, does as little as possible until it ends.
+        state["seq"] += 1
+        _W["seq"] = state["seq"]
+        _W["live"] = 3 + sum(1 for c in children.values() if c[2])
+        if _W.get("ruleset") is not None:
+            os.close(_W["ruleset"])
+        _W["ruleset"] = _warm_ruleset()
+        pid = _warm_fork(session)
+        pidfd = _warm_pidfd_open(pid)
+        children[pidfd] = (state["seq"], pid, session)
+        poller.register(pidfd, select.POLLIN)
+        return state["seq"]
 
+    def answer(seq):
+        rec = ended.get(seq)
+        if rec is not None:
+            _warm_send(ctl, rec)
+        else:
+            asked.add(seq)
 
-def _warm_send(fd, obj):
-    import json
-    import os
-
-    data = (json.dumps(obj, ensure_ascii=True, separators=(",", ":")) + "\n").encode()
-    while data:
-        data = data[os.write(fd, data):]
-
-
-def _warm_kill(child):
-    import os
-    import signal
-
+    _warm_send(ctl, {"ready": True})
+    prefork = cfg.get("prefork", True)
     try:
-        os.kill(child["pid"], signal.SIGKILL)
-    except OSError:
-        pass
-    _warm_release(child)
+        while True:
+            if prefork and state["request"] is None:
+                state["request"] = spawn(False)
+            for fd, _ in poller.poll():
+                if fd == 0:
+                    try:
+                        msg = ctl.recv(1 << 16)
+                    except OSError:
+                        msg = b""
+                    if not msg:
+                        return
+                    try:
+                        req = json.loads(msg)
+                        op = req.get("op")
+                    except (ValueError, AttributeError):
+                        req, op = {}, None
+                    if op == "session":
+                        _W["idle"] = float(req.get("idle") or 300)
+                        spawn(True)
+                    elif op == "status":
+                        answer(int(req.get("seq", 0)))
+                    else:
+                        _warm_send(ctl, {"error": "unknown request %r" % (msg[:100],)})
+                    continue
+                seq, child, session = children.pop(fd)
+                poller.unregister(fd)
+                os.close(fd)
+                # Readable pidfd: the child has ended, and with it (as PID 1) its namespace.
+                _, status, ru = os.wait4(child, 0)
+                ended[seq] = {
+                    "exit": seq,
+                    "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                    "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                    "cpu": ru.ru_utime + ru.ru_stime,
+                    "maxrss": ru.ru_maxrss,
+                }  # fmt: skip
+                ended.pop(seq - 64, None)
+                if ended[seq]["code"] == 70:
+                    # It never reached the host, which waits for it: say why.
+                    _warm_send(ctl, ended[seq])
+                elif seq in asked:
+                    asked.discard(seq)
+                    answer(seq)
+                if not session and seq == state["request"]:
+                    state["request"] = None
+                    _warm_fresh_tmp()
+    except OSError as exc:
+        # The host went away (or a setup call failed): stop, the jail goes with us.
+        print("pysandbox zygote: %s" % (exc,), file=sys.stderr)
+    finally:
+        for child in children.values():
+            try:
+                os.kill(child[1], signal.SIGKILL)
+            except OSError:
+                pass
 
 
-def _warm_release(child):
-    # Close the zygote's ends of a child's pipes and reap what has ended.
+def _warm_send(ctl, obj, fds=()):
+    import json
+    import socket
+
+    data = json.dumps(obj, separators=(",", ":")).encode()
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _warm_fd_array(fds))] if fds else []
+    ctl.sendmsg([data], anc)
+
+
+def _warm_fd_array(fds):
+    import array
+
+    return array.array("i", fds)
+
+
+def _warm_prepare(cfg):
+    # Zygote start: everything the children's isolation needs that can be done once. The
+    # capability bounding set is dropped and the securebits locked here already (the zygote
+    # keeps its effective capabilities and never executes a program); the guard's builtins are
+    # made once.
+    import builtins
+    import ctypes
+    import fcntl
+    import os
+    import sys
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    _W["libc"] = libc
+    prctl = libc.prctl
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+
+    def check(ret, what):
+        if ret != 0:
+            raise OSError(ctypes.get_errno(), what)
+
+    check(prctl(28, 0x2F, 0, 0, 0), "securebits")  # NOROOT, NO_SETUID_FIXUP, locked
+    for cap in range(64):
+        if prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP; EINVAL past the last capability
+            if ctypes.get_errno() == 22:
+                break
+            raise OSError(ctypes.get_errno(), "capbset_drop %d" % cap)
+
+    # Descriptors 3 to 7 stay taken (by /dev/null) so that the pipes made for each child never
+    # land on the numbers the child moves them to; what the zygote keeps sits above 100.
+    def high(fd):
+        moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100)
+        os.close(fd)
+        return moved
+
+    null = high(os.open("/dev/null", os.O_RDWR))
+    for fd in range(3, _CHILD_FDS):
+        os.dup2(null, fd)
+    _W["null"] = null
+
+    class Header(ctypes.Structure):
+        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+    class Data(ctypes.Structure):
+        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
+                    ("inheritable", ctypes.c_uint32)]  # fmt: skip
+
+    class Fprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
+
+    class Attr(ctypes.Structure):
+        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+    class Beneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
+
+    # Landlock: the rules' paths are opened once; each child gets a ruleset of its own, built by
+    # the zygote before the fork, to which it adds its /tmp (a fresh tmpfs each time: Landlock
+    # rules name inodes, and a path below a mount point never meets the rules of the directory
+    # the mount covers) before it enforces it, which makes a domain of its own.
+    ll = cfg["landlock"]
+    _W["rule_fds"] = [(high(os.open(path, os.O_PATH | os.O_CLOEXEC)), allowed)
+                      for path, allowed in ll["rules"]]  # fmt: skip
+    os.chdir("/")
+    prog = bytes.fromhex(cfg["seccomp"])
+    _W["iso"] = {
+        "cap_header": Header(0x20080522, 0),
+        "cap_data": (Data * 2)(),
+        "prog": prog,  # kept alive for the pointer below
+        "fprog": Fprog(len(prog) // 8, prog),
+        "ll_attr": Attr(ll["fs"], ll["net"], ll["scoped"]),
+        "ll_size": ctypes.sizeof(Attr),
+        "ll_rule": Beneath(0, 0),
+        "byref": ctypes.byref,
+        "get_errno": ctypes.get_errno,
+    }
+    _W["self_pidfd"] = high(_warm_pidfd_open(os.getpid()))
+    # What every child's code starts with: the guard's builtins (made here, once), or the
+    # interpreter's with exit() and quit() as `site` would add them.
+    guard = cfg.get("guard")
+    tmpl = {}
+    if guard:
+        _pysandbox_guard(tmpl, guard)
+    else:
+        builtins.exit = builtins.quit = sys.exit
+    _W["builtins"] = tmpl.get("__builtins__")
+    _W["saved"] = (dict(vars(builtins)), sys.stdout, sys.stderr)
+
+
+def _warm_ruleset():
+    # A Landlock ruleset with the jail's rules (not /tmp: the child adds its own).
+    import ctypes
+
+    iso = _W["iso"]
+    syscall, byref = _W["libc"].syscall, iso["byref"]
+    rs = syscall(444, byref(iso["ll_attr"]), iso["ll_size"], 0)  # landlock_create_ruleset
+    if rs < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
+    rule = iso["ll_rule"]
+    for fd, allowed in _W["rule_fds"]:
+        rule.allowed, rule.fd = allowed, fd
+        if syscall(445, rs, 1, byref(rule), 0) != 0:  # landlock_add_rule, PATH_BENEATH
+            err = ctypes.get_errno()
+            _W["libc"].close(rs)
+            raise OSError(err, "landlock_add_rule")
+    return rs
+
+
+def _warm_pidfd_open(pid):
     import os
 
-    for fd in child["fds"]:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    _warm_reap()
+    if hasattr(os, "pidfd_open"):
+        return os.pidfd_open(pid)
+    import ctypes
 
-
-def _warm_reap():
-    import os
-
-    while True:
-        try:
-            pid, _ = os.waitpid(-1, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+    fd = _W["libc"].syscall(434, pid, 0)  # Python 3.8
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "pidfd_open")
+    return fd
 
 
 def _warm_fresh_tmp():
-    # A new, empty /tmp for the next request (the last one's is detached; what still used it
-    # dies with its PID namespace). Sessions get a mount namespace and /tmp of their own.
+    # A new, empty /tmp for the next request (the last one's is detached; nothing uses it any
+    # more: its request's whole PID namespace has ended). Sessions have their own.
     import ctypes
 
-    libc = _W["libc"]
-    if libc.umount2(b"/tmp", 2) != 0:  # MNT_DETACH
+    if _W["libc"].umount2(b"/tmp", 2) != 0:  # MNT_DETACH
         raise OSError(ctypes.get_errno(), "umount /tmp")
     _warm_mount_tmp()
 
@@ -178,32 +288,20 @@ def _warm_fresh_tmp():
 def _warm_mount_tmp():
     import ctypes
 
-    libc = _W["libc"]
     size = int(_W["cfg"]["limits"]["tmp_size"])
     opts = ("mode=1777,size=%d,nr_inodes=%d" % (size, max(1024, size // 1024))).encode()
-    if libc.mount(b"tmpfs", b"/tmp", b"tmpfs", 0x2 | 0x4, opts) != 0:  # nosuid, nodev
+    if _W["libc"].mount(b"tmpfs", b"/tmp", b"tmpfs", 0x2 | 0x4, opts) != 0:  # nosuid, nodev
         raise OSError(ctypes.get_errno(), "mount /tmp")
 
 
-def _warm_prefork(own_ns=False):
-    # Fork C, PID 1 of a new PID namespace, and return the zygote's ends of its pipes. A request
-    # child shares the zygote's mount namespace, with a fresh /tmp (requests of one worker run
-    # one at a time); a session's has a mount namespace and /tmp of its own.
+def _warm_fork(session):
+    # Fork C, PID 1 of a new PID namespace. A request child shares the zygote's mount namespace
+    # and its fresh /tmp (a worker runs one request at a time); a session's has a mount
+    # namespace and /tmp of its own.
     import ctypes
     import os
 
-    cfg = _W["cfg"]
     libc = _W["libc"]
-    if "self_pidfd" not in _W:
-        _W["self_pidfd"] = os.pidfd_open(os.getpid())
-    req_r, req_w = os.pipe()
-    out_r, out_w = os.pipe()
-    err_r, err_w = os.pipe()
-    res_r, res_w = os.pipe()
-    ours = (req_w, out_r, err_r, res_r)
-    # Processes of this user in the jail once C runs: init, the zygote, C and one per open
-    # session; C's process limit counts on top of them.
-    _W["live"] = 3 + len(_W.get("sessions", {}))
     CLONE_NEWPID = 0x20000000
     # The next child is PID 1 of a new namespace; then the zygote's own namespace again.
     if libc.unshare(CLONE_NEWPID) != 0:
@@ -211,56 +309,64 @@ def _warm_prefork(own_ns=False):
     try:
         pid = os.fork()
         if pid == 0:
-            try:
-                for fd in ours:
-                    os.close(fd)
-                if own_ns:
-                    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
-                        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-                    if libc.mount(None, b"/", None, 0x4000 | 0x40000, None) != 0:
-                        raise OSError(ctypes.get_errno(), "mount private")
-                    _warm_mount_tmp()
-                os.chdir("/tmp")
-            except BaseException:
-                os._exit(70)
-            _warm_c(cfg, req_r, out_w, err_w, res_w)
+            _warm_child(session)
     finally:
         if os.getpid() != 1 and libc.setns(_W["self_pidfd"], CLONE_NEWPID) != 0:
             raise OSError(ctypes.get_errno(), "setns back to the zygote's PID namespace")
-    for fd in (req_r, out_w, err_w, res_w):
-        os.close(fd)
-    return {"pid": pid, "req": req_w, "out": out_r, "err": err_r, "res": res_r,
-            "fds": [req_w, out_r, err_r, res_r]}  # fmt: skip
+    return pid
 
 
-def _warm_c(cfg, req_r, out_w, err_w, res_w):
-    # C: PID 1 of its namespace (everything it leaves behind dies with it); isolate, then wait
-    # for the request.
+def _warm_child(session):
+    # C: PID 1 of its namespace (everything it leaves behind dies with it). Hand the host its
+    # ends of the pipes and a pidfd, isolate, take the first-use costs of the request path
+    # (warm-up), then wait for the request.
     import os
 
-    code = 71
+    code = 70  # until the host has the pipes (the zygote then says so unasked)
     try:
+        req_r, req_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        host = [req_w, out_r, err_r, res_r]
+        for fd in host:
+            os.set_blocking(fd, False)
+        host.append(_warm_pidfd_open(os.getpid()))
+        _warm_send(_W["ctl"], {"child": _W["seq"], "session": session}, host)
+        for fd in host:
+            os.close(fd)
+        code = 71
+        null = _W["null"]
         os.setsid()
-        # Descriptors: 0 stdin (set per request), 1 and 2 output, 3 the request, 4 the report.
-        keep = {fd for fd, _ in _W["rule_fds"]}
-        moved = []
-        for target, fd in ((3, req_r), (4, res_w), (1, out_w), (2, err_w)):
-            if target in keep:
-                raise OSError("descriptor %d is taken" % target)
-            if fd != target:
-                os.dup2(fd, target)
-            moved.append(fd)
-        for fd in moved:
-            if fd > 4 and fd not in keep:
-                os.close(fd)
-        null = os.open("/dev/null", os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        _warm_isolate(cfg)
-        os.closerange(5, 1 << 16)
+        for fd, target in ((req_r, 3), (out_w, 5), (err_w, 6), (res_w, 7)):
+            os.dup2(fd, target)
+        for target in (0, 1, 2, 4):
+            os.dup2(null, target)
+        if session:
+            libc = _W["libc"]
+            if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+                raise OSError(_W["iso"]["get_errno"](), "unshare(CLONE_NEWNS)")
+            if libc.mount(None, b"/", None, 0x4000 | 0x40000, None) != 0:  # MS_REC|MS_PRIVATE
+                raise OSError(_W["iso"]["get_errno"](), "mount private")
+            _warm_mount_tmp()
+        os.chdir("/tmp")
+        _warm_isolate()
+        os.closerange(_CHILD_FDS, 1 << 20)
         code = 72
-        _warm_warmup()
-        _warm_run(cfg)
+        # The warm-up: the request path once, from a pipe of its own, with its output going to
+        # /dev/null.
+        warm_r, warm_w = os.pipe()
+        warm = b"x = [i for i in range(3)]\nprint(x, 1 + 1)"
+        os.write(warm_w, b"%d 0 -1 0\n%s" % (len(warm), warm))
+        body, sizes = _warm_next(warm_r, bytearray(), None)
+        os.close(warm_r)
+        os.close(warm_w)
+        _warm_request(body, sizes, session, warm=True)
+        _warm_main(session)
+        for src, target in ((5, 1), (6, 2), (7, 4)):
+            os.dup2(src, target)
+            os.close(src)
+        _warm_loop(session)
         code = 0
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else 1
@@ -288,359 +394,188 @@ def sys_flush():
             pass
 
 
-def _warm_prepare_isolation(cfg):
-    # Zygote start: everything the children's isolation needs that can be done once. The
-    # capability bounding set is dropped and the securebits locked here already (the zygote
-    # keeps its effective capabilities and never executes a program); the ctypes structures
-    # are built once.
-    import ctypes
-
-    libc = _W["libc"]
-    prctl = libc.prctl
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    if prctl(28, 0x2F, 0, 0, 0) != 0:  # PR_SET_SECUREBITS: NOROOT, NO_SETUID_FIXUP, locked
-        raise OSError(ctypes.get_errno(), "securebits")
-    for cap in range(64):
-        if prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP; EINVAL past the last capability
-            if ctypes.get_errno() == 22:
-                break
-            raise OSError(ctypes.get_errno(), "capbset_drop %d" % cap)
-
-    class Header(ctypes.Structure):
-        _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-    class Data(ctypes.Structure):
-        _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32),
-                    ("inheritable", ctypes.c_uint32)]  # fmt: skip
-
-    class Fprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
-
-    class Attr(ctypes.Structure):
-        _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
-
-    class Beneath(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed", ctypes.c_uint64), ("fd", ctypes.c_int32)]
-
-    prog = bytes.fromhex(cfg["seccomp"])
-    ll = cfg["landlock"]
-    _W["iso"] = {
-        "cap_header": Header(0x20080522, 0),
-        "cap_data": (Data * 2)(),
-        "prog": prog,  # kept alive for the pointer below
-        "fprog": Fprog(len(prog) // 8, prog),
-        "ll_attr": Attr(ll["fs"], ll["net"], ll["scoped"]),
-        "ll_rule": Beneath(0, 0),
-        "byref": ctypes.byref,
-        "sizeof": ctypes.sizeof(Attr),
-        "get_errno": ctypes.get_errno,
-    }
-
-
-def _warm_isolate(cfg):
-    # In the child, before it waits for code: limits, no capabilities, Landlock, seccomp.
+def _warm_isolate():
+    # In the child, before it waits for code: limits, no capabilities, Landlock, seccomp. The
+    # random module reseeds itself in every forked child (its at-fork hook).
     import os
-    import random
     import resource
 
     libc = _W["libc"]
     iso = _W["iso"]
     byref, errno = iso["byref"], iso["get_errno"]
-    lim = cfg["limits"]
-
-    def setl(res, value):
+    lim = _W["cfg"]["limits"]
+    setrlimit = resource.setrlimit
+    for res, value in (
+        (resource.RLIMIT_AS, lim.get("memory")),
+        (resource.RLIMIT_NOFILE, lim["open_files"]),
+        (resource.RLIMIT_FSIZE, lim["file_size"]),
+        (resource.RLIMIT_CORE, 0),
+        # Processes are counted per user across the jail: allow what the zygote's use.
+        (resource.RLIMIT_NPROC, lim["processes"] + _W["live"]),
+    ):
         if value is not None:
-            resource.setrlimit(res, (value, value))
-
-    setl(resource.RLIMIT_AS, lim.get("memory"))
-    setl(resource.RLIMIT_NOFILE, lim["open_files"])
-    setl(resource.RLIMIT_FSIZE, lim["file_size"])
-    setl(resource.RLIMIT_CORE, 0)
-    # Processes are counted per user across the worker: allow what the zygote's chains use.
-    setl(resource.RLIMIT_NPROC, lim["processes"] + _W.get("live", 6))
-    # The CPU limit is set per call (_warm_run): it counts from the request, not from here.
+            setrlimit(res, (value, value))
+    # The CPU limit is set per call (_warm_request): it counts from the request, not from here.
     # Capabilities: every one dropped (uid 0 of the namespace stays, mapped to an unprivileged
     # host id; the locked securebits keep root from getting them back).
-    if libc.syscall(126, byref(iso["cap_header"]), byref(iso["cap_data"])) != 0:  # capset
+    syscall = libc.syscall
+    if syscall(126, byref(iso["cap_header"]), byref(iso["cap_data"])) != 0:  # capset
         raise OSError(errno(), "capset")
     if libc.prctl(38, 1, 0, 0, 0) != 0:  # PR_SET_NO_NEW_PRIVS
         raise OSError(errno(), "no_new_privs")
-    _warm_landlock(cfg["landlock"])
+    rs = _W["ruleset"]
+    rule = iso["ll_rule"]
+    rule.allowed, rule.fd = _W["cfg"]["landlock"]["tmp"], os.open("/tmp", os.O_PATH)
+    if syscall(445, rs, 1, byref(rule), 0) != 0:  # landlock_add_rule: this child's /tmp
+        raise OSError(errno(), "landlock_add_rule /tmp")
+    if syscall(446, rs, 0) != 0:  # landlock_restrict_self: a domain of its own
+        raise OSError(errno(), "landlock_restrict_self")
     # The short filter taking the zygote's extra calls away, on top of the zygote's.
-    if libc.syscall(317, 1, 0, byref(iso["fprog"])) != 0:  # seccomp(SET_MODE_FILTER)
+    if syscall(317, 1, 0, byref(iso["fprog"])) != 0:  # seccomp(SET_MODE_FILTER)
         raise OSError(errno(), "seccomp")
-    # Fresh randomness: the random module's state was copied from the zygote.
-    random.seed()
 
 
-def _warm_warmup():
-    # Take the copy-on-write faults and first-use costs of compiling and running code now,
-    # before the request, not while it waits.
-    import json
-    import sys
-
-    json.loads(json.dumps({"code": "x", "stdin": None, "cpu": None}))
-    ns = {"__builtins__": __builtins__}
-    exec(compile("x = [i * 2 for i in range(20)]\ny = {'a': x}\nprint\n", "<warm>", "exec"), ns)
-    type(sys)("__main__")
-    sys.stdout.flush()
-
-
-def _warm_landlock(ll):
+def _warm_loop(session):
+    # C, isolated: read requests from descriptor 3, one for a run, many for a session; a session
+    # ends after its idle time without a call.
     import os
 
-    libc = _W["libc"]
-    iso = _W["iso"]
-    byref, errno, syscall = iso["byref"], iso["get_errno"], libc.syscall
-    rs = syscall(444, byref(iso["ll_attr"]), iso["sizeof"], 0)
-    if rs < 0:
-        raise OSError(errno(), "landlock_create_ruleset")
-    rule = iso["ll_rule"]
-    tmp = os.open("/tmp", os.O_PATH | os.O_CLOEXEC)
-    for fd, allowed in _W["rule_fds"] + [(tmp, ll["tmp"])]:
-        rule.allowed, rule.fd = allowed, fd
-        if syscall(445, rs, 1, byref(rule), 0) != 0:
-            raise OSError(errno(), "landlock_add_rule %d" % fd)
-    if syscall(446, rs, 0) != 0:
-        raise OSError(errno(), "landlock_restrict_self")
-    os.close(rs)
-    os.close(tmp)
+    idle = _W.get("idle") if session else None
+    pending = bytearray()
+    while True:
+        body, sizes = _warm_next(3, pending, idle)
+        status = _warm_request(body, sizes, session)
+        if not session:
+            os._exit(status & 0xFF)
 
 
-def _warm_run(cfg):
-    # C, isolated: read requests from descriptor 3 (one for a run, many for a session).
+def _warm_next(fd, pending, idle):
+    # The next request on `fd`: a line of four byte counts (code, file name, stdin or -1, the
+    # package's API data or 0), then those bytes.
+    import os
+    import select
+
+    read = os.read
+
+    def more():
+        if idle and not select.select([fd], [], [], idle)[0]:
+            os.write(4, b"\0idle\n")
+            os._exit(0)
+        chunk = read(fd, 1 << 16)
+        if not chunk:
+            os._exit(0)
+        pending.extend(chunk)
+
+    at = pending.find(b"\n")
+    while at < 0:
+        more()
+        at = pending.find(b"\n")
+    sizes = [int(x) for x in bytes(pending[:at]).split()]
+    del pending[: at + 1]
+    need = sum(n for n in sizes if n > 0)
+    while len(pending) < need:
+        more()
+    body = bytes(pending[:need])
+    del pending[:need]
+    return body, sizes
+
+
+def _warm_main(session):
+    # The module the code runs in (a fresh one per child; a session keeps its own), made before
+    # the request arrives.
+    import sys
+
+    main = type(sys)("__main__")
+    sys.modules["__main__"] = main
+    if _W["builtins"] is not None:
+        main.__dict__["__builtins__"] = _W["builtins"]
+    _W["ns"] = main.__dict__
+
+
+def _warm_request(body, sizes, session, warm=False):
+    # One request. The answer, on descriptor 4, ends with a "\0done {...}" line the host waits
+    # for (the namespace is torn down after, off the request's path).
+    import builtins
     import json
     import os
     import resource
-    import sys
-
-    import builtins as builtins_mod
     import time
 
-    req_in = os.fdopen(3, "rb")
-    session = False
-    saved_builtins = dict(vars(builtins_mod))
-    saved_streams = (sys.stdout, sys.stderr)
-    getrusage, self_usage = resource.getrusage, resource.RUSAGE_SELF
-    write, exit_now, monotonic = os.write, os._exit, time.monotonic
-    while True:
-        line = req_in.readline()
-        if not line:
-            return
-        t0 = monotonic()
-        req = json.loads(line)
-        if req.get("session"):
-            session = True
-            continue
-        stdin = req.get("stdin")
-        if stdin is not None:
-            fd = os.memfd_create("stdin")
-            os.write(fd, stdin.encode())
-            os.lseek(fd, 0, 0)
-            os.dup2(fd, 0)
-            os.close(fd)
-        cpu = req.get("cpu")
-        if cpu:
-            # Whole seconds from now. As PID 1 the child ignores SIGXCPU's default action: a
-            # run gets the hard limit's SIGKILL a second later; a session (whose hard limit
-            # must stay raisable for the next call) exits from a handler, with 128 + SIGXCPU.
-            ru = resource.getrusage(resource.RUSAGE_SELF)
-            soft = max(1, round(ru.ru_utime + ru.ru_stime + cpu))
-            if session:
-                import signal
+    # Taken before the code runs, which may replace any of them.
+    write, getrusage, monotonic, is_int = os.write, resource.getrusage, time.monotonic, isinstance
+    t0 = monotonic()
+    n_code, n_name, n_stdin, n_api = sizes
+    src = body[:n_code]
+    at = n_code + n_name
+    name = body[n_code:at].decode("utf-8", "replace") or "<string>"
+    if n_stdin >= 0:
+        fd = os.memfd_create("stdin")
+        os.write(fd, body[at : at + n_stdin])
+        os.lseek(fd, 0, 0)
+        os.dup2(fd, 0)
+        os.close(fd)
+        at += n_stdin
+    cpu = _W["cfg"]["limits"].get("cpu")
+    if cpu and not warm:
+        # Whole seconds from now. As PID 1 the child ignores SIGXCPU's default action: a run
+        # gets the hard limit's SIGKILL a second later; a session (whose hard limit must stay
+        # raisable for the next call) exits from a handler, with 128 + SIGXCPU.
+        ru = getrusage(resource.RUSAGE_SELF)
+        soft = max(1, round(ru.ru_utime + ru.ru_stime + cpu))
+        if session:
+            import signal
 
-                signal.signal(signal.SIGXCPU, lambda *_: exit_now(128 + signal.SIGXCPU))
-                resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
-            else:
-                resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
-        main = _W.get("main")
-        if main is None:
-            main = _W["main"] = type(sys)("__main__")
-            sys.modules["__main__"] = main
-        ns = main.__dict__
-        if _W["cfg"].get("guard") and "__builtins__" not in ns:
-            _pysandbox_guard(ns, _W["cfg"]["guard"])
-        elif "__builtins__" not in ns:
-            import builtins
-
-            builtins.exit = builtins.quit = sys.exit
-        src = req.get("code", "").encode()
-        name = req.get("name") or "<string>"
-        if name != "<string>":
-            ns["__file__"] = name
-        status = 0
-        if req.get("api") is not None:
-            # The Python package's exec/eval/call with data in and out (see _pysandbox_api).
-            _pysandbox_api(ns, src, name, _W["boot"], req["api"])
-            src = b"pass"
-        try:
-            code = compile(src, name, "exec", dont_inherit=True)
+            signal.signal(signal.SIGXCPU, lambda *_: os._exit(128 + signal.SIGXCPU))
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, resource.RLIM_INFINITY))
+        else:
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
+    if warm:
+        ns = {"__builtins__": _W["builtins"] or builtins}
+    else:
+        ns = _W["ns"]
+    if name != "<string>":
+        ns["__file__"] = name
+    saved, out, err = _W["saved"]
+    status = 0
+    if n_api > 0:
+        # The Python package's exec/eval/call with data in and out (see _pysandbox_api).
+        _pysandbox_api(ns, src, name, _W["boot"], json.loads(body[at : at + n_api]))
+        src = b"pass"
+    try:
+        code = compile(src, name, "exec", dont_inherit=True)
+        if _RECURSION[0]:
             with _pysandbox_limited():
                 exec(code, ns)
-        except SystemExit as e:
-            status = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        except BaseException as exc:
-            if isinstance(exc, MemoryError):
-                ns.clear()
-            _pysandbox_report_limit(exc)
-            _pysandbox_traceback(exc, name, src, _W["boot"])
-            status = 1
-        # The code may have replaced builtins or sys's streams: put back what this needs.
-        vars(builtins_mod).update(saved_builtins)
-        sys.stdout, sys.stderr = saved_streams
-        sys_flush()
-        # The answer: the zygote replies as soon as it sees it (the namespace is torn down
-        # after, off the request's path).
-        ru = getrusage(self_usage)
-        if not isinstance(status, int):
-            status = 1
-        done = '{"exit": %d, "cpu": %r, "maxrss": %d, "run": %r}' % (
-            status, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, monotonic() - t0)
-        write(4, b"\0done " + done.encode() + b"\n")
-        if not session:
-            exit_now(status & 0xFF)
-
-
-def _warm_dispatch(child, req):
-    import json
-    import os
-
-    data = json.dumps(req).encode() + b"\n"
-    while data:
-        data = data[os.write(child["req"], data):]
-
-
-def _warm_serve(child, req, session=False):
-    # Send one request to C and collect its output, report and end (bounded, with a deadline).
-    import json
-    import os
-    import select
-    import time
-
-    cfg = _W["cfg"]
-    lim = cfg["limits"]
-    cap = int(lim["output"])
-    wall = float(req.get("wall") or lim["wall"])
-    start = time.monotonic()
-    deadline = start + wall
-    msg = {"code": req.get("code", ""), "stdin": req.get("stdin"), "cpu": lim.get("cpu"),
-           "api": req.get("api"), "name": req.get("name")}  # fmt: skip
-    try:
-        _warm_dispatch(child, msg)
-    except OSError:
-        pass
-    bufs = {child["out"]: bytearray(), child["err"]: bytearray(), child["res"]: bytearray()}
-    totals = {fd: 0 for fd in bufs}
-    open_fds = set(bufs)
-    killed = False
-    done = None
-    while open_fds:
-        if killed:
-            # Everything in the request's namespace dies with B: the pipes end shortly.
-            left = 5.0
         else:
-            left = deadline - time.monotonic()
-        if not killed and left <= 0:
-            try:
-                os.kill(child["pid"], 9)
-            except OSError:
-                pass
-            killed = True
-            left = 5.0
-        r, _, _ = select.select(list(open_fds), [], [], left)
-        if killed and not r:
-            break
+            exec(code, ns)
+    except SystemExit as e:
+        status = e.code if is_int(e.code, int) else (0 if e.code is None else 1)
+    except BaseException as exc:
+        import sys
 
-        def take(fd):
-            # Read what is there, keep up to the stream's bound; False at end of file.
-            try:
-                data = os.read(fd, 1 << 16)
-            except OSError:
-                data = b""
-            if not data:
-                return False
-            totals[fd] += len(data)
-            room = (cap if fd in (child["out"], child["err"]) else 16 << 20) - len(bufs[fd])
-            if room > 0:
-                bufs[fd] += data[:room]
-            return True
-
-        for fd in r:
-            if not take(fd):
-                open_fds.discard(fd)
-        if not killed:
-            rep = bytes(bufs[child["res"]])
-            marker = rep.find(b"\0done ")
-            if marker >= 0 and rep.endswith(b"\n"):
-                done = json.loads(rep[marker + 6:].decode())
-                bufs[child["res"]] = bytearray(rep[:marker])
-                # Output written before the answer is already in the pipes: drain it.
-                for fd in (child["out"], child["err"]):
-                    while select.select([fd], [], [], 0)[0] and take(fd):
-                        pass
-                break
-    wall_time = time.monotonic() - start
-    report = bytes(bufs[child["res"]]).decode("utf-8", "replace")
-    at = report.find("\0result\n")
-    result = None
-    if at >= 0:
-        report, result = report[:at], report[at + 8:]
-    limit = None
-    for line in report.splitlines():
-        if line.startswith("limit "):
-            limit = line[6:].strip()
-            break
-    resp = {
-        "id": req.get("id"),
-        "stdout": bytes(bufs[child["out"]]).decode("utf-8", "replace"),
-        "stderr": bytes(bufs[child["err"]]).decode("utf-8", "replace"),
-        "stdout_truncated": totals[child["out"]] > cap,
-        "stderr_truncated": totals[child["err"]] > cap,
-        "wall_time": wall_time,
-        "result": result,
-    }
-    if done is not None:
-        resp.update(exit_code=done["exit"], signal=None, cpu_time=done["cpu"],
-                    peak_memory=done["maxrss"] * 1024, limit=limit, run_time=done.get("run"))  # fmt: skip
-        if resp["stdout_truncated"] or resp["stderr_truncated"]:
-            resp["limit"] = resp["limit"] or "output"
-        if not session:
-            # The child exits by itself; B and the namespace go with it. Reaped later.
-            _warm_release(child)
-        return resp
-    # The child ended without answering (or was killed): its status, from the kernel.
-    try:
-        _, status, ru = os.wait4(child["pid"], 0)
-        rec = {
-            "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-            "cpu": ru.ru_utime + ru.ru_stime,
-            "maxrss": ru.ru_maxrss,
-        }
-    except ChildProcessError:
-        rec = {}
-    _warm_release(child)
-    sig = rec.get("signal")
-    if killed:
-        limit = "wall"
-        sig = 9
-    elif (
-        sig == 24
-        or (sig == 9 and lim.get("cpu") and rec.get("cpu", 0) >= lim["cpu"] - 0.05)
-        or rec.get("exit") == 128 + 24
-    ):
-        # As PID 1, the child ignores SIGXCPU: the hard limit's SIGKILL ends it.
-        limit = "cpu"
-    elif sig == 25:
-        limit = "file_size"
-    elif not rec:
-        # No status: the child was reaped elsewhere or never started.
-        resp["anomaly"] = True
-    if limit is None and (resp["stdout_truncated"] or resp["stderr_truncated"]):
-        limit = "output"
-    resp.update(exit_code=rec.get("exit"), signal=sig, cpu_time=rec.get("cpu", 0.0),
-                peak_memory=rec.get("maxrss", 0) * 1024, limit=limit)  # fmt: skip
+        vars(builtins).update(saved)
+        sys.stdout, sys.stderr = out, err
+        if is_int(exc, MemoryError):
+            ns.clear()
+        _pysandbox_report_limit(exc)
+        _pysandbox_traceback(exc, name, src, _W["boot"])
+        status = 1
     if session:
-        resp["ended"] = True
-    return resp
+        # The code may have replaced builtins or sys's streams: put back what the next call
+        # needs.
+        import sys
+
+        vars(builtins).update(saved)
+        sys.stdout, sys.stderr = out, err
+    for stream in (out, err):
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    ru = getrusage(resource.RUSAGE_SELF)
+    if not is_int(status, int):
+        status = 1
+    done = '{"exit": %d, "cpu": %r, "maxrss": %d, "run": %r}' % (
+        status, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, monotonic() - t0)  # fmt: skip
+    write(4, b"\0done " + done.encode() + b"\n")
+    return status

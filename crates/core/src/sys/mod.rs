@@ -397,6 +397,17 @@ pub(crate) fn set_nonblocking(fd: BorrowedFd) -> io::Result<()> {
     Ok(())
 }
 
+/// Make `fd` non-blocking unless it is already (one fcntl when it is).
+pub(crate) fn ensure_nonblocking(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a valid descriptor with integer arguments.
+    let flags = cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) })?;
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: same.
+        cvt(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) })?;
+    }
+    Ok(())
+}
+
 /// read(2) into `buf`; Ok(0) is end of file, WouldBlock surfaces as an error.
 pub(crate) fn read(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<usize> {
     read_raw(fd.as_raw_fd(), buf)
@@ -524,5 +535,119 @@ pub(crate) fn mknod_file(path: &Path) -> io::Result<()> {
     let c = cpath(path)?;
     // SAFETY: valid C string; S_IFREG with dev 0 creates a plain empty file.
     cvt(unsafe { libc::mknod(c.as_ptr(), libc::S_IFREG | 0o644, 0) })?;
+    Ok(())
+}
+
+/// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: a channel that keeps message boundaries
+/// and carries descriptors (a warm worker's control channel).
+pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [-1 as libc::c_int; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    cvt(unsafe {
+        libc::socketpair(
+            libc::AF_UNIX,
+            libc::SOCK_SEQPACKET | libc::SOCK_CLOEXEC,
+            0,
+            fds.as_mut_ptr(),
+        )
+    })?;
+    // SAFETY: both fds are fresh and owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// send(2) of one message with `MSG_NOSIGNAL`: a closed peer is `EPIPE`, not a SIGPIPE that
+/// would kill the host process.
+pub(crate) fn send(fd: BorrowedFd, buf: &[u8]) -> io::Result<usize> {
+    loop {
+        // SAFETY: `buf` is valid for reads of its length.
+        let n = unsafe {
+            libc::send(
+                fd.as_raw_fd(),
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_NOSIGNAL,
+            )
+        };
+        if n >= 0 {
+            return Ok(n as usize);
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// Most descriptors accepted with one message; the kernel drops any beyond them (`MSG_CTRUNC`).
+pub(crate) const MAX_PASSED_FDS: usize = 8;
+
+/// One message received.
+pub(crate) struct Received {
+    /// Bytes of the message; 0 is end of file.
+    pub len: usize,
+    /// The descriptors it carried (`SCM_RIGHTS`), received close-on-exec.
+    pub fds: Vec<OwnedFd>,
+    /// The message or its descriptors did not fit.
+    pub truncated: bool,
+}
+
+/// recvmsg(2) of one message into `buf`, with up to [`MAX_PASSED_FDS`] descriptors.
+pub(crate) fn recv_with_fds(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Received> {
+    // Control buffer: 8-byte aligned (as `cmsghdr` requires), larger than
+    // CMSG_SPACE(MAX_PASSED_FDS * 4) = 48 bytes.
+    let mut control = [0u64; 16];
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space =
+        unsafe { libc::CMSG_SPACE((MAX_PASSED_FDS * std::mem::size_of::<libc::c_int>()) as u32) };
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid value (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = (space as usize).min(std::mem::size_of_val(&control));
+    let n = loop {
+        // SAFETY: `msg` points at `iov` (valid for `buf`'s length) and `control` (valid for
+        // `msg_controllen` bytes); all outlive the call.
+        let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+        if n >= 0 {
+            break n as usize;
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    };
+    let mut fds = Vec::new();
+    // SAFETY: the CMSG_* macros walk the control buffer the kernel filled, within the
+    // `msg_controllen` it set; each SCM_RIGHTS payload holds `cmsg_len - CMSG_LEN(0)` bytes of
+    // descriptors that were installed in this process for us to own.
+    unsafe {
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(c) as *const libc::c_int;
+                let bytes = (*c).cmsg_len as usize - libc::CMSG_LEN(0) as usize;
+                for i in 0..bytes / std::mem::size_of::<libc::c_int>() {
+                    fds.push(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+    }
+    Ok(Received {
+        len: n,
+        fds,
+        truncated: msg.msg_flags & (libc::MSG_TRUNC | libc::MSG_CTRUNC) != 0,
+    })
+}
+
+/// shutdown(2) of the writing side: the peer reads end of file, our descriptor stays open.
+pub(crate) fn shutdown_write(fd: BorrowedFd) -> io::Result<()> {
+    // SAFETY: plain syscall on a valid descriptor.
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) })?;
     Ok(())
 }

@@ -1,0 +1,352 @@
+//! The host's side of one request child: its pipes, handed over by the zygote, and the bounded,
+//! deadline-driven exchange of one request (or one session call) with it.
+//!
+//! Everything read here comes from untrusted code: output is kept up to the limit and the rest
+//! drained and flagged, the report is bounded, and the only thing parsed is the child's own
+//! closing line, into a fixed shape. A child can misreport its own run, never the host's state.
+
+use crate::limits::Limit;
+use crate::run::JsonOutcome;
+use crate::sys;
+use serde::Deserialize;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+/// Bytes kept of the report pipe (limit lines and the API result, which the package bounds).
+pub(crate) const REPORT_MAX: usize = 16 << 20;
+/// After a kill, how long the pipes may take to close (everything in the child's PID namespace
+/// dies with it: normally at once).
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// The pipes of one isolated child and its pidfd (for the wall-clock kill).
+pub(crate) struct ChildChannel {
+    pub seq: u64,
+    pub req: OwnedFd,
+    pub out: OwnedFd,
+    pub err: OwnedFd,
+    pub res: OwnedFd,
+    pub pidfd: OwnedFd,
+}
+
+impl ChildChannel {
+    /// From the descriptors of a `child` message, in the zygote's order.
+    pub fn new(seq: u64, fds: Vec<OwnedFd>) -> Option<ChildChannel> {
+        let [req, out, err, res, pidfd]: [OwnedFd; 5] = fds.try_into().ok()?;
+        // The zygote made them non-blocking; make sure (a blocking one would stall the host).
+        for fd in [&req, &out, &err, &res] {
+            sys::ensure_nonblocking(fd.as_fd()).ok()?;
+        }
+        Some(ChildChannel {
+            seq,
+            req,
+            out,
+            err,
+            res,
+            pidfd,
+        })
+    }
+}
+
+/// The child's closing line (`\0done {...}`), its own account of the run.
+#[derive(Debug, Deserialize)]
+struct Done {
+    exit: i32,
+    cpu: f64,
+    maxrss: u64,
+}
+
+/// How the zygote saw a child end (`exit` message): the kernel's account.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub(crate) struct ExitRecord {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    #[serde(default)]
+    pub cpu: f64,
+    #[serde(default)]
+    pub maxrss: u64,
+}
+
+/// Limits of one exchange.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bounds {
+    pub wall: Duration,
+    /// Bytes kept of each of stdout and stderr.
+    pub output: usize,
+    /// The CPU limit (seconds), to recognise its SIGKILL.
+    pub cpu: Option<u64>,
+}
+
+/// What one exchange gave before the child's status is known.
+pub(crate) struct Exchange {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    /// The report pipe's bytes before the closing line.
+    pub report: Vec<u8>,
+    pub done: Option<(i32, f64, u64)>,
+    pub killed: bool,
+    /// A session child said it ended for lack of calls.
+    pub idle: bool,
+    pub wall: Duration,
+}
+
+struct Stream {
+    fd: std::os::fd::RawFd,
+    data: Vec<u8>,
+    total: usize,
+    cap: usize,
+    open: bool,
+}
+
+impl Stream {
+    fn new(fd: &OwnedFd, cap: usize) -> Stream {
+        Stream {
+            fd: fd.as_raw_fd(),
+            data: Vec::new(),
+            total: 0,
+            cap,
+            open: true,
+        }
+    }
+
+    /// Read what is there; false once nothing more can come now (would block, or end of file).
+    fn take(&mut self, scratch: &mut [u8]) -> bool {
+        match sys::read_raw(self.fd, scratch) {
+            Ok(0) => {
+                self.open = false;
+                false
+            }
+            Ok(n) => {
+                self.total += n;
+                let room = self.cap.saturating_sub(self.data.len());
+                self.data.extend_from_slice(&scratch[..n.min(room)]);
+                true
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            Err(_) => {
+                self.open = false;
+                false
+            }
+        }
+    }
+}
+
+/// Find the closing line in the report: (where it starts, the parsed line).
+fn find_done(report: &[u8], from: usize) -> Option<(usize, Option<Done>)> {
+    const MARK: &[u8] = b"\0done ";
+    let at = from + report[from..].windows(MARK.len()).position(|w| w == MARK)?;
+    let rest = &report[at + MARK.len()..];
+    let end = rest.iter().position(|&b| b == b'\n')?;
+    Some((at, serde_json::from_slice(&rest[..end]).ok()))
+}
+
+/// Send `line` to the child and collect its output and report until its closing line, its end,
+/// or the wall clock (then kill it: its PID namespace goes with it).
+pub(crate) fn exchange(ch: &ChildChannel, line: &[u8], b: Bounds) -> Exchange {
+    let start = Instant::now();
+    let deadline = start + b.wall;
+    let mut out = Stream::new(&ch.out, b.output);
+    let mut err = Stream::new(&ch.err, b.output);
+    let mut res = Stream::new(&ch.res, REPORT_MAX);
+    let mut written = 0;
+    let mut scratch = vec![0u8; 64 * 1024];
+    let mut done = None;
+    let mut searched = 0;
+    let mut killed_at: Option<Instant> = None;
+    // The request usually fits the pipe: write it before the first poll.
+    let write = |written: &mut usize| match sys::write_some(ch.req.as_raw_fd(), &line[*written..]) {
+        Ok(n) => *written += n,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        // The child is gone: what it left is read below, and its status tells the rest.
+        Err(_) => *written = line.len(),
+    };
+    write(&mut written);
+    while out.open || err.open || res.open {
+        let now = Instant::now();
+        let until = match killed_at {
+            Some(t) => t + KILL_GRACE,
+            None => deadline,
+        };
+        if now >= until {
+            if killed_at.is_some() {
+                break;
+            }
+            let _ = sys::pidfd_kill(ch.pidfd.as_fd(), libc::SIGKILL);
+            killed_at = Some(now);
+            continue;
+        }
+        let mut fds = Vec::with_capacity(4);
+        for s in [&out, &err, &res] {
+            if s.open {
+                fds.push(libc::pollfd {
+                    fd: s.fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+        }
+        let wants_write = written < line.len();
+        if wants_write {
+            fds.push(libc::pollfd {
+                fd: ch.req.as_raw_fd(),
+                events: libc::POLLOUT,
+                revents: 0,
+            });
+        }
+        let left = until - now;
+        // Rounded up: a poll that returns early would spin until the deadline.
+        let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        if sys::poll(&mut fds, ms).is_err() {
+            break;
+        }
+        for p in &fds {
+            if p.revents == 0 {
+                continue;
+            }
+            if p.fd == ch.req.as_raw_fd() {
+                write(&mut written);
+                continue;
+            }
+            let s = [&mut out, &mut err, &mut res]
+                .into_iter()
+                .find(|s| s.fd == p.fd && s.open);
+            if let Some(s) = s {
+                while s.take(&mut scratch) {}
+            }
+        }
+        if killed_at.is_none() {
+            while let Some((at, parsed)) = find_done(&res.data, searched) {
+                searched = at + 1;
+                if let Some(d) = parsed {
+                    res.data.truncate(at);
+                    done = Some((d.exit, d.cpu, d.maxrss));
+                    break;
+                }
+            }
+            if done.is_some() {
+                // Output written before the closing line is already in the pipes.
+                while out.take(&mut scratch) {}
+                while err.take(&mut scratch) {}
+                break;
+            }
+            if res.data.starts_with(b"\0idle\n") {
+                break;
+            }
+        }
+    }
+    let idle = done.is_none() && res.data.starts_with(b"\0idle\n");
+    Exchange {
+        stdout_truncated: out.total > out.cap,
+        stderr_truncated: err.total > err.cap,
+        stdout: out.data,
+        stderr: err.data,
+        report: res.data,
+        done,
+        killed: killed_at.is_some(),
+        idle,
+        wall: start.elapsed(),
+    }
+}
+
+/// The outcome of an exchange: from the child's closing line, or else from its status as the
+/// zygote saw it (`exit`; `None` when that never came: an anomaly of the worker).
+pub(crate) fn outcome(
+    x: &Exchange,
+    exit: Option<ExitRecord>,
+    b: Bounds,
+) -> (JsonOutcome, Option<String>, bool) {
+    let (report, result) = split_result(&x.report);
+    let reported = crate::run::reported_limit(report);
+    let mut anomaly = false;
+    let (exit_code, signal, cpu, maxrss, mut limit) = match (x.done, exit) {
+        (Some((code, cpu, maxrss)), _) if !x.killed => (Some(code), None, cpu, maxrss, reported),
+        (_, Some(e)) => {
+            let cpu_limited = b.cpu.is_some_and(|c| e.cpu >= c as f64 - 0.05);
+            let limit = if x.killed {
+                Some(Limit::Wall)
+            } else if e.signal == Some(libc::SIGXCPU)
+                || (e.signal == Some(libc::SIGKILL) && cpu_limited)
+                || e.code == Some(128 + libc::SIGXCPU)
+            {
+                // As PID 1 the child ignores SIGXCPU: the hard limit's SIGKILL ends it.
+                Some(Limit::Cpu)
+            } else if e.signal == Some(libc::SIGXFSZ) {
+                Some(Limit::FileSize)
+            } else {
+                reported
+            };
+            let signal = if x.killed {
+                Some(libc::SIGKILL)
+            } else {
+                e.signal
+            };
+            (e.code, signal, e.cpu, e.maxrss, limit)
+        }
+        (_, None) => {
+            anomaly = !x.killed;
+            let limit = if x.killed {
+                Some(Limit::Wall)
+            } else {
+                reported
+            };
+            let signal = x.killed.then_some(libc::SIGKILL);
+            (None, signal, 0.0, 0, limit)
+        }
+    };
+    if limit.is_none() && (x.stdout_truncated || x.stderr_truncated) {
+        limit = Some(Limit::Output);
+    }
+    let o = JsonOutcome {
+        exit_code,
+        signal,
+        limit,
+        cpu_time: cpu,
+        wall_time: x.wall.as_secs_f64(),
+        peak_memory: maxrss * 1024,
+        stdout: String::from_utf8_lossy(&x.stdout).into_owned(),
+        stdout_truncated: x.stdout_truncated,
+        stderr: String::from_utf8_lossy(&x.stderr).into_owned(),
+        stderr_truncated: x.stderr_truncated,
+    };
+    (o, result, anomaly)
+}
+
+/// The report's text before the API result, and the result (`\0result\n` then tagged JSON).
+fn split_result(report: &[u8]) -> (&[u8], Option<String>) {
+    const MARK: &[u8] = b"\0result\n";
+    match report.windows(MARK.len()).position(|w| w == MARK) {
+        Some(at) => (
+            &report[..at],
+            Some(String::from_utf8_lossy(&report[at + MARK.len()..]).into_owned()),
+        ),
+        None => (report, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closing_line_is_found_and_parsed_strictly() {
+        let r = b"limit memory\n\0done {\"exit\": 3, \"cpu\": 0.5, \"maxrss\": 10, \"run\": 0.1}\n";
+        let (at, d) = find_done(r, 0).unwrap();
+        assert_eq!(at, 13);
+        let d = d.unwrap();
+        assert_eq!((d.exit, d.maxrss), (3, 10));
+        // Incomplete: wait for more.
+        assert!(find_done(b"\0done {\"exit\": 3", 0).is_none());
+        // Forged garbage is not a closing line.
+        let (_, d) = find_done(b"\0done nonsense\n", 0).unwrap();
+        assert!(d.is_none());
+    }
+
+    #[test]
+    fn result_is_split_from_the_report() {
+        let (r, v) = split_result(b"limit memory\n\0result\n{\"d\": []}");
+        assert_eq!(r, b"limit memory\n");
+        assert_eq!(v.as_deref(), Some("{\"d\": []}"));
+        assert_eq!(split_result(b"x").1, None);
+    }
+}
