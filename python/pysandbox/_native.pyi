@@ -8,3 +8,26 @@ def encode(obj: object, path: str = "value") -> str:
 
 def decode(text: str) -> object:
     """Decode tagged JSON that came out of the sandbox; ValueError on anything not data."""
+
+class WarmFailure(Exception):
+    """A warm pool or session failed; ``args`` are ``(kind, message)``, kind one of policy,
+    setup, busy, closed, ended, worker, request."""
+
+class WarmPool:
+    """Warm workers (``pysandbox worker`` processes), each keeping an isolated child ready."""
+
+    def __init__(self, binary: str, policy: str, workers: int | None = None,
+                 max_queue: int = 1024, recycle_after: int = 10000) -> None: ...
+    def run(self, request: str) -> str:
+        """Run a request (JSON: code, name, stdin, api) in a fresh child; the outcome as JSON."""
+    def close(self) -> None: ...
+    def worker_pids(self) -> list[int]: ...
+
+class WarmSession:
+    """One stateful session: a child that keeps its namespace between calls."""
+
+    def __init__(self, binary: str, policy: str, idle: float) -> None: ...
+    def execute(self, request: str) -> str: ...
+    @property
+    def is_open(self) -> bool: ...
+    def close(self) -> None: ...

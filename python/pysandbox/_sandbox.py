@@ -1,8 +1,10 @@
 """Sandbox: run code, evaluate expressions and call functions in pysandbox's OS sandbox.
 
-The work is done by the ``pysandbox`` binary (``pysandbox serve``), started as a helper process
-and spoken to over pipes: this process never forks itself into a sandbox. Values cross the
-boundary as data only (see :mod:`pysandbox._native`); nothing that comes out is unpickled or
+The work is done by the ``pysandbox`` binary, started as helper processes: ``pysandbox serve``
+(a fresh jail per call) spoken to over pipes, or in warm mode ``pysandbox worker`` processes
+driven by the native pool (:class:`pysandbox._native.WarmPool`, Rust), which talks to each
+request's isolated child directly. This process never forks itself into a sandbox. Values cross
+the boundary as data only (see :mod:`pysandbox._native`); nothing that comes out is unpickled or
 evaluated.
 """
 
@@ -82,15 +84,13 @@ class Result:
 class _Helper:
     """One ``pysandbox serve`` process: one request at a time."""
 
-    def __init__(self, binary: str, command: str = "serve",
-                 env: Optional[Dict[str, str]] = None) -> None:  # fmt: skip
+    def __init__(self, binary: str) -> None:
         self.proc = subprocess.Popen(
-            [binary, command],
+            [binary, "serve"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             close_fds=True,
-            env=env,
         )
         self.next_id = 0
 
@@ -127,30 +127,11 @@ class _Helper:
             self.proc.stdout.close()
 
 
-class _Worker(_Helper):
-    """One warm worker (``pysandbox worker``): a jail whose zygote keeps an isolated child ready."""
-
-    def __init__(self, binary: str, policy: Dict[str, Any]) -> None:
-        super().__init__(binary, "worker", dict(os.environ, PYSANDBOX_WORKER_POLICY=json.dumps(policy)))
-        assert self.proc.stdout is not None
-        first = self.proc.stdout.readline()
-        try:
-            hello = json.loads(first) if first else {}
-        except ValueError:
-            hello = {}
-        if not hello.get("ready"):
-            self.close()
-            message = str(hello.get("error") or "the warm worker did not start")
-            if hello.get("kind") == "policy":
-                raise PolicyError(message)
-            raise SandboxError(f"the sandbox could not start: {message}")
-
-
 class _Pool:
     """Helper processes shared by the threads using one Sandbox (started on demand)."""
 
-    def __init__(self, factory: Optional[Callable[[], _Helper]] = None) -> None:
-        self.factory = factory or (lambda: _Helper(helper_binary()))
+    def __init__(self) -> None:
+        self.factory = lambda: _Helper(helper_binary())
         self.lock = threading.Lock()
         self.idle: List[_Helper] = []
         self.closed = False
@@ -182,18 +163,33 @@ class _Pool:
 
 
 _POOLS: "weakref.WeakSet[_Pool]" = weakref.WeakSet()
+#: Warm pools and sessions (native), closed at exit too.
+_WARM: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
 @atexit.register
 def _close_all() -> None:
     for p in list(_POOLS):
         p.close()
+    for w in list(_WARM):
+        w.close()
+
+
+def _warm_call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call the native warm pool, turning its failures into the package's exceptions."""
+    try:
+        return fn(*args)
+    except _native.WarmFailure as e:
+        kind, message = e.args if len(e.args) == 2 else ("worker", str(e))
+        if kind == "policy":
+            raise PolicyError(message) from None
+        if kind == "setup":
+            raise SandboxError(f"the sandbox could not start: {message}") from None
+        raise SandboxError(message) from None
 
 
 def _from_warm(resp: Dict[str, Any], max_result: int) -> Dict[str, Any]:
-    """A warm worker's answer in the shape of a ``pysandbox serve`` one."""
-    if "error" in resp and "stdout" not in resp:
-        return {"ok": False, "error": {"kind": "setup", "message": resp["error"]}}
+    """A warm outcome in the shape of a ``pysandbox serve`` answer."""
     result = resp.get("result")
     too_big = result is not None and len(result) > max_result
     outcome = {k: resp.get(k) for k in (
@@ -237,17 +233,20 @@ class Sandbox:
     asyncio versions.
     """
 
-    def __init__(self, config: Optional[SandboxConfig] = None, *, pool: bool = False) -> None:
+    def __init__(self, config: Optional[SandboxConfig] = None, *, pool: bool = False,
+                 workers: Optional[int] = None) -> None:  # fmt: skip
         self.config = config if config is not None else SandboxConfig()
         #: Warm mode: requests go to warm workers (an isolated child ready in advance, a
-        #: fraction of a millisecond instead of a fresh jail per call).
+        #: fraction of a millisecond instead of a fresh jail per call), started here:
+        #: ``workers`` of them (default: one per CPU).
         self.warm = pool
-        if pool:
-            policy = self.config.to_policy()
-            self._pool = _Pool(lambda: _Worker(helper_binary(), policy))
-        else:
-            self._pool = _Pool()
+        self._pool = _Pool()
         _POOLS.add(self._pool)
+        self._warm: Optional[Any] = None
+        if pool:
+            policy = json.dumps(self.config.to_policy())
+            self._warm = _warm_call(_native.WarmPool, helper_binary(), policy, workers)
+            _WARM.add(self._warm)
 
     # The old pysandbox's API ------------------------------------------------------------------
 
@@ -330,6 +329,8 @@ class Sandbox:
     def close(self) -> None:
         """Stop the helper processes (also done at exit)."""
         self._pool.close()
+        if self._warm is not None:
+            self._warm.close()
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -347,9 +348,10 @@ class Sandbox:
             path = {"globals": "globals", "locals": "locals", "args": "args", "kwargs": "kwargs"}.get(key, key)
             encoded[key] = json.loads(_native.encode(value, path))
         data_in = {"d": [[k, v] for k, v in encoded.items()]}
-        if self.warm:
-            request = {"op": "run", "code": code, "stdin": stdin,
-                       "api": {"op": op, "input": data_in}}  # fmt: skip
+        if self._warm is not None:
+            request = {"code": code, "stdin": stdin, "api": {"op": op, "input": data_in}}
+            resp = json.loads(_warm_call(self._warm.run, json.dumps(request)))
+            return self._result(_from_warm(resp, self.config.max_result))
         else:
             request = {
                 "policy": self.config.to_policy(),
@@ -366,8 +368,6 @@ class Sandbox:
             healthy = not resp.get("anomaly")
         finally:
             self._pool.release(helper, healthy)
-        if self.warm:
-            resp = _from_warm(resp, self.config.max_result)
         return self._result(resp)
 
     def session(self, idle_timeout: float = 300.0) -> "Session":
@@ -464,30 +464,28 @@ class Session:
 
     def __init__(self, config: SandboxConfig, idle_timeout: float = 300.0) -> None:
         self.config = config
-        self._worker: Optional[_Worker] = _Worker(helper_binary(), config.to_policy())
         self._ended: Optional[str] = None
-        resp = self._worker.request({"op": "open", "session": "s", "idle": idle_timeout})
-        if not resp.get("opened"):
-            self.close()
-            raise SandboxError(f"the session could not start: {resp}")
+        self._native: Optional[Any] = _warm_call(
+            _native.WarmSession, helper_binary(), json.dumps(config.to_policy()), float(idle_timeout)
+        )
+        _WARM.add(self._native)
         self._checker = Sandbox(config)
 
     def execute(self, code: str, *, stdin: Optional[str] = None) -> Result:
         """Run ``code`` in the session's namespace."""
-        if self._worker is None:
-            raise SandboxError(f"the session has ended: {self._ended or 'closed'}")
-        resp = self._worker.request({"op": "exec", "session": "s", "code": code, "stdin": stdin})
-        if resp.get("error") == "no such session":
-            self.close("idle timeout")
-            raise SandboxError("the session has ended: idle timeout")
+        if self._native is None or not self._native.is_open:
+            self.close(self._ended or "a limit or a crash ended it")
+            raise SandboxError(f"the session has ended: {self._ended}")
+        try:
+            resp = json.loads(_warm_call(self._native.execute, json.dumps({"code": code, "stdin": stdin})))
+        except SandboxError as e:
+            self.close(str(e))
+            raise
         if resp.get("ended"):
             self.close("a limit or a crash ended it")
         conv = _from_warm(resp, self.config.max_result)
         conv["result"] = conv.get("result") or "{\"d\": []}"
-        try:
-            result = self._checker._result(conv)
-        except SandboxedException:
-            raise
+        result = self._checker._result(conv)
         if resp.get("exit_code") and not resp.get("ended") and resp.get("stderr"):
             # An exception in a session call: the session lives on, the caller hears of it.
             lines = resp["stderr"].rstrip().splitlines()
@@ -497,9 +495,9 @@ class Session:
         return result
 
     def close(self, why: Optional[str] = None) -> None:
-        if self._worker is not None:
-            self._worker.close()
-            self._worker = None
+        if self._native is not None:
+            self._native.close()
+            self._native = None
             self._ended = why or "closed"
 
     def __enter__(self) -> "Session":

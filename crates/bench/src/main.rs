@@ -172,7 +172,17 @@ fn warm(runs: usize, python: &str, base: Duration) {
     opts.workers = 1;
     let pool = Pool::new(policy.clone(), opts).expect("start a warm worker");
     let run = || pool.run(CODE, None).expect("warm run");
+    // Back to back, each request also waits for the previous child's replacement; spaced out,
+    // the child is ready when the request comes (5 ms: the CPU's caches are still warm; 20 ms:
+    // they are not).
     timed_row("warm pool, back to back", runs, base, Duration::ZERO, run);
+    timed_row(
+        "warm pool, 5 ms between requests",
+        runs,
+        base,
+        Duration::from_millis(5),
+        run,
+    );
     timed_row(
         "warm pool, 20 ms between requests",
         runs,
@@ -180,6 +190,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
         Duration::from_millis(20),
         run,
     );
+    python_api(runs, python, base);
     // A session: one isolated child keeps its state, no fork per call.
     let mut session =
         pysandbox_core::warm::Session::open(&pysandbox_binary(), &policy, Duration::from_secs(600))
@@ -301,6 +312,50 @@ fn timed_row(
         ms(percentile(&t, 0.99)),
         p50.as_secs_f64() / base.as_secs_f64()
     );
+}
+
+/// The Python package's warm pool (`Sandbox(config, pool=True).execute`), if the package is
+/// installed for `python` (`make python`), 5 ms between requests.
+fn python_api(runs: usize, python: &str, base: Duration) {
+    let script = format!(
+        "import time\nfrom pysandbox import Sandbox, SandboxConfig\n\
+         with Sandbox(SandboxConfig(preset='stdlib', python={python:?}), pool=True, workers=1) as s:\n\
+         \x20   t = []\n\
+         \x20   for i in range({n}):\n\
+         \x20       time.sleep(0.005)\n\
+         \x20       a = time.perf_counter()\n\
+         \x20       assert s.execute('print(1+1)').stdout == '2\\n'\n\
+         \x20       t.append(time.perf_counter() - a)\n\
+         \x20   t = sorted(t[10:])\n\
+         \x20   print(t[len(t) // 2], t[int((len(t) - 1) * 0.99)])\n",
+        n = runs + 10
+    );
+    match Command::new(python).args(["-c", &script]).output() {
+        Ok(o) if o.status.success() => {
+            let text = String::from_utf8_lossy(&o.stdout);
+            let v: Vec<f64> = text
+                .split_whitespace()
+                .filter_map(|x| x.parse().ok())
+                .collect();
+            if v.len() == 2 {
+                println!(
+                    "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
+                    "warm pool from Python, 5 ms between",
+                    v[0] * 1e3,
+                    v[1] * 1e3,
+                    v[0] / base.as_secs_f64()
+                );
+            }
+        }
+        Ok(o) => println!(
+            "(Python API row skipped: {})",
+            String::from_utf8_lossy(&o.stderr)
+                .lines()
+                .last()
+                .unwrap_or("the pysandbox package is not installed (make python)")
+        ),
+        Err(e) => println!("(Python API row skipped: {e})"),
+    }
 }
 
 /// Monty (pydantic-monty, a Rust interpreter for a subset of Python) in its warm worker, if it

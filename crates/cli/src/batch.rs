@@ -39,7 +39,7 @@ const PRELOAD: &[&str] = &[
 
 /// `pysandbox worker`: supervise one warm jail whose zygote talks to the client on our stdin
 /// (a unix socket, which is also our stdout).
-pub fn worker(sessions: bool) -> Result<ExitCode> {
+pub fn worker(sessions: bool, api: bool) -> Result<ExitCode> {
     let text = std::env::var(warm::POLICY_ENV).context("pysandbox worker is started by a pool")?;
     // Errors are answers too: the client reads one line before anything else.
     let fail = |kind: &str, message: String| {
@@ -60,7 +60,12 @@ pub fn worker(sessions: bool) -> Result<ExitCode> {
     } else {
         warm::ZygoteMode::Pool
     };
-    let cfg = match warm::zygote_config(&resolved, &preload, mode) {
+    let warm_up = if api {
+        warm::WarmUp::Api
+    } else {
+        warm::WarmUp::Code
+    };
+    let cfg = match warm::zygote_config(&resolved, &preload, mode, warm_up) {
         Ok(c) => c,
         Err(e) => return fail("setup", e.to_string()),
     };

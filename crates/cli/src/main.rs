@@ -54,6 +54,9 @@ enum Command {
         /// Fork children only when asked, for sessions (no request child kept ready).
         #[arg(long)]
         sessions: bool,
+        /// Children also warm up the Python package's exec/eval/call path.
+        #[arg(long)]
+        api: bool,
     },
     /// Run JSON-lines requests (`{"id":…, "code":…}`) through a pool of warm workers.
     Batch(Box<batch::BatchArgs>),
@@ -253,7 +256,7 @@ fn main() -> ExitCode {
         },
         Command::Repl(args) => repl::run(&args),
         Command::Serve => serve::run(),
-        Command::Worker { sessions } => batch::worker(sessions),
+        Command::Worker { sessions, api } => batch::worker(sessions, api),
         Command::Batch(a) => batch::batch(&a),
         Command::Doctor { python } => doctor::run(python.as_deref()),
     };

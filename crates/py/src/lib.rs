@@ -1,4 +1,5 @@
-//! `pysandbox._native`: the codec for values crossing the sandbox boundary.
+//! `pysandbox._native`: the codec for values crossing the sandbox boundary, and the warm pool
+//! (`warm`).
 //!
 //! Only data crosses: `None`, `bool`, `int` (any size), `float`, `str`, `bytes`, `list`, `tuple`,
 //! `dict`, `set`, `frozenset`, nested. On the wire it is JSON with tags where JSON has no type of
@@ -15,6 +16,8 @@ use pyo3::types::{
     PyTuple,
 };
 use serde_json::{Map, Value};
+
+mod warm;
 
 /// Deepest nesting accepted either way (serde_json's own parser stops at 128).
 const MAX_DEPTH: usize = 100;
@@ -225,5 +228,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(decode, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    warm::register(m)?;
     Ok(())
 }

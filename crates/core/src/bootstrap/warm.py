@@ -355,13 +355,16 @@ def _warm_child(session):
         code = 72
         # The warm-up: the request path once, from a pipe of its own, with its output going to
         # /dev/null.
+        # A worker of the Python package also takes its exec/eval/call path.
         warm_r, warm_w = os.pipe()
         warm = b"x = [i for i in range(3)]\nprint(x, 1 + 1)"
-        os.write(warm_w, b"%d 0 -1 0\n%s" % (len(warm), warm))
-        body, sizes = _warm_next(warm_r, bytearray(), None)
+        api = b'{"op": "exec", "input": {"d": [["globals", {"d": [["n", {"i": "1"}]]}]]}}'
+        for data in (b"",) + ((api,) if _W["cfg"].get("api") else ()):
+            os.write(warm_w, b"%d 0 -1 %d\n%s%s" % (len(warm), len(data), warm, data))
+            body, sizes = _warm_next(warm_r, bytearray(), None)
+            _warm_request(body, sizes, session, warm=True)
         os.close(warm_r)
         os.close(warm_w)
-        _warm_request(body, sizes, session, warm=True)
         _warm_main(session)
         for src, target in ((5, 1), (6, 2), (7, 4)):
             os.dup2(src, target)
@@ -537,17 +540,17 @@ def _warm_request(body, sizes, session, warm=False):
         ns["__file__"] = name
     saved, out, err = _W["saved"]
     status = 0
-    if n_api > 0:
-        # The Python package's exec/eval/call with data in and out (see _pysandbox_api).
-        _pysandbox_api(ns, src, name, _W["boot"], json.loads(body[at : at + n_api]))
-        src = b"pass"
     try:
-        code = compile(src, name, "exec", dont_inherit=True)
-        if _RECURSION[0]:
-            with _pysandbox_limited():
-                exec(code, ns)
+        if n_api > 0:
+            # The Python package's exec/eval/call with data in and out (see _pysandbox_api).
+            _pysandbox_api(ns, src, name, _W["boot"], json.loads(body[at : at + n_api]))
         else:
-            exec(code, ns)
+            code = compile(src, name, "exec", dont_inherit=True)
+            if _RECURSION[0]:
+                with _pysandbox_limited():
+                    exec(code, ns)
+            else:
+                exec(code, ns)
     except SystemExit as e:
         status = e.code if is_int(e.code, int) else (0 if e.code is None else 1)
     except BaseException as exc:

@@ -16,7 +16,7 @@
 mod channel;
 mod zygote;
 
-pub use zygote::{zygote_config, ZygoteMode};
+pub use zygote::{zygote_config, WarmUp, ZygoteMode};
 
 use crate::policy::{Policy, PolicyError};
 use crate::run::JsonOutcome;
@@ -127,12 +127,16 @@ pub struct WarmOutcome {
     pub ended: bool,
 }
 
-/// What a worker is for.
-fn worker_args(mode: ZygoteMode) -> &'static [&'static str] {
-    match mode {
-        ZygoteMode::Pool => &["worker"],
-        ZygoteMode::Sessions => &["worker", "--sessions"],
+/// The `pysandbox worker` command line for a worker's mode and warm-up.
+fn worker_args(mode: ZygoteMode, warm_up: WarmUp) -> Vec<&'static str> {
+    let mut args = vec!["worker"];
+    if mode == ZygoteMode::Sessions {
+        args.push("--sessions");
     }
+    if warm_up == WarmUp::Api {
+        args.push("--api");
+    }
+    args
 }
 
 /// A message from the zygote (or, before the jail runs, from `pysandbox worker` itself).
@@ -165,10 +169,15 @@ pub struct Worker {
 impl Worker {
     /// Start a worker for `policy` with the `pysandbox` binary at `binary`.
     pub fn start(binary: &Path, policy: &Policy) -> Result<Worker, WarmError> {
-        Worker::start_mode(binary, policy, ZygoteMode::Pool)
+        Worker::start_mode(binary, policy, ZygoteMode::Pool, WarmUp::Code)
     }
 
-    fn start_mode(binary: &Path, policy: &Policy, mode: ZygoteMode) -> Result<Worker, WarmError> {
+    fn start_mode(
+        binary: &Path,
+        policy: &Policy,
+        mode: ZygoteMode,
+        warm_up: WarmUp,
+    ) -> Result<Worker, WarmError> {
         policy.validate()?;
         let start_err = |message: String| WarmError::Start {
             binary: binary.to_path_buf(),
@@ -182,7 +191,7 @@ impl Worker {
         let (ctl, theirs) = sys::seqpacket_pair().map_err(|e| start_err(e.to_string()))?;
         let theirs_too = theirs.try_clone().map_err(|e| start_err(e.to_string()))?;
         let mut child = Command::new(binary)
-            .args(worker_args(mode))
+            .args(worker_args(mode, warm_up))
             .env(POLICY_ENV, text)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::from(theirs_too))
@@ -477,7 +486,17 @@ pub struct Session {
 impl Session {
     /// Open a session (a worker of its own); the child ends after `idle` without calls.
     pub fn open(binary: &Path, policy: &Policy, idle: Duration) -> Result<Session, WarmError> {
-        let mut worker = Worker::start_mode(binary, policy, ZygoteMode::Sessions)?;
+        Session::open_with(binary, policy, idle, WarmUp::Code)
+    }
+
+    /// [`Session::open`] with the request path to warm up.
+    pub fn open_with(
+        binary: &Path,
+        policy: &Policy,
+        idle: Duration,
+        warm_up: WarmUp,
+    ) -> Result<Session, WarmError> {
+        let mut worker = Worker::start_mode(binary, policy, ZygoteMode::Sessions, warm_up)?;
         let ask = json!({"op": "session", "idle": idle.as_secs_f64()}).to_string();
         sys::send(worker.ctl.as_fd(), ask.as_bytes())
             .map_err(|e| WarmError::Worker(format!("asking for a session: {e}")))?;
@@ -545,6 +564,8 @@ pub struct PoolOptions {
     pub max_queue: usize,
     /// A worker is replaced after this many requests.
     pub recycle_after: u64,
+    /// The request path the workers' children take ahead of their request.
+    pub warm_up: WarmUp,
 }
 
 impl PoolOptions {
@@ -554,6 +575,7 @@ impl PoolOptions {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
             max_queue: 1024,
             recycle_after: 10_000,
+            warm_up: WarmUp::Code,
         }
     }
 }
@@ -578,8 +600,8 @@ impl Pool {
         policy.validate()?;
         let starts: Vec<_> = (0..opts.workers.max(1))
             .map(|_| {
-                let (b, p) = (opts.binary.clone(), policy.clone());
-                std::thread::spawn(move || Worker::start(&b, &p))
+                let (b, p, w) = (opts.binary.clone(), policy.clone(), opts.warm_up);
+                std::thread::spawn(move || Worker::start_mode(&b, &p, ZygoteMode::Pool, w))
             })
             .collect();
         let mut idle = Vec::new();
@@ -607,6 +629,15 @@ impl Pool {
             }),
             ready: Condvar::new(),
         })
+    }
+
+    fn start_worker(&self) -> Result<Worker, WarmError> {
+        Worker::start_mode(
+            &self.opts.binary,
+            &self.policy,
+            ZygoteMode::Pool,
+            self.opts.warm_up,
+        )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -669,7 +700,7 @@ impl Pool {
         if !w.alive() {
             // It died while idle: replace it before use, so no request sees that crash.
             w.stop();
-            w = match Worker::start(&self.opts.binary, &self.policy) {
+            w = match self.start_worker() {
                 Ok(fresh) => fresh,
                 Err(e) => {
                     self.ready.notify_one();
@@ -687,7 +718,7 @@ impl Pool {
         } else {
             // Replace it; the request that saw the failure gets its error, no other one does.
             w.stop();
-            match Worker::start(&self.opts.binary, &self.policy) {
+            match self.start_worker() {
                 Ok(fresh) => self.give_back(fresh),
                 Err(e) => {
                     eprintln!("pysandbox: replacing a warm worker failed: {e}");

@@ -20,12 +20,23 @@ pub enum ZygoteMode {
     Sessions,
 }
 
+/// Which request path a child takes once before its request (its first-use costs paid ahead).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WarmUp {
+    /// Running code (`pysandbox batch`, `run --warm`, the Rust API).
+    #[default]
+    Code,
+    /// Also the Python package's exec/eval/call with data in and out.
+    Api,
+}
+
 /// The zygote's configuration (JSON): the Landlock rules and seccomp program of its children,
 /// their limits, the guard, the modules to preload.
 pub fn zygote_config(
     resolved: &Resolved,
     preload: &[String],
     mode: ZygoteMode,
+    warm_up: WarmUp,
 ) -> Result<String, WarmError> {
     let spec = &resolved.spec;
     // Every request gets a fresh tmpfs on /tmp: a bind below it would be gone after the first.
@@ -117,6 +128,7 @@ pub fn zygote_config(
         "seccomp": hex,
         "preload": preload,
         "prefork": mode == ZygoteMode::Pool,
+        "api": warm_up == WarmUp::Api,
     })
     .to_string())
 }

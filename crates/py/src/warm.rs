@@ -1,0 +1,167 @@
+//! `pysandbox._native.WarmPool` and `WarmSession`: the Rust warm pool (`pysandbox_core::warm`)
+//! for the Python package, so that a warm request costs the package one call with the GIL
+//! released, not a Python-level protocol.
+//!
+//! Requests and outcomes cross as JSON text (the shapes of `pysandbox_core::warm::Request` and
+//! `WarmOutcome`); failures raise `WarmFailure(kind, message)`, which the package turns into its
+//! own exception types.
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pysandbox_core::policy::Policy;
+use pysandbox_core::warm::{Pool, PoolOptions, Request, Session, WarmError, WarmOutcome, WarmUp};
+use std::sync::Mutex;
+use std::time::Duration;
+
+create_exception!(
+    _native,
+    WarmFailure,
+    PyException,
+    "A warm pool or session failed: args are (kind, message); kind is one of policy, setup, \
+     busy, closed, ended, worker, request."
+);
+
+fn failure(kind: &str, message: String) -> PyErr {
+    WarmFailure::new_err((kind.to_string(), message))
+}
+
+fn warm_failure(e: WarmError) -> PyErr {
+    let kind = match &e {
+        WarmError::Policy(_) | WarmError::Refused(_) => "policy",
+        WarmError::Start { .. } => "setup",
+        WarmError::Busy(_) => "busy",
+        WarmError::Closed => "closed",
+        WarmError::SessionEnded(_) => "ended",
+        WarmError::Worker(_) | WarmError::Hung(_) => "worker",
+    };
+    failure(kind, e.to_string())
+}
+
+fn parse_policy(text: &str) -> PyResult<Policy> {
+    let p = Policy::from_json_str(text).map_err(|e| failure("policy", e.to_string()))?;
+    p.validate().map_err(|e| failure("policy", e.to_string()))?;
+    Ok(p)
+}
+
+fn parse_request(text: &str) -> PyResult<Request> {
+    serde_json::from_str(text).map_err(|e| failure("request", format!("bad request: {e}")))
+}
+
+fn encode(o: WarmOutcome) -> PyResult<String> {
+    serde_json::to_string(&o).map_err(|e| failure("worker", format!("encoding the outcome: {e}")))
+}
+
+/// Warm workers shared by the threads of one `Sandbox(..., pool=True)`.
+#[pyclass(frozen, weakref)]
+pub struct WarmPool {
+    pool: Pool,
+}
+
+#[pymethods]
+impl WarmPool {
+    #[new]
+    #[pyo3(signature = (binary, policy, workers = None, max_queue = 1024, recycle_after = 10_000))]
+    fn new(
+        py: Python<'_>,
+        binary: &str,
+        policy: &str,
+        workers: Option<usize>,
+        max_queue: usize,
+        recycle_after: u64,
+    ) -> PyResult<Self> {
+        let policy = parse_policy(policy)?;
+        let mut o = PoolOptions::new(binary);
+        if let Some(n) = workers {
+            o.workers = n.max(1);
+        }
+        o.max_queue = max_queue;
+        o.recycle_after = recycle_after;
+        o.warm_up = WarmUp::Api;
+        let pool = py
+            .allow_threads(|| Pool::new(policy, o))
+            .map_err(warm_failure)?;
+        Ok(WarmPool { pool })
+    }
+
+    /// Run one request (JSON) in a fresh isolated child; the outcome as JSON.
+    fn run(&self, py: Python<'_>, request: &str) -> PyResult<String> {
+        let req = parse_request(request)?;
+        let out = py
+            .allow_threads(|| self.pool.run_request(&req))
+            .map_err(warm_failure)?;
+        encode(out)
+    }
+
+    /// Stop every worker; later runs fail with kind `closed`.
+    fn close(&self, py: Python<'_>) {
+        py.allow_threads(|| self.pool.shutdown());
+    }
+
+    /// Process ids of the idle workers' `pysandbox worker` processes.
+    fn worker_pids(&self) -> Vec<u32> {
+        self.pool.worker_pids()
+    }
+}
+
+/// One stateful session (a worker of its own).
+#[pyclass(frozen, weakref)]
+pub struct WarmSession {
+    session: Mutex<Session>,
+}
+
+#[pymethods]
+impl WarmSession {
+    #[new]
+    fn new(py: Python<'_>, binary: &str, policy: &str, idle: f64) -> PyResult<Self> {
+        let policy = parse_policy(policy)?;
+        let idle = Duration::try_from_secs_f64(idle.max(0.001))
+            .map_err(|e| failure("request", format!("bad idle timeout: {e}")))?;
+        let session = py
+            .allow_threads(|| {
+                Session::open_with(std::path::Path::new(binary), &policy, idle, WarmUp::Api)
+            })
+            .map_err(warm_failure)?;
+        Ok(WarmSession {
+            session: Mutex::new(session),
+        })
+    }
+
+    /// Run one request (JSON) in the session; the outcome as JSON.
+    fn execute(&self, py: Python<'_>, request: &str) -> PyResult<String> {
+        let req = parse_request(request)?;
+        let out = py
+            .allow_threads(|| {
+                self.session
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .execute_request(&req)
+            })
+            .map_err(warm_failure)?;
+        encode(out)
+    }
+
+    #[getter]
+    fn is_open(&self) -> bool {
+        self.session
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_open()
+    }
+
+    fn close(&self, py: Python<'_>) {
+        py.allow_threads(|| {
+            self.session
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .close()
+        });
+    }
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<WarmPool>()?;
+    m.add_class::<WarmSession>()?;
+    m.add("WarmFailure", m.py().get_type::<WarmFailure>())?;
+    Ok(())
+}
