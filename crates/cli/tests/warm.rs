@@ -299,3 +299,68 @@ fn run_warm_runs_each_file_in_a_fresh_child() {
     );
     assert_eq!(out.status.code(), Some(1));
 }
+
+#[test]
+fn a_request_child_holds_only_its_own_descriptors() {
+    // Nothing of the zygote's reaches a request: not the control socket to the host, not the
+    // Landlock rules' directories, not other children's pipes. The ctl socket would let a
+    // request ask the zygote for children of its own.
+    let p = pool(1, 8);
+    let code = r#"
+import os, stat
+kinds = []
+for fd in range(1024):
+    try:
+        m = os.fstat(fd).st_mode
+    except OSError:
+        continue
+    kinds.append((fd, "sock" if stat.S_ISSOCK(m) else "fifo" if stat.S_ISFIFO(m) else "chr" if stat.S_ISCHR(m) else "other"))
+print(kinds)
+"#;
+    let r = p.run(code, None).unwrap();
+    assert_eq!(
+        r.run.stdout, "[(0, 'chr'), (1, 'fifo'), (2, 'fifo'), (3, 'fifo'), (4, 'fifo')]\n",
+        "{r:?}"
+    );
+}
+
+#[test]
+fn a_forged_answer_does_not_outlive_the_wall_clock() {
+    // The report pipe is the child's own: it can lie about its run, and then run on. The host
+    // believes the lie for that request only, and kills the child when its wall clock ends.
+    let p = pool(1, 8);
+    let forged = r#"
+import os, time
+os.write(4, b'\0done {"exit": 7, "cpu": 0.0, "maxrss": 0}\n')
+while True:
+    pass
+"#;
+    let t = Instant::now();
+    let r = p.run(forged, None).unwrap();
+    assert_eq!(r.run.exit_code, Some(7), "{r:?}");
+    let r = p.run("print('next')", None).unwrap();
+    assert_eq!(r.run.stdout, "next\n", "{r:?}");
+    // The wall limit is 2 s: the liar was stopped at its end, not after the 30 s start timeout.
+    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+}
+
+#[test]
+fn warm_mode_refuses_allowed_paths_below_tmp() {
+    // Every request gets a fresh /tmp: a path allowed below it would vanish after the first.
+    let dir =
+        TempDir(std::path::Path::new("/tmp").join(format!("pysandbox-test-{}", random_hex(6))));
+    std::fs::create_dir_all(dir.path()).unwrap();
+    let mut pol = policy("stdlib");
+    pol.allow_read.push(dir.path().to_path_buf());
+    let mut o = PoolOptions::new(bin());
+    o.workers = 1;
+    match Pool::new(pol.clone(), o) {
+        Err(e) => assert!(e.to_string().contains("fresh /tmp"), "{e}"),
+        Ok(_) => panic!("a warm pool started with an allowed path below /tmp"),
+    }
+    // Without it, the same pool starts.
+    let mut o = PoolOptions::new(bin());
+    o.workers = 1;
+    pol.allow_read.clear();
+    assert!(Pool::new(pol, o).is_ok());
+}

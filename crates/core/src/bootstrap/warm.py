@@ -58,15 +58,31 @@ def _pysandbox_warm(ns, boot):
     _W["ctl"] = ctl
 
     def spawn(session):
-        # Fork the next child; it hands its pipes to the host itself, so that the zygote, whose
-        # every write after a fork copies a page, does as little as possible until it ends.
+        # Everything for the next child is made before the fork, the host's ends of its pipes
+        # handed over too: after a fork, every page the zygote writes is copied, so it does as
+        # little as possible until the child ends.
         state["seq"] += 1
-        _W["seq"] = state["seq"]
+        seq = state["seq"]
         _W["live"] = 3 + sum(1 for c in children.values() if c[2])
         if _W.get("ruleset") is not None:
             os.close(_W["ruleset"])
         _W["ruleset"] = _warm_ruleset()
-        pid = _warm_fork(session)
+        req_r, req_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        res_r, res_w = os.pipe()
+        host = [req_w, out_r, err_r, res_r]
+        for fd in host:
+            os.set_blocking(fd, False)
+        try:
+            _warm_send(ctl, {"child": seq, "session": session}, host)
+        finally:
+            for fd in host:
+                os.close(fd)
+        ends = (req_r, out_w, err_w, res_w)
+        pid = _warm_fork(session, ends)
+        for fd in ends:
+            os.close(fd)
         pidfd = _warm_pidfd_open(pid)
         children[pidfd] = (state["seq"], pid, session)
         poller.register(pidfd, select.POLLIN)
@@ -103,6 +119,11 @@ def _pysandbox_warm(ns, boot):
                         spawn(True)
                     elif op == "status":
                         answer(int(req.get("seq", 0)))
+                    elif op == "kill":
+                        # The host's wall clock ran out: the child, and its namespace with it.
+                        for c in children.values():
+                            if c[0] == req.get("seq"):
+                                os.kill(c[1], signal.SIGKILL)
                     else:
                         _warm_send(ctl, {"error": "unknown request %r" % (msg[:100],)})
                     continue
@@ -119,10 +140,7 @@ def _pysandbox_warm(ns, boot):
                     "maxrss": ru.ru_maxrss,
                 }  # fmt: skip
                 ended.pop(seq - 64, None)
-                if ended[seq]["code"] == 70:
-                    # It never reached the host, which waits for it: say why.
-                    _warm_send(ctl, ended[seq])
-                elif seq in asked:
+                if seq in asked:
                     asked.discard(seq)
                     answer(seq)
                 if not session and seq == state["request"]:
@@ -149,7 +167,7 @@ def _warm_send(ctl, obj, fds=()):
 
 
 def _warm_fd_array(fds):
-    import array
+    import array  # imported by the zygote already (_warm_prepare)
 
     return array.array("i", fds)
 
@@ -159,6 +177,7 @@ def _warm_prepare(cfg):
     # capability bounding set is dropped and the securebits locked here already (the zygote
     # keeps its effective capabilities and never executes a program); the guard's builtins are
     # made once.
+    import array  # noqa: F401 (for the children's _warm_fd_array)
     import builtins
     import ctypes
     import fcntl
@@ -167,6 +186,7 @@ def _warm_prepare(cfg):
 
     libc = ctypes.CDLL(None, use_errno=True)
     _W["libc"] = libc
+    _W["fork"] = ctypes.PyDLL(None, use_errno=True).fork
     prctl = libc.prctl
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
 
@@ -294,7 +314,7 @@ def _warm_mount_tmp():
         raise OSError(ctypes.get_errno(), "mount /tmp")
 
 
-def _warm_fork(session):
+def _warm_fork(session, ends):
     # Fork C, PID 1 of a new PID namespace. A request child shares the zygote's mount namespace
     # and its fresh /tmp (a worker runs one request at a time); a session's has a mount
     # namespace and /tmp of its own.
@@ -307,35 +327,28 @@ def _warm_fork(session):
     if libc.unshare(CLONE_NEWPID) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID)")
     try:
-        pid = os.fork()
+        # fork(2) itself, not os.fork(): the zygote has one thread and no at-fork hooks to run
+        # but random's (the child reseeds), and CPython's after-fork bookkeeping alone would
+        # copy some eighty pages in every child. PyDLL: the GIL stays held across the call.
+        pid = _W["fork"]()
+        if pid < 0:
+            raise OSError(ctypes.get_errno(), "fork")
         if pid == 0:
-            _warm_child(session)
+            _warm_child(session, ends)
     finally:
         if os.getpid() != 1 and libc.setns(_W["self_pidfd"], CLONE_NEWPID) != 0:
             raise OSError(ctypes.get_errno(), "setns back to the zygote's PID namespace")
     return pid
 
 
-def _warm_child(session):
-    # C: PID 1 of its namespace (everything it leaves behind dies with it). Hand the host its
-    # ends of the pipes and a pidfd, isolate, take the first-use costs of the request path
-    # (warm-up), then wait for the request.
+def _warm_child(session, ends):
+    # C: PID 1 of its namespace (everything it leaves behind dies with it). Isolate, take the
+    # first-use costs of the request path (warm-up), then wait for the request.
     import os
 
-    code = 70  # until the host has the pipes (the zygote then says so unasked)
+    code = 71
     try:
-        req_r, req_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
-        host = [req_w, out_r, err_r, res_r]
-        for fd in host:
-            os.set_blocking(fd, False)
-        host.append(_warm_pidfd_open(os.getpid()))
-        _warm_send(_W["ctl"], {"child": _W["seq"], "session": session}, host)
-        for fd in host:
-            os.close(fd)
-        code = 71
+        req_r, out_w, err_w, res_w = ends
         null = _W["null"]
         os.setsid()
         for fd, target in ((req_r, 3), (out_w, 5), (err_w, 6), (res_w, 7)):
@@ -398,10 +411,11 @@ def sys_flush():
 
 
 def _warm_isolate():
-    # In the child, before it waits for code: limits, no capabilities, Landlock, seccomp. The
-    # random module reseeds itself in every forked child (its at-fork hook).
+    # In the child, before it waits for code: limits, no capabilities, Landlock, seccomp, fresh
+    # randomness.
     import os
     import resource
+    import sys
 
     libc = _W["libc"]
     iso = _W["iso"]
@@ -436,6 +450,11 @@ def _warm_isolate():
     # The short filter taking the zygote's extra calls away, on top of the zygote's.
     if syscall(317, 1, 0, byref(iso["fprog"])) != 0:  # seccomp(SET_MODE_FILTER)
         raise OSError(errno(), "seccomp")
+    # The random module's state is a copy of the zygote's (fork(2) runs no at-fork hook):
+    # reseed it from the kernel. os.urandom keeps no state in user space.
+    rnd = sys.modules.get("random")
+    if rnd is not None:
+        rnd.seed()
 
 
 def _warm_loop(session):

@@ -18,20 +18,19 @@ pub(crate) const REPORT_MAX: usize = 16 << 20;
 /// dies with it: normally at once).
 const KILL_GRACE: Duration = Duration::from_secs(5);
 
-/// The pipes of one isolated child and its pidfd (for the wall-clock kill).
+/// The pipes of one isolated child (the zygote kills it when asked: see [`exchange`]).
 pub(crate) struct ChildChannel {
     pub seq: u64,
     pub req: OwnedFd,
     pub out: OwnedFd,
     pub err: OwnedFd,
     pub res: OwnedFd,
-    pub pidfd: OwnedFd,
 }
 
 impl ChildChannel {
     /// From the descriptors of a `child` message, in the zygote's order.
     pub fn new(seq: u64, fds: Vec<OwnedFd>) -> Option<ChildChannel> {
-        let [req, out, err, res, pidfd]: [OwnedFd; 5] = fds.try_into().ok()?;
+        let [req, out, err, res]: [OwnedFd; 4] = fds.try_into().ok()?;
         // The zygote made them non-blocking; make sure (a blocking one would stall the host).
         for fd in [&req, &out, &err, &res] {
             sys::ensure_nonblocking(fd.as_fd()).ok()?;
@@ -42,7 +41,6 @@ impl ChildChannel {
             out,
             err,
             res,
-            pidfd,
         })
     }
 }
@@ -142,8 +140,13 @@ fn find_done(report: &[u8], from: usize) -> Option<(usize, Option<Done>)> {
 }
 
 /// Send `line` to the child and collect its output and report until its closing line, its end,
-/// or the wall clock (then kill it: its PID namespace goes with it).
-pub(crate) fn exchange(ch: &ChildChannel, line: &[u8], b: Bounds) -> Exchange {
+/// or the wall clock (then `kill` it: its PID namespace goes with it).
+pub(crate) fn exchange(
+    ch: &ChildChannel,
+    line: &[u8],
+    b: Bounds,
+    kill: &mut dyn FnMut(),
+) -> Exchange {
     let start = Instant::now();
     let deadline = start + b.wall;
     let mut out = Stream::new(&ch.out, b.output);
@@ -172,7 +175,7 @@ pub(crate) fn exchange(ch: &ChildChannel, line: &[u8], b: Bounds) -> Exchange {
             if killed_at.is_some() {
                 break;
             }
-            let _ = sys::pidfd_kill(ch.pidfd.as_fd(), libc::SIGKILL);
+            kill();
             killed_at = Some(now);
             continue;
         }

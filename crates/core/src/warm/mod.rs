@@ -40,6 +40,8 @@ pub const POLICY_ENV: &str = "PYSANDBOX_WORKER_POLICY";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the zygote may take to report a child's end once its pipes have closed.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Grace past a request's wall clock before a child that answered but runs on is killed.
+const BACKSTOP: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum WarmError {
@@ -156,10 +158,10 @@ pub struct Worker {
     errors: Arc<Mutex<String>>,
     /// The next request child, isolated and waiting.
     ready: Option<ChildChannel>,
+    /// The last request child that answered, and when its wall clock runs out.
+    lingering: Option<(u64, Instant)>,
     /// `exit` messages not asked for yet (the last few).
     exits: VecDeque<(u64, ExitRecord)>,
-    /// The newest child handed over.
-    last_child: u64,
     buf: Vec<u8>,
     bounds: Bounds,
     /// Requests served so far.
@@ -217,7 +219,7 @@ impl Worker {
             errors,
             ready: None,
             exits: VecDeque::new(),
-            last_child: 0,
+            lingering: None,
             buf: vec![0u8; 64 * 1024],
             bounds: Bounds {
                 wall: limits.wall,
@@ -313,7 +315,6 @@ impl Worker {
                 let session = v.get("session").and_then(|s| s.as_bool()) == Some(true);
                 let ch = ChildChannel::new(seq, got.fds)
                     .ok_or_else(|| WarmError::Worker("a child without its pipes".into()))?;
-                self.last_child = self.last_child.max(seq);
                 return Ok(Message::Child(ch, session));
             }
             if let Some(seq) = v.get("exit").and_then(|s| s.as_u64()) {
@@ -343,19 +344,34 @@ impl Worker {
         }
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            match self.receive(deadline)? {
-                Message::Child(c, s) if s == session => return Ok(c),
-                Message::Child(c, _) => self.ready = Some(c),
-                Message::Exit(seq, rec) if seq > self.last_child => {
-                    // The zygote says so of a child that failed before it reached us.
-                    return Err(WarmError::Worker(format!(
-                        "a request child failed while being set up ({}): {}",
-                        match (rec.code, rec.signal) {
-                            (_, Some(s)) => format!("signal {s}"),
-                            (c, _) => format!("exit status {}", c.unwrap_or(-1)),
-                        },
-                        self.stderr_text()
-                    )));
+            // The zygote forks the next request child once the last one has ended, which it
+            // does right after its answer, unless it forged that answer and runs on: then it
+            // is killed when its wall clock runs out.
+            let until = match self.lingering {
+                Some((_, t)) if !session => (t + BACKSTOP).min(deadline),
+                _ => deadline,
+            };
+            let msg = match self.receive(until) {
+                Err(WarmError::Hung(_)) if Instant::now() < deadline => {
+                    if let Some((seq, _)) = self.lingering.take() {
+                        let kill = json!({"op": "kill", "seq": seq}).to_string();
+                        let _ = sys::send(self.ctl.as_fd(), kill.as_bytes());
+                    }
+                    continue;
+                }
+                other => other?,
+            };
+            match msg {
+                Message::Child(c, false) => {
+                    self.lingering = None;
+                    if !session {
+                        return Ok(c);
+                    }
+                    self.ready = Some(c);
+                }
+                Message::Child(c, true) if session => return Ok(c),
+                Message::Child(..) => {
+                    return Err(WarmError::Worker("a session child nobody asked for".into()))
                 }
                 Message::Exit(seq, rec) => self.keep_exit(seq, rec),
                 Message::Ready => {}
@@ -391,7 +407,11 @@ impl Worker {
 
     /// One exchange with `ch`, and its outcome.
     fn serve(&mut self, ch: &ChildChannel, req: &Request) -> Result<Served, WarmError> {
-        let x = channel::exchange(ch, &req.encode(), self.bounds);
+        let ctl = self.ctl.as_fd();
+        let kill = json!({"op": "kill", "seq": ch.seq}).to_string();
+        let x = channel::exchange(ch, &req.encode(), self.bounds, &mut || {
+            let _ = sys::send(ctl, kill.as_bytes());
+        });
         if x.idle {
             return Ok(Served::Idle);
         }
@@ -429,7 +449,12 @@ impl Worker {
     /// Run a whole request in a fresh isolated child.
     pub fn run_request(&mut self, req: &Request) -> Result<WarmOutcome, WarmError> {
         let ch = self.next_child(false)?;
+        let started = Instant::now();
         let served = self.serve(&ch, req)?;
+        if matches!(&served, Served::Done(o) if !o.ended) {
+            // It answered and should be ending; see `next_child`.
+            self.lingering = Some((ch.seq, started + self.bounds.wall));
+        }
         drop(ch);
         self.served += 1;
         match served {
