@@ -323,21 +323,21 @@ def _warm_fork(session, ends):
 
     libc = _W["libc"]
     CLONE_NEWPID = 0x20000000
-    # The next child is PID 1 of a new namespace; then the zygote's own namespace again.
+    # Each child is PID 1 of a new namespace: first back to the zygote's own (a new one can
+    # only be made from the namespace the caller is in), then a new one for the next child.
+    # Both before the fork, where the zygote's writes cost nothing.
+    if libc.setns(_W["self_pidfd"], CLONE_NEWPID) != 0:
+        raise OSError(ctypes.get_errno(), "setns to the zygote's PID namespace")
     if libc.unshare(CLONE_NEWPID) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID)")
-    try:
-        # fork(2) itself, not os.fork(): the zygote has one thread and no at-fork hooks to run
-        # but random's (the child reseeds), and CPython's after-fork bookkeeping alone would
-        # copy some eighty pages in every child. PyDLL: the GIL stays held across the call.
-        pid = _W["fork"]()
-        if pid < 0:
-            raise OSError(ctypes.get_errno(), "fork")
-        if pid == 0:
-            _warm_child(session, ends)
-    finally:
-        if os.getpid() != 1 and libc.setns(_W["self_pidfd"], CLONE_NEWPID) != 0:
-            raise OSError(ctypes.get_errno(), "setns back to the zygote's PID namespace")
+    # fork(2) itself, not os.fork(): the zygote has one thread and no at-fork hooks to run but
+    # random's (the child reseeds), and CPython's after-fork bookkeeping alone would copy some
+    # eighty pages in every child. PyDLL: the GIL stays held across the call.
+    pid = _W["fork"]()
+    if pid == 0:
+        _warm_child(session, ends)
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "fork")
     return pid
 
 
