@@ -86,6 +86,8 @@ pub(crate) struct Exchange {
     pub killed: bool,
     /// A session child said it ended for lack of calls.
     pub idle: bool,
+    /// Killed, its pipes were still open after the grace: the zygote did not do it.
+    pub stuck: bool,
     pub wall: Duration,
 }
 
@@ -157,6 +159,7 @@ pub(crate) fn exchange(
     let mut done = None;
     let mut searched = 0;
     let mut killed_at: Option<Instant> = None;
+    let mut stuck = false;
     // The request usually fits the pipe: write it before the first poll.
     let write = |written: &mut usize| match sys::write_some(ch.req.as_raw_fd(), &line[*written..]) {
         Ok(n) => *written += n,
@@ -173,6 +176,7 @@ pub(crate) fn exchange(
         };
         if now >= until {
             if killed_at.is_some() {
+                stuck = true;
                 break;
             }
             kill();
@@ -248,6 +252,7 @@ pub(crate) fn exchange(
         done,
         killed: killed_at.is_some(),
         idle,
+        stuck,
         wall: start.elapsed(),
     }
 }
@@ -287,7 +292,8 @@ pub(crate) fn outcome(
             (e.code, signal, e.cpu, e.maxrss, limit)
         }
         (_, None) => {
-            anomaly = !x.killed;
+            // The zygote did not say how the child ended: the worker is not to be trusted.
+            anomaly = true;
             let limit = if x.killed {
                 Some(Limit::Wall)
             } else {
@@ -297,6 +303,7 @@ pub(crate) fn outcome(
             (None, signal, 0.0, 0, limit)
         }
     };
+    anomaly |= x.stuck;
     if limit.is_none() && (x.stdout_truncated || x.stderr_truncated) {
         limit = Some(Limit::Output);
     }
