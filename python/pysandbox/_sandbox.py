@@ -343,24 +343,24 @@ class Sandbox:
     def _run(self, op: str, code: str, data: Dict[str, Any], stdin: Optional[str]) -> Result:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, got {type(code).__name__}")
-        encoded = {}
-        for key, value in data.items():
-            path = {"globals": "globals", "locals": "locals", "args": "args", "kwargs": "kwargs"}.get(key, key)
-            encoded[key] = json.loads(_native.encode(value, path))
-        data_in = {"d": [[k, v] for k, v in encoded.items()]}
+        # Each value as tagged JSON text (the native codec), spliced into the request as is.
+        pairs = ",".join(
+            "[%s,%s]" % (json.dumps(key), _native.encode(value, key)) for key, value in data.items()
+        )
+        data_in = '{"d":[%s]}' % pairs
         if self._warm is not None:
-            request = {"code": code, "stdin": stdin, "api": {"op": op, "input": data_in}}
-            resp = json.loads(_warm_call(self._warm.run, json.dumps(request)))
+            request = '{"code":%s,"stdin":%s,"api":{"op":%s,"input":%s}}' % (
+                json.dumps(code), json.dumps(stdin), json.dumps(op), data_in)  # fmt: skip
+            resp = json.loads(_warm_call(self._warm.run, request))
             return self._result(_from_warm(resp, self.config.max_result))
-        else:
-            request = {
-                "policy": self.config.to_policy(),
-                "op": op,
-                "code": code,
-                "stdin": stdin,
-                "input": data_in,
-                "result_max": self.config.max_result,
-            }
+        request = {
+            "policy": self.config.to_policy(),
+            "op": op,
+            "code": code,
+            "stdin": stdin,
+            "input": json.loads(data_in),
+            "result_max": self.config.max_result,
+        }
         helper = self._pool.acquire()
         healthy = False
         try:

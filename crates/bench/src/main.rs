@@ -191,6 +191,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
         run,
     );
     python_api(runs, python, base);
+    floor(runs, python, base);
     // A session: one isolated child keeps its state, no fork per call.
     let mut session =
         pysandbox_core::warm::Session::open(&pysandbox_binary(), &policy, Duration::from_secs(600))
@@ -211,32 +212,20 @@ fn warm(runs: usize, python: &str, base: Duration) {
 
     // CPU-bound pure Python: fib(27) in plain python and in a warm request.
     let fib = "def fib(n):\n    return n if n < 2 else fib(n - 1) + fib(n - 2)\nimport time\nt = time.perf_counter()\nfib(27)\nprint(time.perf_counter() - t)";
-    let plain: Vec<f64> = (0..9)
-        .map(|_| {
-            let out = Command::new(python)
-                .args(["-I", "-S", "-c", fib])
-                .output()
-                .expect("python");
-            String::from_utf8_lossy(&out.stdout)
-                .trim()
-                .parse()
-                .unwrap_or(f64::NAN)
-        })
-        .collect();
+    // Interleaved, 21 of each: this VM's speed drifts by more than the difference sought.
     let mut opts = PoolOptions::new(pysandbox_binary());
     opts.workers = 1;
     let pool = Pool::new(policy.clone(), opts).expect("start a warm worker");
-    let sandboxed: Vec<f64> = (0..9)
-        .map(|_| {
-            pool.run(fib, None)
-                .expect("fib")
-                .run
-                .stdout
-                .trim()
-                .parse()
-                .unwrap_or(f64::NAN)
-        })
-        .collect();
+    let secs = |text: &str| text.trim().parse::<f64>().unwrap_or(f64::NAN);
+    let (mut plain, mut sandboxed) = (Vec::new(), Vec::new());
+    for _ in 0..21 {
+        let out = Command::new(python)
+            .args(["-I", "-S", "-c", fib])
+            .output()
+            .expect("python");
+        plain.push(secs(&String::from_utf8_lossy(&out.stdout)));
+        sandboxed.push(secs(&pool.run(fib, None).expect("fib").run.stdout));
+    }
     pool.shutdown();
     let med = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
@@ -312,6 +301,51 @@ fn timed_row(
         ms(percentile(&t, 0.99)),
         p50.as_secs_f64() / base.as_secs_f64()
     );
+}
+
+/// The floor under a warm request: one plain interpreter, no isolation, no fork, that reads code
+/// from a pipe, runs it and says so (what the CPU and the pipes alone cost here).
+fn floor(runs: usize, python: &str, base: Duration) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let script = "import os, sys\nr = sys.stdin.buffer\nwhile True:\n    n = r.readline()\n    if not n:\n        break\n    exec(compile(r.read(int(n)), '<string>', 'exec'), {'__name__': '__main__'})\n    sys.stdout.flush()\n    os.write(2, b'done\\n')\n";
+    let mut child = Command::new(python)
+        .args(["-I", "-S", "-c", script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut marks = BufReader::new(child.stderr.take().expect("stderr"));
+    for pause in [5, 20] {
+        let mut t = Vec::with_capacity(runs);
+        for i in 0..runs + 10 {
+            std::thread::sleep(Duration::from_millis(pause));
+            let start = Instant::now();
+            write!(stdin, "{}\n{CODE}", CODE.len()).expect("write");
+            stdin.flush().expect("flush");
+            let mut line = String::new();
+            marks.read_line(&mut line).expect("marker");
+            let mut out = [0u8; 2];
+            stdout.read_exact(&mut out).expect("output");
+            if i >= 10 {
+                t.push(start.elapsed());
+            }
+            assert_eq!(&out, b"2\n");
+        }
+        t.sort();
+        let p50 = percentile(&t, 0.5);
+        println!(
+            "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
+            format!("no sandbox, one process, {pause} ms"),
+            ms(p50),
+            ms(percentile(&t, 0.99)),
+            p50.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    drop(stdin);
+    let _ = child.wait();
 }
 
 /// The Python package's warm pool (`Sandbox(config, pool=True).execute`), if the package is
