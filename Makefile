@@ -43,6 +43,8 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	PYO3_PYTHON=$(PY) $(CARGO) clippy --manifest-path crates/py/Cargo.toml -- -D warnings
 
-## Cold-start latency against plain python and bubblewrap (prints a table).
-bench: build
+## Latency against plain python and bubblewrap, warm pool, throughput (prints a table). The
+## Python package is installed for its row; Monty's row appears if pydantic-monty installs.
+bench: build python
+	-$(PY) -m pip install -q --disable-pip-version-check pydantic-monty
 	./target/release/pysandbox-bench 200

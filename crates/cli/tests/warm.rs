@@ -364,3 +364,20 @@ fn warm_mode_refuses_allowed_paths_below_tmp() {
     pol.allow_read.clear();
     assert!(Pool::new(pol, o).is_ok());
 }
+
+#[test]
+fn a_session_ends_after_its_idle_timeout() {
+    let mut s = Session::open(
+        std::path::Path::new(bin()),
+        &policy("stdlib"),
+        Duration::from_millis(300),
+    )
+    .unwrap();
+    assert_eq!(s.execute("x = 1").unwrap().run.exit_code, Some(0));
+    std::thread::sleep(Duration::from_millis(800));
+    match s.execute("print(x)") {
+        Err(WarmError::SessionEnded(why)) => assert!(why.contains("idle"), "{why}"),
+        other => panic!("expected the session to have ended, got {other:?}"),
+    }
+    assert!(!s.is_open());
+}
