@@ -374,7 +374,7 @@ fn python_api(runs: usize, python: &str, base: Duration) {
             if v.len() == 2 {
                 println!(
                     "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
-                    "warm pool from Python, 5 ms between",
+                    "warm pool from Python, 5 ms apart",
                     v[0] * 1e3,
                     v[1] * 1e3,
                     v[0] / base.as_secs_f64()
