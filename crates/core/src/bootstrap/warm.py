@@ -10,12 +10,14 @@
 #     ╚═══ request, stdout, stderr, report pipes ═══════════ own Landlock domain, the strict
 #                                                            seccomp filter; waits for its request
 #
-# Zygote to host, one JSON message each: {"ready": ...}; {"child": seq, ...} carrying the child's
-# request (write end), stdout, stderr and report (read ends) and a pidfd (SCM_RIGHTS); {"exit":
-# seq, ...} when a child has ended, with its status and resource usage. Host to zygote:
-# {"op": "session"} (a child with a mount namespace and /tmp of its own, kept for many calls).
-# End of file on ctl: everything stops. Descriptor 6 holds the configuration (JSON): guard,
-# Landlock rules, seccomp program, limits, modules to preload, whether to prefork.
+# Zygote to host, one JSON message each: {"ready": true}; {"child": seq, "session": bool}
+# carrying the host's ends of the child's pipes (SCM_RIGHTS: request write end, stdout, stderr
+# and report read ends), sent just before the fork; {"exit": seq, ...}, how a child ended, when
+# the host asks. Host to zygote: {"op": "session", "idle": s} (a child with a mount namespace
+# and /tmp of its own, kept for many calls), {"op": "status", "seq": n}, {"op": "kill", "seq":
+# n} (its wall clock ran out). End of file on ctl: everything stops. Descriptor 6 holds the
+# configuration (JSON): guard, Landlock rules, seccomp program, limits, modules to preload,
+# whether to prefork and which request path to warm up.
 
 _W = {}
 

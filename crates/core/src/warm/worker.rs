@@ -1,0 +1,396 @@
+//! One warm worker: the `pysandbox worker` process, the control channel to its zygote, and the
+//! exchange of one request with a child the zygote handed over.
+
+use super::channel::{self, Bounds, ChildChannel, ExitRecord};
+use super::{Request, WarmError, WarmOutcome, WarmUp, ZygoteMode, POLICY_ENV};
+use crate::policy::Policy;
+use crate::sys;
+use serde_json::json;
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a worker may take to start (jail, interpreter, preloads, first child), and the
+/// zygote to hand over a child.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the zygote may take to report a child's end once its pipes have closed.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Grace past a request's wall clock before a child that answered but runs on is killed.
+const BACKSTOP: Duration = Duration::from_secs(1);
+
+/// The `pysandbox worker` command line for a worker's mode and warm-up.
+fn worker_args(mode: ZygoteMode, warm_up: WarmUp) -> Vec<&'static str> {
+    let mut args = vec!["worker"];
+    if mode == ZygoteMode::Sessions {
+        args.push("--sessions");
+    }
+    if warm_up == WarmUp::Api {
+        args.push("--api");
+    }
+    args
+}
+
+/// A message from the zygote (or, before the jail runs, from `pysandbox worker` itself).
+enum Message {
+    Ready,
+    Child(ChildChannel, bool),
+    Exit(u64, ExitRecord),
+    Failed { policy: bool, message: String },
+}
+
+/// One `pysandbox worker` process, its jail and a control channel to its zygote. Requests go
+/// straight to the isolated child the zygote handed over; the worker process only supervises
+/// the jail.
+pub struct Worker {
+    child: Child,
+    pub(super) ctl: OwnedFd,
+    errors: Arc<Mutex<String>>,
+    /// The next request child, isolated and waiting.
+    ready: Option<ChildChannel>,
+    /// The last request child that answered, and when its wall clock runs out.
+    lingering: Option<(u64, Instant)>,
+    /// `exit` messages not asked for yet (the last few).
+    exits: VecDeque<(u64, ExitRecord)>,
+    buf: Vec<u8>,
+    pub(super) bounds: Bounds,
+    /// Requests served so far.
+    pub served: u64,
+}
+
+impl Worker {
+    /// Start a worker for `policy` with the `pysandbox` binary at `binary`.
+    pub fn start(binary: &Path, policy: &Policy) -> Result<Worker, WarmError> {
+        Worker::start_mode(binary, policy, ZygoteMode::Pool, WarmUp::Code)
+    }
+
+    pub(super) fn start_mode(
+        binary: &Path,
+        policy: &Policy,
+        mode: ZygoteMode,
+        warm_up: WarmUp,
+    ) -> Result<Worker, WarmError> {
+        policy.validate()?;
+        let start_err = |message: String| WarmError::Start {
+            binary: binary.to_path_buf(),
+            message,
+        };
+        // The effective limits, stated: the worker must not re-derive them.
+        let limits = policy.effective_limits();
+        let mut stated = policy.clone();
+        stated.limits = limits.clone();
+        let text = serde_json::to_string(&stated).map_err(|e| start_err(e.to_string()))?;
+        let (ctl, theirs) = sys::seqpacket_pair().map_err(|e| start_err(e.to_string()))?;
+        let theirs_too = theirs.try_clone().map_err(|e| start_err(e.to_string()))?;
+        let mut child = Command::new(binary)
+            .args(worker_args(mode, warm_up))
+            .env(POLICY_ENV, text)
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::from(theirs_too))
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| start_err(e.to_string()))?;
+        let stderr = child.stderr.take().expect("piped");
+        let errors = Arc::new(Mutex::new(String::new()));
+        let errs = Arc::clone(&errors);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut e) = errs.lock() {
+                    if e.len() < 64 * 1024 {
+                        e.push_str(&line);
+                        e.push('\n');
+                    }
+                }
+            }
+        });
+        let mut w = Worker {
+            child,
+            ctl,
+            errors,
+            ready: None,
+            exits: VecDeque::new(),
+            lingering: None,
+            buf: vec![0u8; 64 * 1024],
+            bounds: Bounds {
+                wall: limits.wall,
+                output: usize::try_from(limits.output).unwrap_or(usize::MAX),
+                cpu: limits
+                    .cpu
+                    .map(|c| c.as_secs() + u64::from(c.subsec_nanos() > 0)),
+            },
+            served: 0,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            match w.receive(deadline) {
+                Ok(Message::Ready) => return Ok(w),
+                Ok(Message::Child(c, _)) => w.ready = Some(c),
+                Ok(Message::Exit(..)) => {}
+                Ok(Message::Failed {
+                    policy: true,
+                    message,
+                }) => {
+                    w.kill();
+                    return Err(WarmError::Refused(message));
+                }
+                Ok(Message::Failed { message, .. }) => {
+                    w.kill();
+                    return Err(start_err(message));
+                }
+                Err(e) => {
+                    w.kill();
+                    std::thread::sleep(Duration::from_millis(50));
+                    let detail = w.stderr_text();
+                    return Err(start_err(format!("{e} {detail}").trim().to_string()));
+                }
+            }
+        }
+    }
+
+    fn stderr_text(&self) -> String {
+        self.errors
+            .lock()
+            .map(|e| e.trim().to_string())
+            .unwrap_or_default()
+    }
+
+    /// The next message on the control channel, waiting until `deadline`.
+    fn receive(&mut self, deadline: Instant) -> Result<Message, WarmError> {
+        let mut buf = std::mem::take(&mut self.buf);
+        let got = self.receive_into(deadline, &mut buf);
+        self.buf = buf;
+        got
+    }
+
+    fn receive_into(&mut self, deadline: Instant, buf: &mut [u8]) -> Result<Message, WarmError> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut p = [libc::pollfd {
+                fd: self.ctl.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let ms = left.as_millis().min(i32::MAX as u128) as i32;
+            let ready = sys::poll(&mut p, ms).map_err(|e| WarmError::Worker(e.to_string()))?;
+            if ready == 0 {
+                if Instant::now() >= deadline {
+                    return Err(WarmError::Hung(left.max(Duration::from_millis(1))));
+                }
+                continue;
+            }
+            let got = sys::recv_with_fds(self.ctl.as_fd(), buf)
+                .map_err(|e| WarmError::Worker(format!("reading from the worker: {e}")))?;
+            if got.len == 0 {
+                let status = match self.child.try_wait() {
+                    Ok(Some(s)) => format!(" ({s})"),
+                    _ => String::new(),
+                };
+                return Err(WarmError::Worker(format!(
+                    "the worker ended{status}: {}",
+                    self.stderr_text()
+                )));
+            }
+            if got.truncated {
+                return Err(WarmError::Worker(
+                    "an oversized message from the worker".into(),
+                ));
+            }
+            let v: serde_json::Value = serde_json::from_slice(&buf[..got.len]).map_err(|e| {
+                WarmError::Worker(format!(
+                    "a bad message from the worker ({e}): {}",
+                    String::from_utf8_lossy(&buf[..got.len.min(200)])
+                ))
+            })?;
+            if let Some(seq) = v.get("child").and_then(|s| s.as_u64()) {
+                let session = v.get("session").and_then(|s| s.as_bool()) == Some(true);
+                let ch = ChildChannel::new(seq, got.fds)
+                    .ok_or_else(|| WarmError::Worker("a child without its pipes".into()))?;
+                return Ok(Message::Child(ch, session));
+            }
+            if let Some(seq) = v.get("exit").and_then(|s| s.as_u64()) {
+                let rec: ExitRecord = serde_json::from_value(v.clone())
+                    .map_err(|e| WarmError::Worker(format!("a bad exit message: {e}")))?;
+                return Ok(Message::Exit(seq, rec));
+            }
+            if v.get("ready").is_some() {
+                return Ok(Message::Ready);
+            }
+            if let Some(message) = v.get("error").and_then(|e| e.as_str()) {
+                return Ok(Message::Failed {
+                    policy: v.get("kind").and_then(|k| k.as_str()) == Some("policy"),
+                    message: message.to_string(),
+                });
+            }
+            // Anything else is ignored (forward compatibility).
+        }
+    }
+
+    /// The next request child: the one waiting, or the next the zygote hands over.
+    pub(super) fn next_child(&mut self, session: bool) -> Result<ChildChannel, WarmError> {
+        if !session {
+            if let Some(c) = self.ready.take() {
+                return Ok(c);
+            }
+        }
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            // The zygote forks the next request child once the last one has ended, which it
+            // does right after its answer, unless it forged that answer and runs on: then it
+            // is killed when its wall clock runs out.
+            let until = match self.lingering {
+                Some((_, t)) if !session => (t + BACKSTOP).min(deadline),
+                _ => deadline,
+            };
+            let msg = match self.receive(until) {
+                Err(WarmError::Hung(_)) if Instant::now() < deadline => {
+                    if let Some((seq, _)) = self.lingering.take() {
+                        let kill = json!({"op": "kill", "seq": seq}).to_string();
+                        let _ = sys::send(self.ctl.as_fd(), kill.as_bytes());
+                    }
+                    continue;
+                }
+                other => other?,
+            };
+            match msg {
+                Message::Child(c, false) => {
+                    self.lingering = None;
+                    if !session {
+                        return Ok(c);
+                    }
+                    self.ready = Some(c);
+                }
+                Message::Child(c, true) if session => return Ok(c),
+                Message::Child(..) => {
+                    return Err(WarmError::Worker("a session child nobody asked for".into()))
+                }
+                Message::Exit(seq, rec) => self.keep_exit(seq, rec),
+                Message::Ready => {}
+                Message::Failed { message, .. } => return Err(WarmError::Worker(message)),
+            }
+        }
+    }
+
+    fn keep_exit(&mut self, seq: u64, rec: ExitRecord) {
+        self.exits.push_back((seq, rec));
+        while self.exits.len() > 16 {
+            self.exits.pop_front();
+        }
+    }
+
+    /// How child `seq` ended, as the zygote saw it (it reaps every child and says so).
+    fn exit_of(&mut self, seq: u64) -> Option<ExitRecord> {
+        if let Some(i) = self.exits.iter().position(|(s, _)| *s == seq) {
+            return self.exits.remove(i).map(|(_, r)| r);
+        }
+        let ask = json!({"op": "status", "seq": seq}).to_string();
+        sys::send(self.ctl.as_fd(), ask.as_bytes()).ok()?;
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            match self.receive(deadline).ok()? {
+                Message::Exit(s, rec) if s == seq => return Some(rec),
+                Message::Exit(s, rec) => self.keep_exit(s, rec),
+                Message::Child(c, false) => self.ready = Some(c),
+                _ => {}
+            }
+        }
+    }
+
+    /// One exchange with `ch`, and its outcome.
+    pub(super) fn serve(&mut self, ch: &ChildChannel, req: &Request) -> Result<Served, WarmError> {
+        let ctl = self.ctl.as_fd();
+        let kill = json!({"op": "kill", "seq": ch.seq}).to_string();
+        let x = channel::exchange(ch, &req.encode(), self.bounds, &mut || {
+            let _ = sys::send(ctl, kill.as_bytes());
+        });
+        if x.idle {
+            return Ok(Served::Idle);
+        }
+        let exit = if x.done.is_some() && !x.killed {
+            None
+        } else {
+            self.exit_of(ch.seq)
+        };
+        let (run, result, anomaly) = channel::outcome(&x, exit, self.bounds);
+        let ended = x.done.is_none() || x.killed;
+        Ok(Served::Done(WarmOutcome {
+            id: serde_json::Value::Null,
+            run,
+            anomaly,
+            result,
+            ended,
+        }))
+    }
+
+    /// Run `code` in a fresh isolated child; `name` is its file name in tracebacks.
+    pub fn run(
+        &mut self,
+        name: Option<&str>,
+        code: &str,
+        stdin: Option<&str>,
+    ) -> Result<WarmOutcome, WarmError> {
+        self.run_request(&Request {
+            code: code.to_string(),
+            name: name.map(str::to_string),
+            stdin: stdin.map(str::to_string),
+            api: None,
+        })
+    }
+
+    /// Run a whole request in a fresh isolated child.
+    pub fn run_request(&mut self, req: &Request) -> Result<WarmOutcome, WarmError> {
+        let ch = self.next_child(false)?;
+        let started = Instant::now();
+        let served = self.serve(&ch, req)?;
+        if matches!(&served, Served::Done(o) if !o.ended) {
+            // It answered and should be ending; see `next_child`.
+            self.lingering = Some((ch.seq, started + self.bounds.wall));
+        }
+        drop(ch);
+        self.served += 1;
+        match served {
+            Served::Done(mut o) => {
+                // A fresh child always ends; `ended` only means something for sessions.
+                o.ended = false;
+                Ok(o)
+            }
+            Served::Idle => Err(WarmError::Worker("a request child went idle".into())),
+        }
+    }
+
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Process id of the `pysandbox worker` process (for memory accounting).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Stop the worker: end of file on the control channel makes the zygote kill its children
+    /// and exit, and the jail ends with it.
+    pub fn stop(mut self) {
+        self.ready = None;
+        let _ = sys::shutdown_write(self.ctl.as_fd());
+        for _ in 0..100 {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.kill();
+    }
+}
+
+pub(super) enum Served {
+    Done(WarmOutcome),
+    /// A session child that ended for lack of calls.
+    Idle,
+}
