@@ -645,9 +645,10 @@ pub(crate) fn recv_with_fds(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Receiv
     })
 }
 
-/// shutdown(2) of the writing side: the peer reads end of file, our descriptor stays open.
-pub(crate) fn shutdown_write(fd: BorrowedFd) -> io::Result<()> {
+/// shutdown(2) of the socket behind `fd` (every descriptor of it): `libc::SHUT_WR` and the peer
+/// reads end of file; `SHUT_RDWR` also ends our reads.
+pub(crate) fn shutdown(fd: BorrowedFd, how: libc::c_int) -> io::Result<()> {
     // SAFETY: plain syscall on a valid descriptor.
-    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) })?;
+    cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) })?;
     Ok(())
 }

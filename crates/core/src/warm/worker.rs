@@ -8,10 +8,10 @@ use crate::sys;
 use serde_json::json;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a worker may take to start (jail, interpreter, preloads, first child), and the
@@ -42,6 +42,78 @@ enum Message {
     Failed { policy: bool, message: String },
 }
 
+enum Incoming {
+    Message(Message),
+    /// The channel ended or failed (why): nothing more comes.
+    Ended(String),
+}
+
+#[derive(Default)]
+struct Inbox {
+    queue: Mutex<VecDeque<Incoming>>,
+    arrived: Condvar,
+}
+
+/// The worker's reading thread: every message from the zygote, decoded, into `inbox`, until the
+/// channel ends (the worker stopped or died).
+fn read_messages(ctl: OwnedFd, inbox: &Inbox) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let item = match read_message(ctl.as_fd(), &mut buf) {
+            Ok(Some(m)) => Incoming::Message(m),
+            Ok(None) => continue,
+            Err(why) => Incoming::Ended(why),
+        };
+        let ended = matches!(item, Incoming::Ended(_));
+        inbox
+            .queue
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(item);
+        inbox.arrived.notify_all();
+        if ended {
+            return;
+        }
+    }
+}
+
+/// One message from the zygote; `None` for one of a kind this version does not know.
+fn read_message(ctl: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Message>, String> {
+    let got = sys::recv_with_fds(ctl, buf).map_err(|e| format!("reading from it: {e}"))?;
+    if got.len == 0 {
+        return Err("end of its control channel".into());
+    }
+    if got.truncated {
+        return Err("an oversized message".into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&buf[..got.len]).map_err(|e| {
+        format!(
+            "a bad message ({e}): {}",
+            String::from_utf8_lossy(&buf[..got.len.min(200)])
+        )
+    })?;
+    if let Some(seq) = v.get("child").and_then(|s| s.as_u64()) {
+        let session = v.get("session").and_then(|s| s.as_bool()) == Some(true);
+        let ch = ChildChannel::new(seq, got.fds).ok_or("a child without its pipes")?;
+        return Ok(Some(Message::Child(ch, session)));
+    }
+    if let Some(seq) = v.get("exit").and_then(|s| s.as_u64()) {
+        let rec: ExitRecord =
+            serde_json::from_value(v.clone()).map_err(|e| format!("a bad exit message: {e}"))?;
+        return Ok(Some(Message::Exit(seq, rec)));
+    }
+    if v.get("ready").is_some() {
+        return Ok(Some(Message::Ready));
+    }
+    if let Some(message) = v.get("error").and_then(|e| e.as_str()) {
+        return Ok(Some(Message::Failed {
+            policy: v.get("kind").and_then(|k| k.as_str()) == Some("policy"),
+            message: message.to_string(),
+        }));
+    }
+    Ok(None)
+}
+
 /// One `pysandbox worker` process, its jail and a control channel to its zygote. Requests go
 /// straight to the isolated child the zygote handed over; the worker process only supervises
 /// the jail.
@@ -55,7 +127,9 @@ pub struct Worker {
     lingering: Option<(u64, Instant)>,
     /// `exit` messages not asked for yet (the last few).
     exits: VecDeque<(u64, ExitRecord)>,
-    buf: Vec<u8>,
+    /// Messages from the zygote, read as they arrive by a thread of the worker's own, so that a
+    /// request finds its child's pipes ready to use rather than receiving and decoding them.
+    inbox: Arc<Inbox>,
     pub(super) bounds: Bounds,
     /// Requests served so far.
     pub served: u64,
@@ -106,6 +180,10 @@ impl Worker {
                 }
             }
         });
+        let inbox = Arc::new(Inbox::default());
+        let reading = ctl.try_clone().map_err(|e| start_err(e.to_string()))?;
+        let to = Arc::clone(&inbox);
+        std::thread::spawn(move || read_messages(reading, &to));
         let mut w = Worker {
             child,
             ctl,
@@ -113,7 +191,7 @@ impl Worker {
             ready: None,
             exits: VecDeque::new(),
             lingering: None,
-            buf: vec![0u8; 64 * 1024],
+            inbox,
             bounds: Bounds {
                 wall: limits.wall,
                 output: usize::try_from(limits.output).unwrap_or(usize::MAX),
@@ -157,74 +235,36 @@ impl Worker {
             .unwrap_or_default()
     }
 
-    /// The next message on the control channel, waiting until `deadline`.
+    /// The next message from the zygote, waiting until `deadline`.
     fn receive(&mut self, deadline: Instant) -> Result<Message, WarmError> {
-        let mut buf = std::mem::take(&mut self.buf);
-        let got = self.receive_into(deadline, &mut buf);
-        self.buf = buf;
-        got
-    }
-
-    fn receive_into(&mut self, deadline: Instant, buf: &mut [u8]) -> Result<Message, WarmError> {
+        let mut q = self.inbox.queue.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let mut p = [libc::pollfd {
-                fd: self.ctl.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            let ms = left.as_millis().min(i32::MAX as u128) as i32;
-            let ready = sys::poll(&mut p, ms).map_err(|e| WarmError::Worker(e.to_string()))?;
-            if ready == 0 {
-                if Instant::now() >= deadline {
-                    return Err(WarmError::Hung(left.max(Duration::from_millis(1))));
+            match q.pop_front() {
+                Some(Incoming::Message(m)) => return Ok(m),
+                Some(Incoming::Ended(why)) => {
+                    q.push_front(Incoming::Ended(why.clone()));
+                    drop(q);
+                    let status = match self.child.try_wait() {
+                        Ok(Some(s)) => format!(" ({s})"),
+                        _ => String::new(),
+                    };
+                    return Err(WarmError::Worker(format!(
+                        "the worker ended{status}: {why} {}",
+                        self.stderr_text()
+                    )));
                 }
-                continue;
+                None => {}
             }
-            let got = sys::recv_with_fds(self.ctl.as_fd(), buf)
-                .map_err(|e| WarmError::Worker(format!("reading from the worker: {e}")))?;
-            if got.len == 0 {
-                let status = match self.child.try_wait() {
-                    Ok(Some(s)) => format!(" ({s})"),
-                    _ => String::new(),
-                };
-                return Err(WarmError::Worker(format!(
-                    "the worker ended{status}: {}",
-                    self.stderr_text()
-                )));
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(WarmError::Hung(Duration::from_millis(1)));
             }
-            if got.truncated {
-                return Err(WarmError::Worker(
-                    "an oversized message from the worker".into(),
-                ));
-            }
-            let v: serde_json::Value = serde_json::from_slice(&buf[..got.len]).map_err(|e| {
-                WarmError::Worker(format!(
-                    "a bad message from the worker ({e}): {}",
-                    String::from_utf8_lossy(&buf[..got.len.min(200)])
-                ))
-            })?;
-            if let Some(seq) = v.get("child").and_then(|s| s.as_u64()) {
-                let session = v.get("session").and_then(|s| s.as_bool()) == Some(true);
-                let ch = ChildChannel::new(seq, got.fds)
-                    .ok_or_else(|| WarmError::Worker("a child without its pipes".into()))?;
-                return Ok(Message::Child(ch, session));
-            }
-            if let Some(seq) = v.get("exit").and_then(|s| s.as_u64()) {
-                let rec: ExitRecord = serde_json::from_value(v.clone())
-                    .map_err(|e| WarmError::Worker(format!("a bad exit message: {e}")))?;
-                return Ok(Message::Exit(seq, rec));
-            }
-            if v.get("ready").is_some() {
-                return Ok(Message::Ready);
-            }
-            if let Some(message) = v.get("error").and_then(|e| e.as_str()) {
-                return Ok(Message::Failed {
-                    policy: v.get("kind").and_then(|k| k.as_str()) == Some("policy"),
-                    message: message.to_string(),
-                });
-            }
-            // Anything else is ignored (forward compatibility).
+            q = self
+                .inbox
+                .arrived
+                .wait_timeout(q, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
         }
     }
 
@@ -378,7 +418,7 @@ impl Worker {
     /// and exit, and the jail ends with it.
     pub fn stop(mut self) {
         self.ready = None;
-        let _ = sys::shutdown_write(self.ctl.as_fd());
+        let _ = sys::shutdown(self.ctl.as_fd(), libc::SHUT_WR);
         for _ in 0..100 {
             if let Ok(Some(_)) = self.child.try_wait() {
                 return;
@@ -386,6 +426,14 @@ impl Worker {
             std::thread::sleep(Duration::from_millis(10));
         }
         self.kill();
+    }
+}
+
+impl Drop for Worker {
+    /// The reading thread holds the control socket too: shut it down, so that the zygote sees
+    /// the end of it and the thread ends.
+    fn drop(&mut self) {
+        let _ = sys::shutdown(self.ctl.as_fd(), libc::SHUT_RDWR);
     }
 }
 
