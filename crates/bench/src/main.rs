@@ -364,32 +364,13 @@ fn python_api(runs: usize, python: &str, base: Duration) {
          \x20   print(t[len(t) // 2], t[int((len(t) - 1) * 0.99)])\n",
         n = runs + 10
     );
-    match Command::new(python).args(["-c", &script]).output() {
-        Ok(o) if o.status.success() => {
-            let text = String::from_utf8_lossy(&o.stdout);
-            let v: Vec<f64> = text
-                .split_whitespace()
-                .filter_map(|x| x.parse().ok())
-                .collect();
-            if v.len() == 2 {
-                println!(
-                    "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
-                    "warm pool from Python, 5 ms apart",
-                    v[0] * 1e3,
-                    v[1] * 1e3,
-                    v[0] / base.as_secs_f64()
-                );
-            }
-        }
-        Ok(o) => println!(
-            "(Python API row skipped: {})",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("the pysandbox package is not installed (make python)")
-        ),
-        Err(e) => println!("(Python API row skipped: {e})"),
-    }
+    python_row(
+        python,
+        &script,
+        "warm pool from Python, 5 ms apart",
+        "the pysandbox package is not installed (make python)",
+        base,
+    );
 }
 
 /// Monty (pydantic-monty, a Rust interpreter for a subset of Python) in its warm worker, if it
@@ -399,24 +380,43 @@ fn monty(runs: usize, python: &str, base: Duration) {
         "import time\nimport pydantic_monty as pm\nwith pm.Monty() as m:\n    with m.checkout() as w:\n        t = []\n        for i in range({n}):\n            s = time.perf_counter()\n            w.feed_run('1+1')\n            t.append(time.perf_counter() - s)\n        t.sort()\n        print(t[len(t) // 2], t[int((len(t) - 1) * 0.99)])\n",
         n = runs + 10
     );
-    match Command::new(python).args(["-c", &script]).output() {
+    python_row(
+        python,
+        &script,
+        "Monty session (a Python subset)",
+        "pydantic-monty is not installed",
+        base,
+    );
+}
+
+/// Run a timing script under `python` that prints its p50 and p99 in seconds, and print its row
+/// (or why it was skipped: the last line of its errors, or `missing`).
+fn python_row(python: &str, script: &str, label: &str, missing: &str, base: Duration) {
+    match Command::new(python).args(["-c", script]).output() {
         Ok(o) if o.status.success() => {
             let text = String::from_utf8_lossy(&o.stdout);
             let v: Vec<f64> = text
                 .split_whitespace()
                 .filter_map(|x| x.parse().ok())
                 .collect();
-            if v.len() == 2 {
+            if let [p50, p99] = v[..] {
                 println!(
                     "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
-                    "Monty session (a Python subset)",
-                    v[0] * 1e3,
-                    v[1] * 1e3,
-                    v[0] / base.as_secs_f64()
+                    label,
+                    p50 * 1e3,
+                    p99 * 1e3,
+                    p50 / base.as_secs_f64()
                 );
             }
         }
-        _ => println!("(Monty row skipped: pydantic-monty is not installed for {python})"),
+        Ok(o) => {
+            let err = String::from_utf8_lossy(&o.stderr);
+            println!(
+                "({label} row skipped: {})",
+                err.lines().last().unwrap_or(missing)
+            );
+        }
+        Err(e) => println!("({label} row skipped: {e})"),
     }
 }
 

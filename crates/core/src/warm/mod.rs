@@ -70,9 +70,16 @@ pub struct Request {
 
 impl Request {
     pub fn code(code: &str) -> Request {
+        Request::new(None, code, None)
+    }
+
+    /// `code` with a file name for tracebacks and standard input.
+    pub fn new(name: Option<&str>, code: &str, stdin: Option<&str>) -> Request {
         Request {
             code: code.to_string(),
-            ..Request::default()
+            name: name.map(str::to_string),
+            stdin: stdin.map(str::to_string),
+            api: None,
         }
     }
 

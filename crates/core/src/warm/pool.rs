@@ -140,12 +140,7 @@ impl Pool {
         code: &str,
         stdin: Option<&str>,
     ) -> Result<WarmOutcome, WarmError> {
-        self.run_request(&Request {
-            code: code.to_string(),
-            name: name.map(str::to_string),
-            stdin: stdin.map(str::to_string),
-            api: None,
-        })
+        self.run_request(&Request::new(name, code, stdin))
     }
 
     /// Run a whole request on an idle worker.

@@ -371,12 +371,7 @@ impl Worker {
         code: &str,
         stdin: Option<&str>,
     ) -> Result<WarmOutcome, WarmError> {
-        self.run_request(&Request {
-            code: code.to_string(),
-            name: name.map(str::to_string),
-            stdin: stdin.map(str::to_string),
-            api: None,
-        })
+        self.run_request(&Request::new(name, code, stdin))
     }
 
     /// Run a whole request in a fresh isolated child.
