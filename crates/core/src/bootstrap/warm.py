@@ -57,7 +57,6 @@ def _pysandbox_warm(ns, boot):
     ended = {}  # seq -> how it ended (the last ones), for the host to ask about
     asked = set()
     state = {"seq": 0, "request": None}
-    _W["ctl"] = ctl
 
     def spawn(session):
         # Everything for the next child is made before the fork, the host's ends of its pipes
@@ -169,7 +168,7 @@ def _warm_send(ctl, obj, fds=()):
 
 
 def _warm_fd_array(fds):
-    import array  # imported by the zygote already (_warm_prepare)
+    import array
 
     return array.array("i", fds)
 
@@ -179,7 +178,6 @@ def _warm_prepare(cfg):
     # capability bounding set is dropped and the securebits locked here already (the zygote
     # keeps its effective capabilities and never executes a program); the guard's builtins are
     # made once.
-    import array  # noqa: F401 (for the children's _warm_fd_array)
     import builtins
     import ctypes
     import fcntl
