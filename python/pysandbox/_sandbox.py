@@ -479,7 +479,7 @@ class Session:
         try:
             resp = json.loads(_warm_call(self._native.execute, json.dumps({"code": code, "stdin": stdin})))
         except SandboxError as e:
-            self.close(str(e))
+            self.close(str(e).replace("the session has ended: ", "", 1))
             raise
         if resp.get("ended"):
             self.close("a limit or a crash ended it")

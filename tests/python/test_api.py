@@ -389,6 +389,16 @@ def test_session_keeps_state_and_ends_on_a_limit():
     s.close()
 
 
+def test_session_ends_after_its_idle_timeout():
+    s = Sandbox(SandboxConfig(preset="stdlib")).session(idle_timeout=0.3)
+    s.execute("x = 1")
+    time.sleep(0.8)
+    with pytest.raises(SandboxError, match="session has ended: idle timeout"):
+        s.execute("print(x)")
+    with pytest.raises(SandboxError, match="^the session has ended: idle timeout$"):
+        s.execute("print(x)")
+
+
 def test_warm_policy_errors_are_policy_errors():
     with pytest.raises(PolicyError):
         Sandbox(SandboxConfig(recursion_limit=1), pool=True).eval("1")

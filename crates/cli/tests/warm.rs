@@ -15,11 +15,20 @@ fn policy(preset: &str) -> Policy {
     p
 }
 
-fn pool(workers: usize, max_queue: usize) -> Pool {
+fn options(workers: usize) -> PoolOptions {
     let mut o = PoolOptions::new(bin());
     o.workers = workers;
+    o
+}
+
+fn pool(workers: usize, max_queue: usize) -> Pool {
+    let mut o = options(workers);
     o.max_queue = max_queue;
     Pool::new(policy("stdlib"), o).expect("start the pool")
+}
+
+fn session(idle: Duration) -> Session {
+    Session::open(std::path::Path::new(bin()), &policy("stdlib"), idle).expect("open a session")
 }
 
 #[test]
@@ -114,9 +123,14 @@ class D(ctypes.Structure):
     _fields_ = [("e", ctypes.c_uint32), ("p", ctypes.c_uint32), ("i", ctypes.c_uint32)]
 h, d = H(0x20080522, 0), (D * 2)()
 print(ctypes.CDLL(None).syscall(125, ctypes.byref(h), ctypes.byref(d)), os.getuid(), [(x.e, x.p, x.i) for x in d])
+print("no_new_privs", ctypes.CDLL(None).prctl(39, 0, 0, 0, 0))
 "#;
     let r = p.run(caps, None).unwrap();
-    assert_eq!(r.run.stdout, "0 0 [(0, 0, 0), (0, 0, 0)]\n", "{r:?}");
+    // no_new_privs is inherited from the jail's init (the child does not set it again).
+    assert_eq!(
+        r.run.stdout, "0 0 [(0, 0, 0), (0, 0, 0)]\nno_new_privs 1\n",
+        "{r:?}"
+    );
     // The worker is still there for the next request.
     let r = p.run("print('still here')", None).unwrap();
     assert_eq!(r.run.stdout, "still here\n");
@@ -192,12 +206,7 @@ fn a_full_queue_is_refused() {
 
 #[test]
 fn sessions_keep_state_until_a_limit_or_close() {
-    let mut s = Session::open(
-        std::path::Path::new(bin()),
-        &policy("stdlib"),
-        Duration::from_secs(60),
-    )
-    .unwrap();
+    let mut s = session(Duration::from_secs(60));
     assert_eq!(s.execute("x = 20").unwrap().run.exit_code, Some(0));
     assert_eq!(
         s.execute("x += 1\nprint(x * 2)").unwrap().run.stdout,
@@ -259,9 +268,7 @@ fn cpu_limit_per_request() {
     let mut pol = policy("stdlib");
     pol.limits.wall = Duration::from_secs(6);
     pol.limits.cpu = Some(Duration::from_secs(1));
-    let mut o = PoolOptions::new(bin());
-    o.workers = 1;
-    let p = Pool::new(pol, o).unwrap();
+    let p = Pool::new(pol, options(1)).unwrap();
     let t = Instant::now();
     let r = p.run("while True: pass", None).unwrap();
     assert_eq!(r.run.limit, Some(Limit::Cpu), "{r:?}");
@@ -352,27 +359,18 @@ fn warm_mode_refuses_allowed_paths_below_tmp() {
     std::fs::create_dir_all(dir.path()).unwrap();
     let mut pol = policy("stdlib");
     pol.allow_read.push(dir.path().to_path_buf());
-    let mut o = PoolOptions::new(bin());
-    o.workers = 1;
-    match Pool::new(pol.clone(), o) {
+    match Pool::new(pol.clone(), options(1)) {
         Err(e) => assert!(e.to_string().contains("fresh /tmp"), "{e}"),
         Ok(_) => panic!("a warm pool started with an allowed path below /tmp"),
     }
     // Without it, the same pool starts.
-    let mut o = PoolOptions::new(bin());
-    o.workers = 1;
     pol.allow_read.clear();
-    assert!(Pool::new(pol, o).is_ok());
+    assert!(Pool::new(pol, options(1)).is_ok());
 }
 
 #[test]
 fn a_session_ends_after_its_idle_timeout() {
-    let mut s = Session::open(
-        std::path::Path::new(bin()),
-        &policy("stdlib"),
-        Duration::from_millis(300),
-    )
-    .unwrap();
+    let mut s = session(Duration::from_millis(300));
     assert_eq!(s.execute("x = 1").unwrap().run.exit_code, Some(0));
     std::thread::sleep(Duration::from_millis(800));
     match s.execute("print(x)") {

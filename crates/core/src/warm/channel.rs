@@ -132,12 +132,23 @@ impl Stream {
     }
 }
 
-/// Find the closing line in the report: (where it starts, the parsed line).
-fn find_done(report: &[u8], from: usize) -> Option<(usize, Option<Done>)> {
-    const MARK: &[u8] = b"\0done ";
-    let at = from + report[from..].windows(MARK.len()).position(|w| w == MARK)?;
-    let rest = &report[at + MARK.len()..];
+const DONE: &[u8] = b"\0done ";
+
+/// Look for the closing line in `report` from `*from` on: where it starts and what it says
+/// (`None` inside for a line that does not parse: forged garbage, not a closing line). `*from`
+/// moves past what need not be searched again, so that a report arriving in many pieces (an
+/// API result of megabytes) is searched once, not once per piece.
+fn find_done(report: &[u8], from: &mut usize) -> Option<(usize, Option<Done>)> {
+    let Some(found) = report[*from..].windows(DONE.len()).position(|w| w == DONE) else {
+        // A mark split between two reads may start in the last DONE.len() - 1 bytes.
+        *from = report.len().saturating_sub(DONE.len() - 1).max(*from);
+        return None;
+    };
+    let at = *from + found;
+    *from = at;
+    let rest = &report[at + DONE.len()..];
     let end = rest.iter().position(|&b| b == b'\n')?;
+    *from = at + 1;
     Some((at, serde_json::from_slice(&rest[..end]).ok()))
 }
 
@@ -223,8 +234,7 @@ pub(crate) fn exchange(
             }
         }
         if killed_at.is_none() {
-            while let Some((at, parsed)) = find_done(&res.data, searched) {
-                searched = at + 1;
+            while let Some((at, parsed)) = find_done(&res.data, &mut searched) {
                 if let Some(d) = parsed {
                     res.data.truncate(at);
                     done = Some((d.exit, d.cpu, d.maxrss));
@@ -264,8 +274,8 @@ pub(crate) fn outcome(
     exit: Option<ExitRecord>,
     b: Bounds,
 ) -> (JsonOutcome, Option<String>, bool) {
-    let (report, result) = split_result(&x.report);
-    let reported = crate::run::reported_limit(report);
+    let reported = crate::run::reported_limit(&x.report);
+    let result = crate::run::api_result(&x.report).map(|r| String::from_utf8_lossy(r).into_owned());
     let mut anomaly = false;
     let (exit_code, signal, cpu, maxrss, mut limit) = match (x.done, exit) {
         (Some((code, cpu, maxrss)), _) if !x.killed => (Some(code), None, cpu, maxrss, reported),
@@ -322,41 +332,32 @@ pub(crate) fn outcome(
     (o, result, anomaly)
 }
 
-/// The report's text before the API result, and the result (`\0result\n` then tagged JSON).
-fn split_result(report: &[u8]) -> (&[u8], Option<String>) {
-    const MARK: &[u8] = b"\0result\n";
-    match report.windows(MARK.len()).position(|w| w == MARK) {
-        Some(at) => (
-            &report[..at],
-            Some(String::from_utf8_lossy(&report[at + MARK.len()..]).into_owned()),
-        ),
-        None => (report, None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn closing_line_is_found_and_parsed_strictly() {
-        let r = b"limit memory\n\0done {\"exit\": 3, \"cpu\": 0.5, \"maxrss\": 10, \"run\": 0.1}\n";
-        let (at, d) = find_done(r, 0).unwrap();
+        let r = b"limit memory\n\0done {\"exit\": 3, \"cpu\": 0.5, \"maxrss\": 10}\n";
+        let (at, d) = find_done(r, &mut 0).unwrap();
         assert_eq!(at, 13);
         let d = d.unwrap();
         assert_eq!((d.exit, d.maxrss), (3, 10));
-        // Incomplete: wait for more.
-        assert!(find_done(b"\0done {\"exit\": 3", 0).is_none());
         // Forged garbage is not a closing line.
-        let (_, d) = find_done(b"\0done nonsense\n", 0).unwrap();
+        let (_, d) = find_done(b"\0done nonsense\n", &mut 0).unwrap();
         assert!(d.is_none());
     }
 
     #[test]
-    fn result_is_split_from_the_report() {
-        let (r, v) = split_result(b"limit memory\n\0result\n{\"d\": []}");
-        assert_eq!(r, b"limit memory\n");
-        assert_eq!(v.as_deref(), Some("{\"d\": []}"));
-        assert_eq!(split_result(b"x").1, None);
+    fn closing_line_is_found_across_reads() {
+        // The report grows as reads come in: the mark may be split, the line unfinished.
+        let full = b"xxxxxxxxxx\0done {\"exit\": 0, \"cpu\": 0.0, \"maxrss\": 1}\n";
+        let mut from = 0;
+        for cut in 1..full.len() {
+            assert!(find_done(&full[..cut], &mut from).is_none(), "cut {cut}");
+            assert!(from <= 10, "searched past the mark at cut {cut}");
+        }
+        let (at, d) = find_done(full, &mut from).unwrap();
+        assert_eq!((at, d.map(|d| d.maxrss)), (10, Some(1)));
     }
 }

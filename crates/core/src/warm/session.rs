@@ -4,9 +4,7 @@ use super::channel::ChildChannel;
 use super::worker::{Served, Worker};
 use super::{Request, WarmError, WarmOutcome, WarmUp, ZygoteMode};
 use crate::policy::Policy;
-use crate::sys;
 use serde_json::json;
-use std::os::fd::AsFd;
 use std::path::Path;
 use std::time::Duration;
 
@@ -30,8 +28,8 @@ impl Session {
         warm_up: WarmUp,
     ) -> Result<Session, WarmError> {
         let mut worker = Worker::start_mode(binary, policy, ZygoteMode::Sessions, warm_up)?;
-        let ask = json!({"op": "session", "idle": idle.as_secs_f64()}).to_string();
-        sys::send(worker.ctl.as_fd(), ask.as_bytes())
+        worker
+            .tell(&json!({"op": "session", "idle": idle.as_secs_f64()}))
             .map_err(|e| WarmError::Worker(format!("asking for a session: {e}")))?;
         let child = worker.next_child(true)?;
         Ok(Session {

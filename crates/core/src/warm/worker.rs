@@ -119,14 +119,12 @@ fn read_message(ctl: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Message>, 
 /// the jail.
 pub struct Worker {
     child: Child,
-    pub(super) ctl: OwnedFd,
+    ctl: OwnedFd,
     errors: Arc<Mutex<String>>,
     /// The next request child, isolated and waiting.
     ready: Option<ChildChannel>,
     /// The last request child that answered, and when its wall clock runs out.
     lingering: Option<(u64, Instant)>,
-    /// `exit` messages not asked for yet (the last few).
-    exits: VecDeque<(u64, ExitRecord)>,
     /// Messages from the zygote, read as they arrive by a thread of the worker's own, so that a
     /// request finds its child's pipes ready to use rather than receiving and decoding them.
     inbox: Arc<Inbox>,
@@ -189,7 +187,6 @@ impl Worker {
             ctl,
             errors,
             ready: None,
-            exits: VecDeque::new(),
             lingering: None,
             inbox,
             bounds: Bounds {
@@ -287,8 +284,7 @@ impl Worker {
             let msg = match self.receive(until) {
                 Err(WarmError::Hung(_)) if Instant::now() < deadline => {
                     if let Some((seq, _)) = self.lingering.take() {
-                        let kill = json!({"op": "kill", "seq": seq}).to_string();
-                        let _ = sys::send(self.ctl.as_fd(), kill.as_bytes());
+                        let _ = self.tell(&json!({"op": "kill", "seq": seq}));
                     }
                     continue;
                 }
@@ -306,32 +302,25 @@ impl Worker {
                 Message::Child(..) => {
                     return Err(WarmError::Worker("a session child nobody asked for".into()))
                 }
-                Message::Exit(seq, rec) => self.keep_exit(seq, rec),
-                Message::Ready => {}
+                // An answer to a question given up on (`exit_of`).
+                Message::Exit(..) | Message::Ready => {}
                 Message::Failed { message, .. } => return Err(WarmError::Worker(message)),
             }
         }
     }
 
-    fn keep_exit(&mut self, seq: u64, rec: ExitRecord) {
-        self.exits.push_back((seq, rec));
-        while self.exits.len() > 16 {
-            self.exits.pop_front();
-        }
+    /// Send the zygote one request (`{"op": ...}`).
+    pub(super) fn tell(&self, msg: &serde_json::Value) -> std::io::Result<()> {
+        sys::send(self.ctl.as_fd(), msg.to_string().as_bytes()).map(|_| ())
     }
 
-    /// How child `seq` ended, as the zygote saw it (it reaps every child and says so).
+    /// How child `seq` ended, as the zygote saw it (it reaps every child and says so when asked).
     fn exit_of(&mut self, seq: u64) -> Option<ExitRecord> {
-        if let Some(i) = self.exits.iter().position(|(s, _)| *s == seq) {
-            return self.exits.remove(i).map(|(_, r)| r);
-        }
-        let ask = json!({"op": "status", "seq": seq}).to_string();
-        sys::send(self.ctl.as_fd(), ask.as_bytes()).ok()?;
+        self.tell(&json!({"op": "status", "seq": seq})).ok()?;
         let deadline = Instant::now() + EXIT_TIMEOUT;
         loop {
             match self.receive(deadline).ok()? {
                 Message::Exit(s, rec) if s == seq => return Some(rec),
-                Message::Exit(s, rec) => self.keep_exit(s, rec),
                 Message::Child(c, false) => self.ready = Some(c),
                 _ => {}
             }
@@ -340,10 +329,10 @@ impl Worker {
 
     /// One exchange with `ch`, and its outcome.
     pub(super) fn serve(&mut self, ch: &ChildChannel, req: &Request) -> Result<Served, WarmError> {
-        let ctl = self.ctl.as_fd();
-        let kill = json!({"op": "kill", "seq": ch.seq}).to_string();
+        let this = &*self;
+        let kill = json!({"op": "kill", "seq": ch.seq});
         let x = channel::exchange(ch, &req.encode(), self.bounds, &mut || {
-            let _ = sys::send(ctl, kill.as_bytes());
+            let _ = this.tell(&kill);
         });
         if x.idle {
             return Ok(Served::Idle);
