@@ -255,12 +255,19 @@ fn warm(runs: usize, python: &str, base: Duration) {
     let ok = String::from_utf8_lossy(&out.stdout)
         .matches("\"stdout\":\"2\\n\"")
         .count();
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let rate = n as f64 / secs;
     println!();
     println!(
-        "pysandbox batch: {ok}/{n} runs of print(1+1) in {secs:.2} s = {:.0} runs/s on {} CPUs (pool start included)",
-        n as f64 / secs,
-        std::thread::available_parallelism().map_or(0, |c| c.get())
+        "pysandbox batch: {ok}/{n} runs of print(1+1) in {secs:.2} s = {rate:.0} runs/s on {cpus} CPUs (pool start included)"
     );
+    match fork_floor(python, n, cpus) {
+        Some(f) => println!(
+            "no sandbox, a bare fork per run:    {f:.0} runs/s ({cpus} plain python3.11 forking, the ceiling of any fork per run here; batch = {:.0}% of it)",
+            rate / f * 100.0
+        ),
+        None => println!("(the fork-per-run floor could not be measured)"),
+    }
     println!(
         "fib(27): plain {:.1} ms, warm sandbox {:.1} ms ({:+.1}%)",
         p * 1e3,
@@ -271,6 +278,46 @@ fn warm(runs: usize, python: &str, base: Duration) {
         "idle warm worker: {:.1} MiB unique memory (USS, all its processes)",
         uss as f64 / 1024.0
     );
+}
+
+/// The ceiling of any design that forks a fresh child per run, on this machine: plain python
+/// (no sandbox, no namespace, no limit), one process per CPU, each forking a child per run that
+/// executes `print(1+1)` into a pipe and exits. Runs per second.
+fn fork_floor(python: &str, n: usize, cpus: usize) -> Option<f64> {
+    let script = format!(
+        "import gc, os, sys, time\n\
+         gc.collect(); gc.freeze()\n\
+         def forker(k):\n\
+         \x20   for _ in range(k):\n\
+         \x20       r, w = os.pipe()\n\
+         \x20       pid = os.fork()\n\
+         \x20       if pid == 0:\n\
+         \x20           os.dup2(w, 1)\n\
+         \x20           exec(compile({CODE:?}, '<string>', 'exec'), {{'__name__': '__main__'}})\n\
+         \x20           sys.stdout.flush()\n\
+         \x20           os._exit(0)\n\
+         \x20       os.close(w)\n\
+         \x20       assert os.read(r, 16) == b'2\\n'\n\
+         \x20       os.close(r)\n\
+         \x20       os.waitpid(pid, 0)\n\
+         t = time.perf_counter()\n\
+         kids = []\n\
+         for _ in range({cpus}):\n\
+         \x20   pid = os.fork()\n\
+         \x20   if pid == 0:\n\
+         \x20       forker({per})\n\
+         \x20       os._exit(0)\n\
+         \x20   kids.append(pid)\n\
+         ok = all(os.waitpid(k, 0)[1] == 0 for k in kids)\n\
+         print({total} / (time.perf_counter() - t) if ok else 'failed')\n",
+        per = n / cpus,
+        total = n / cpus * cpus,
+    );
+    let out = Command::new(python)
+        .args(["-I", "-S", "-c", &script])
+        .output()
+        .ok()?;
+    String::from_utf8_lossy(&out.stdout).trim().parse().ok()
 }
 
 /// Time `call` (after 10 warm-up calls, with `pause` before each, not counted) and print a row.
