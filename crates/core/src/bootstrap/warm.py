@@ -56,53 +56,70 @@ def _pysandbox_warm(ns, boot):
     children = {}  # pidfd -> (seq, pid, session)
     ended = {}  # seq -> how it ended (the last ones), for the host to ask about
     asked = set()
-    state = {"seq": 0, "request": None}
+    state = {"seq": 0, "request": None, "sessions": 0}
+    # Every page the zygote writes costs a fault, and a copy while a child shares it: the path
+    # run once per child (below, _warm_ruleset, _warm_fork, _warm_fresh_tmp) imports nothing,
+    # makes no function and uses names bound once.
+    pipe, close, set_blocking, sendmsg = os.pipe, os.close, os.set_blocking, ctl.sendmsg
+    register, pidfd_open, fork = poller.register, _warm_pidfd_open, _warm_fork
+    ruleset, fd_array = _warm_ruleset, _warm_fd_array
+    rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
+    said = (b'{"child":%d,"session":false}', b'{"child":%d,"session":true}')
 
     def spawn(session):
         # Everything for the next child is made before the fork, the host's ends of its pipes
         # handed over too: after a fork, every page the zygote writes is copied, so it does as
         # little as possible until the child ends.
-        state["seq"] += 1
-        seq = state["seq"]
-        _W["live"] = 3 + sum(1 for c in children.values() if c[2])
-        if _W.get("ruleset") is not None:
-            os.close(_W["ruleset"])
-        _W["ruleset"] = _warm_ruleset()
-        req_r, req_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        res_r, res_w = os.pipe()
-        host = [req_w, out_r, err_r, res_r]
-        for fd in host:
-            os.set_blocking(fd, False)
+        state["seq"] = seq = state["seq"] + 1
+        _W["live"] = 3 + state["sessions"]
+        if _W["ruleset"] is not None:
+            close(_W["ruleset"])
+        _W["ruleset"] = ruleset()
+        req_r, req_w = pipe()
+        out_r, out_w = pipe()
+        err_r, err_w = pipe()
+        res_r, res_w = pipe()
+        set_blocking(req_w, False)
+        set_blocking(out_r, False)
+        set_blocking(err_r, False)
+        set_blocking(res_r, False)
         try:
-            _warm_send(ctl, {"child": seq, "session": session}, host)
+            sendmsg([said[session] % seq], [rights + (fd_array((req_w, out_r, err_r, res_r)),)])
         finally:
-            for fd in host:
-                os.close(fd)
-        ends = (req_r, out_w, err_w, res_w)
-        pid = _warm_fork(session, ends)
-        for fd in ends:
-            os.close(fd)
-        pidfd = _warm_pidfd_open(pid)
-        children[pidfd] = (state["seq"], pid, session)
-        poller.register(pidfd, select.POLLIN)
-        return state["seq"]
+            close(req_w)
+            close(out_r)
+            close(err_r)
+            close(res_r)
+        pid = fork(session, req_r, out_w, err_w, res_w)
+        close(req_r)
+        close(out_w)
+        close(err_w)
+        close(res_w)
+        pidfd = pidfd_open(pid)
+        children[pidfd] = (seq, pid, session)
+        register(pidfd, POLLIN)
+        if session:
+            state["sessions"] += 1
+        return seq
 
     def answer(seq):
         rec = ended.get(seq)
         if rec is not None:
-            _warm_send(ctl, rec)
+            code, sig, cpu, maxrss = rec
+            _warm_send(ctl, {"exit": seq, "code": code, "signal": sig, "cpu": cpu, "maxrss": maxrss})
         else:
             asked.add(seq)
 
     _warm_send(ctl, {"ready": True})
     prefork = cfg.get("prefork", True)
+    POLLIN = select.POLLIN
+    poll, unregister, wait4, fresh_tmp = poller.poll, poller.unregister, os.wait4, _warm_fresh_tmp
+    exited, exit_code, signaled, term_sig = os.WIFEXITED, os.WEXITSTATUS, os.WIFSIGNALED, os.WTERMSIG
     try:
         while True:
             if prefork and state["request"] is None:
                 state["request"] = spawn(False)
-            for fd, _ in poller.poll():
+            for fd, _ in poll():
                 if fd == 0:
                     try:
                         msg = ctl.recv(1 << 16)
@@ -129,24 +146,25 @@ def _pysandbox_warm(ns, boot):
                         _warm_send(ctl, {"error": "unknown request %r" % (msg[:100],)})
                     continue
                 seq, child, session = children.pop(fd)
-                poller.unregister(fd)
-                os.close(fd)
+                unregister(fd)
+                close(fd)
                 # Readable pidfd: the child has ended, and with it (as PID 1) its namespace.
-                _, status, ru = os.wait4(child, 0)
-                ended[seq] = {
-                    "exit": seq,
-                    "code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-                    "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-                    "cpu": ru.ru_utime + ru.ru_stime,
-                    "maxrss": ru.ru_maxrss,
-                }  # fmt: skip
+                _, status, ru = wait4(child, 0)
+                ended[seq] = (
+                    exit_code(status) if exited(status) else None,
+                    term_sig(status) if signaled(status) else None,
+                    ru.ru_utime + ru.ru_stime,
+                    ru.ru_maxrss,
+                )  # fmt: skip
                 ended.pop(seq - 64, None)
+                if session:
+                    state["sessions"] -= 1
                 if seq in asked:
                     asked.discard(seq)
                     answer(seq)
                 if not session and seq == state["request"]:
                     state["request"] = None
-                    _warm_fresh_tmp()
+                    fresh_tmp()
     except OSError as exc:
         # The host went away (or a setup call failed): stop, the jail goes with us.
         print("pysandbox zygote: %s" % (exc,), file=sys.stderr)
@@ -168,9 +186,7 @@ def _warm_send(ctl, obj, fds=()):
 
 
 def _warm_fd_array(fds):
-    import array
-
-    return array.array("i", fds)
+    return _W["array"]("i", fds)
 
 
 def _warm_prepare(cfg):
@@ -184,8 +200,12 @@ def _warm_prepare(cfg):
     import os
     import sys
 
+    import array
+
     libc = ctypes.CDLL(None, use_errno=True)
     _W["libc"] = libc
+    _W["array"] = array.array
+    _W["ruleset"] = None
     _W["fork"] = ctypes.PyDLL(None, use_errno=True).fork
     prctl = libc.prctl
     prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
@@ -250,6 +270,11 @@ def _warm_prepare(cfg):
         "byref": ctypes.byref,
         "get_errno": ctypes.get_errno,
     }
+    # byref() objects made once: the structures they point at stay alive in _W.
+    _W["iso"]["ll_attr_ref"] = ctypes.byref(_W["iso"]["ll_attr"])
+    _W["iso"]["ll_rule_ref"] = ctypes.byref(_W["iso"]["ll_rule"])
+    size = int(cfg["limits"]["tmp_size"])
+    _W["tmp_opts"] = ("mode=1777,size=%d,nr_inodes=%d" % (size, max(1024, size // 1024))).encode()
     _W["self_pidfd"] = high(_warm_pidfd_open(os.getpid()))
     # What every child's code starts with: the guard's builtins (made here, once), or the
     # interpreter's with exit() and quit() as `site` would add them.
@@ -265,18 +290,16 @@ def _warm_prepare(cfg):
 
 def _warm_ruleset():
     # A Landlock ruleset with the jail's rules (not /tmp: the child adds its own).
-    import ctypes
-
     iso = _W["iso"]
-    syscall, byref = _W["libc"].syscall, iso["byref"]
-    rs = syscall(444, byref(iso["ll_attr"]), iso["ll_size"], 0)  # landlock_create_ruleset
+    syscall = _W["libc"].syscall
+    rs = syscall(444, iso["ll_attr_ref"], iso["ll_size"], 0)  # landlock_create_ruleset
     if rs < 0:
-        raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
-    rule = iso["ll_rule"]
+        raise OSError(iso["get_errno"](), "landlock_create_ruleset")
+    rule, rule_ref = iso["ll_rule"], iso["ll_rule_ref"]
     for fd, allowed in _W["rule_fds"]:
         rule.allowed, rule.fd = allowed, fd
-        if syscall(445, rs, 1, byref(rule), 0) != 0:  # landlock_add_rule, PATH_BENEATH
-            err = ctypes.get_errno()
+        if syscall(445, rs, 1, rule_ref, 0) != 0:  # landlock_add_rule, PATH_BENEATH
+            err = iso["get_errno"]()
             _W["libc"].close(rs)
             raise OSError(err, "landlock_add_rule")
     return rs
@@ -298,38 +321,28 @@ def _warm_pidfd_open(pid):
 def _warm_fresh_tmp():
     # A new, empty /tmp for the next request (the last one's is detached; nothing uses it any
     # more: its request's whole PID namespace has ended). Sessions have their own.
-    import ctypes
-
     if _W["libc"].umount2(b"/tmp", 2) != 0:  # MNT_DETACH
-        raise OSError(ctypes.get_errno(), "umount /tmp")
+        raise OSError(_W["iso"]["get_errno"](), "umount /tmp")
     _warm_mount_tmp()
 
 
 def _warm_mount_tmp():
-    import ctypes
-
-    size = int(_W["cfg"]["limits"]["tmp_size"])
-    opts = ("mode=1777,size=%d,nr_inodes=%d" % (size, max(1024, size // 1024))).encode()
-    if _W["libc"].mount(b"tmpfs", b"/tmp", b"tmpfs", 0x2 | 0x4, opts) != 0:  # nosuid, nodev
-        raise OSError(ctypes.get_errno(), "mount /tmp")
+    if _W["libc"].mount(b"tmpfs", b"/tmp", b"tmpfs", 6, _W["tmp_opts"]) != 0:  # nosuid, nodev
+        raise OSError(_W["iso"]["get_errno"](), "mount /tmp")
 
 
-def _warm_fork(session, ends):
+def _warm_fork(session, *ends):
     # Fork C, PID 1 of a new PID namespace. A request child shares the zygote's mount namespace
     # and its fresh /tmp (a worker runs one request at a time); a session's has a mount
     # namespace and /tmp of its own.
-    import ctypes
-    import os
-
     libc = _W["libc"]
-    CLONE_NEWPID = 0x20000000
     # Each child is PID 1 of a new namespace: first back to the zygote's own (a new one can
     # only be made from the namespace the caller is in), then a new one for the next child.
-    # Both before the fork, where the zygote's writes cost nothing.
-    if libc.setns(_W["self_pidfd"], CLONE_NEWPID) != 0:
-        raise OSError(ctypes.get_errno(), "setns to the zygote's PID namespace")
-    if libc.unshare(CLONE_NEWPID) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWPID)")
+    # Both before the fork, where the zygote's writes cost less.
+    if libc.setns(_W["self_pidfd"], 0x20000000) != 0:  # CLONE_NEWPID
+        raise OSError(_W["iso"]["get_errno"](), "setns to the zygote's PID namespace")
+    if libc.unshare(0x20000000) != 0:
+        raise OSError(_W["iso"]["get_errno"](), "unshare(CLONE_NEWPID)")
     # fork(2) itself, not os.fork(): the zygote has one thread and no at-fork hooks to run but
     # random's (the child reseeds), and CPython's after-fork bookkeeping alone would copy some
     # eighty pages in every child. PyDLL: the GIL stays held across the call.
@@ -337,7 +350,7 @@ def _warm_fork(session, ends):
     if pid == 0:
         _warm_child(session, ends)
     if pid < 0:
-        raise OSError(ctypes.get_errno(), "fork")
+        raise OSError(_W["iso"]["get_errno"](), "fork")
     return pid
 
 
