@@ -1,5 +1,7 @@
 """The data codec for values crossing the sandbox boundary (implemented in Rust)."""
 
+from typing import Any
+
 __version__: str
 
 def encode(obj: object, path: str = "value") -> str:
@@ -20,6 +22,10 @@ class WarmPool:
                  max_queue: int = 1024, recycle_after: int = 10000) -> None: ...
     def run(self, request: str) -> str:
         """Run a request (JSON: code, name, stdin, api) in a fresh child; the outcome as JSON."""
+    def call(self, op: str, code: str, stdin: str | None, data: dict[str, Any],
+             max_result: int) -> tuple[dict[str, Any], Any, bool, bool]:
+        """The package's exec/eval/call in a fresh child: (outcome, decoded result or None,
+        whether there was a result, whether it was longer than max_result)."""
     def close(self) -> None: ...
     def worker_pids(self) -> list[int]: ...
 

@@ -343,16 +343,18 @@ class Sandbox:
     def _run(self, op: str, code: str, data: Dict[str, Any], stdin: Optional[str]) -> Result:
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, got {type(code).__name__}")
+        if self._warm is not None:
+            # One native call: the data encoded, the outcome and the decoded result back.
+            o, payload, has_result, too_big = _warm_call(
+                self._warm.call, op, code, stdin, data, self.config.max_result)  # fmt: skip
+            if payload is not None and not isinstance(payload, dict):
+                raise SandboxError("the sandbox returned malformed data")
+            return self._finish(o, payload or {}, has_result, too_big)
         # Each value as tagged JSON text (the native codec), spliced into the request as is.
         pairs = ",".join(
             "[%s,%s]" % (json.dumps(key), _native.encode(value, key)) for key, value in data.items()
         )
         data_in = '{"d":[%s]}' % pairs
-        if self._warm is not None:
-            request = '{"code":%s,"stdin":%s,"api":{"op":%s,"input":%s}}' % (
-                json.dumps(code), json.dumps(stdin), json.dumps(op), data_in)  # fmt: skip
-            resp = json.loads(_warm_call(self._warm.run, request))
-            return self._result(_from_warm(resp, self.config.max_result))
         request = {
             "policy": self.config.to_policy(),
             "op": op,
@@ -399,6 +401,11 @@ class Sandbox:
                 raise SandboxError(f"the sandbox returned malformed data: {e}") from None
             if not isinstance(payload, dict):
                 raise SandboxError("the sandbox returned malformed data")
+        return self._finish(o, payload, resp.get("result") is not None,
+                            bool(resp.get("result_truncated")))  # fmt: skip
+
+    def _finish(self, o: Dict[str, Any], payload: Dict[str, Any], has_result: bool,
+                too_big: bool) -> Result:  # fmt: skip
         result = Result(
             stdout=o["stdout"],
             stderr=o["stderr"],
@@ -412,11 +419,11 @@ class Sandbox:
             globals=payload.get("globals") or {},
             locals=payload.get("locals"),
         )
-        self._raise_for(o, resp, payload, result)
+        self._raise_for(o, payload, result, has_result, too_big)
         return result
 
-    def _raise_for(self, o: Dict[str, Any], resp: Dict[str, Any], payload: Dict[str, Any],
-                   result: Result) -> None:  # fmt: skip
+    def _raise_for(self, o: Dict[str, Any], payload: Dict[str, Any], result: Result,
+                   has_result: bool, too_big: bool) -> None:  # fmt: skip
         c = self.config
         limit = o.get("limit")
         if limit == "wall":
@@ -440,7 +447,7 @@ class Sandbox:
             raise LimitExceeded(
                 f"the code hit the {limit} limit; raise it with SandboxConfig({limit}=...)",
                 limit, result)
-        if resp.get("result_truncated"):
+        if too_big:
             raise OutputLimitExceeded(
                 f"the value returned by the code is larger than {c.max_result} bytes; raise "
                 "it with SandboxConfig(max_result=...)", "output", result)
@@ -453,7 +460,7 @@ class Sandbox:
             e = payload["error"]
             raise SandboxedException(str(e.get("type")), str(e.get("message")),
                                      str(e.get("traceback", "")))  # fmt: skip
-        if resp.get("result") is None:
+        if not has_result:
             raise SandboxError(
                 f"the code ended (exit status {o.get('exit_code')}) before returning a result"
                 + (f": {o['stderr'].strip()}" if o.get("stderr") else ""))

@@ -363,6 +363,20 @@ def test_warm_pool_has_the_same_api(warm):
     assert warm.eval("1 + 1") == 2
 
 
+def test_warm_results_are_checked_like_cold_ones():
+    with Sandbox(SandboxConfig(preset="stdlib", max_result=1000), pool=True, workers=1) as s:
+        with pytest.raises(OutputLimitExceeded, match="max_result"):
+            s.eval("'x' * 5000")
+        with pytest.raises(TypeError, match=r"globals\['sock'\]: cannot pass"):
+            s.execute("pass", globals={"sock": object()})
+        # A result forged by the code (then no real one): refused as data, nothing evaluated.
+        forge = "__import__('os').write(4, b'\\0result\\n{\"x\": 1}') and __import__('os')._exit(0)"
+        with pytest.raises(SandboxError, match="malformed data: not pysandbox data: unknown tag 'x'"):
+            s.eval(forge)
+        assert s.execute("import sys; sys.exit(3)").exit_code == 3
+        assert s.eval("[1, (2, b'3')]") == [1, (2, b"3")]
+
+
 def test_warm_requests_do_not_share_state(warm):
     warm.execute("import json\njson.X = 1\nopen('/tmp/f', 'w').write('x')\nG = 1")
     assert warm.eval("(hasattr(__import__('json'), 'X'), __import__('os').path.exists('/tmp/f'))") == (False, False)

@@ -40,7 +40,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn enc(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> {
+pub(crate) fn enc(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(PyValueError::new_err(format!(
             "{path}: nested more than {MAX_DEPTH} levels deep"
@@ -135,7 +135,7 @@ fn unhex(s: &str) -> PyResult<Vec<u8>> {
         .collect()
 }
 
-fn dec(py: Python<'_>, v: &Value, depth: usize) -> PyResult<PyObject> {
+pub(crate) fn dec(py: Python<'_>, v: &Value, depth: usize) -> PyResult<PyObject> {
     if depth > MAX_DEPTH {
         return Err(not_data("nested too deeply"));
     }

@@ -2,15 +2,18 @@
 //! for the Python package, so that a warm request costs the package one call with the GIL
 //! released, not a Python-level protocol.
 //!
-//! Requests and outcomes cross as JSON text (the shapes of `pysandbox_core::warm::Request` and
-//! `WarmOutcome`); failures raise `WarmFailure(kind, message)`, which the package turns into its
+//! `WarmPool.call` takes the package's exec/eval/call as Python values and gives the outcome back
+//! as a dict, the API result decoded; other requests and outcomes cross as JSON text (the shapes
+//! of `pysandbox_core::warm::Request` and `WarmOutcome`). Failures raise `WarmFailure(kind, message)`, which the package turns into its
 //! own exception types.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use pysandbox_core::policy::Policy;
 use pysandbox_core::warm::{Pool, PoolOptions, Request, Session, WarmError, WarmOutcome, WarmUp};
+use serde_json::{Map, Value};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -52,6 +55,27 @@ fn encode(o: WarmOutcome) -> PyResult<String> {
     serde_json::to_string(&o).map_err(|e| failure("worker", format!("encoding the outcome: {e}")))
 }
 
+/// The outcome fields the package reads, as a dict (the keys of `pysandbox run --json`).
+fn outcome_dict(py: Python<'_>, o: &WarmOutcome) -> PyResult<PyObject> {
+    let r = &o.run;
+    let d = PyDict::new(py);
+    d.set_item("exit_code", r.exit_code)?;
+    d.set_item("signal", r.signal)?;
+    let limit = r
+        .limit
+        .and_then(|l| serde_json::to_value(l).ok())
+        .and_then(|v| v.as_str().map(str::to_string));
+    d.set_item("limit", limit)?;
+    d.set_item("cpu_time", r.cpu_time)?;
+    d.set_item("wall_time", r.wall_time)?;
+    d.set_item("peak_memory", r.peak_memory)?;
+    d.set_item("stdout", &r.stdout)?;
+    d.set_item("stdout_truncated", r.stdout_truncated)?;
+    d.set_item("stderr", &r.stderr)?;
+    d.set_item("stderr_truncated", r.stderr_truncated)?;
+    Ok(d.into_any().unbind())
+}
+
 /// Warm workers shared by the threads of one `Sandbox(..., pool=True)`.
 #[pyclass(frozen, weakref)]
 pub struct WarmPool {
@@ -91,6 +115,53 @@ impl WarmPool {
             .allow_threads(|| self.pool.run_request(&req))
             .map_err(warm_failure)?;
         encode(out)
+    }
+
+    /// The package's exec/eval/call in a fresh isolated child, without a text protocol on
+    /// either side: `data` (names to values) is encoded here, the outcome comes back as a dict
+    /// with the API result decoded. Returns `(outcome, payload, has_result, too_big)`: `payload`
+    /// is the decoded result (`None` without one, or when it is longer than `max_result`).
+    #[pyo3(signature = (op, code, stdin, data, max_result))]
+    fn call(
+        &self,
+        py: Python<'_>,
+        op: &str,
+        code: &str,
+        stdin: Option<&str>,
+        data: &Bound<'_, PyDict>,
+        max_result: usize,
+    ) -> PyResult<(PyObject, PyObject, bool, bool)> {
+        let mut pairs = Vec::with_capacity(data.len());
+        for (k, v) in data.iter() {
+            let key: String = k.extract()?;
+            let value = crate::enc(&v, &key, 0)?;
+            pairs.push(Value::Array(vec![Value::String(key), value]));
+        }
+        let mut input = Map::new();
+        input.insert("d".into(), Value::Array(pairs));
+        let mut api = Map::new();
+        api.insert("op".into(), Value::String(op.into()));
+        api.insert("input".into(), Value::Object(input));
+        let mut req = Request::new(None, code, stdin);
+        req.api = Some(Value::Object(api));
+        let out = py
+            .allow_threads(|| self.pool.run_request(&req))
+            .map_err(warm_failure)?;
+        let outcome = outcome_dict(py, &out)?;
+        let has_result = out.result.is_some();
+        let too_big = out.result.as_ref().is_some_and(|r| r.len() > max_result);
+        let payload = match &out.result {
+            Some(text) if !too_big => {
+                // Untrusted: anything but data is the sandbox's fault, not the caller's.
+                let malformed = |e: String| {
+                    failure("worker", format!("the sandbox returned malformed data: {e}"))
+                };
+                let v: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
+                crate::dec(py, &v, 0).map_err(|e| malformed(e.value(py).to_string()))?
+            }
+            _ => py.None(),
+        };
+        Ok((outcome, payload, has_result, too_big))
     }
 
     /// Stop every worker; later runs fail with kind `closed`.
