@@ -203,11 +203,16 @@ fn warm(runs: usize, python: &str, base: Duration) {
         Duration::ZERO,
         || session.execute(CODE).expect("session call"),
     );
+    drop(session);
     monty(runs, python, base);
     // Unique memory of the idle worker: every process of its tree (worker, init, zygote and the
     // request child waiting in advance).
     std::thread::sleep(Duration::from_millis(200));
-    let uss: u64 = pool.worker_pids().iter().map(|p| tree_uss_kib(*p)).sum();
+    let (dirty, clean) = pool
+        .worker_pids()
+        .iter()
+        .map(|p| tree_uss_kib(*p))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
     pool.shutdown();
 
     // CPU-bound pure Python: fib(27) in plain python and in a warm request.
@@ -275,8 +280,10 @@ fn warm(runs: usize, python: &str, base: Duration) {
         (w / p - 1.0) * 100.0
     );
     println!(
-        "idle warm worker: {:.1} MiB unique memory (USS, all its processes)",
-        uss as f64 / 1024.0
+        "idle warm worker: {:.1} MiB unique memory (USS, all its processes): {:.1} MiB written by it (what each further worker adds), {:.1} MiB of file pages no other process maps",
+        (dirty + clean) as f64 / 1024.0,
+        dirty as f64 / 1024.0,
+        clean as f64 / 1024.0
     );
 }
 
@@ -467,19 +474,26 @@ fn python_row(python: &str, script: &str, label: &str, missing: &str, base: Dura
     }
 }
 
-/// Unique memory (KiB) of `pid` and all its descendants (Private_Clean + Private_Dirty).
-fn tree_uss_kib(pid: u32) -> u64 {
-    let mut total = 0;
+/// Unique memory (KiB) of `pid` and all its descendants: (Private_Dirty, Private_Clean). The
+/// first is what the tree wrote (a further worker adds as much); the second, pages of files
+/// (the interpreter, its libraries) that no process outside the tree maps, shared by the workers
+/// of a pool.
+fn tree_uss_kib(pid: u32) -> (u64, u64) {
+    let (mut dirty, mut clean) = (0, 0);
     let mut todo = vec![pid];
     while let Some(p) = todo.pop() {
         if let Ok(text) = std::fs::read_to_string(format!("/proc/{p}/smaps_rollup")) {
             for line in text.lines() {
-                if line.starts_with("Private_Clean:") || line.starts_with("Private_Dirty:") {
-                    total += line
-                        .split_whitespace()
+                let kib = || {
+                    line.split_whitespace()
                         .nth(1)
                         .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(0);
+                        .unwrap_or(0)
+                };
+                if line.starts_with("Private_Dirty:") {
+                    dirty += kib();
+                } else if line.starts_with("Private_Clean:") {
+                    clean += kib();
                 }
             }
         }
@@ -491,5 +505,5 @@ fn tree_uss_kib(pid: u32) -> u64 {
             }
         }
     }
-    total
+    (dirty, clean)
 }
