@@ -154,7 +154,10 @@ impl WarmPool {
             Some(text) if !too_big => {
                 // Untrusted: anything but data is the sandbox's fault, not the caller's.
                 let malformed = |e: String| {
-                    failure("worker", format!("the sandbox returned malformed data: {e}"))
+                    failure(
+                        "worker",
+                        format!("the sandbox returned malformed data: {e}"),
+                    )
                 };
                 let v: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
                 crate::dec(py, &v, 0).map_err(|e| malformed(e.value(py).to_string()))?
