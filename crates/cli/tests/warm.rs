@@ -379,3 +379,65 @@ fn a_session_ends_after_its_idle_timeout() {
     }
     assert!(!s.is_open());
 }
+
+#[test]
+fn concurrent_requests_cannot_meet_or_signal_each_other() {
+    let p = pool(2, 8);
+    // A listens on an abstract unix socket, the way two processes of one machine meet without
+    // any file; B, running at the same time in the other worker, tries to connect to it and to
+    // signal every PID it can name.
+    let a = r#"
+import os, select, socket
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind("\0pysandbox-sibling")
+s.listen(4)
+# Control: a process of the same request reaches it, so the method works.
+if os.fork() == 0:
+    c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    c.connect("\0pysandbox-sibling")
+    os._exit(0)
+conn, _ = s.accept()
+print("own child connected")
+os.wait()
+ready, _, _ = select.select([s], [], [], 1.5)
+print("someone else connected" if ready else "nobody else came")
+"#;
+    let b = r#"
+import os, socket, time
+time.sleep(0.3)
+c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+try:
+    c.connect("\0pysandbox-sibling")
+    print("connected to the sibling")
+except OSError as e:
+    print("connect failed", e.errno)
+visible = []
+for pid in range(1, 4096):
+    try:
+        os.kill(pid, 0)
+        visible.append(pid)
+    except OSError:
+        pass
+print("visible", visible)
+"#;
+    let timed = |code: &str| {
+        let start = Instant::now();
+        let r = p.run(code, None).unwrap();
+        (r, start, Instant::now())
+    };
+    let ((ra, a0, a1), (rb, b0, b1)) = std::thread::scope(|s| {
+        let ta = s.spawn(|| timed(a));
+        let tb = s.spawn(|| timed(b));
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(
+        a0 < b1 && b0 < a1,
+        "the two requests did not run at the same time"
+    );
+    assert_eq!(
+        ra.run.stdout, "own child connected\nnobody else came\n",
+        "{ra:?}"
+    );
+    // ECONNREFUSED: no such socket where B is; it sees no process but itself.
+    assert_eq!(rb.run.stdout, "connect failed 111\nvisible [1]\n", "{rb:?}");
+}
