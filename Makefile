@@ -12,6 +12,8 @@ demo: deps build
 	./target/release/pysandbox run --feature math -c 'import math; print("math works:", math.sqrt(2))'
 	./target/release/pysandbox run -c 'import socket' || true
 	./target/release/pysandbox run --preset stdlib --json -c 'print(open("/etc/passwd").read())' || true
+	@echo '# warm pool: 200 fresh, isolated runs through `pysandbox batch` (JSON lines in and out)'
+	@seq 200 | awk '{printf "{\"id\": %d, \"code\": \"print(%d ** 2)\"}\n", $$1, $$1}' | /usr/bin/time -f '200 runs in %e s' ./target/release/pysandbox batch | tail -1
 
 ## System packages and Python tools the tests use (idempotent).
 deps:
