@@ -27,6 +27,19 @@ fn pool(workers: usize, max_queue: usize) -> Pool {
     Pool::new(policy("stdlib"), o).expect("start the pool")
 }
 
+/// Python that prints every PID the code can signal (`pids [...]`), to be appended to a request.
+const PIDS: &str = r#"
+import os
+visible = []
+for pid in range(1, 4096):
+    try:
+        os.kill(pid, 0)
+        visible.append(pid)
+    except OSError:
+        pass
+print("pids", visible)
+"#;
+
 fn session(idle: Duration) -> Session {
     Session::open(std::path::Path::new(bin()), &policy("stdlib"), idle).expect("open a session")
 }
@@ -58,16 +71,8 @@ print("global", "LEFT" in globals())
 print("module", hasattr(json, "LEFT"))
 print("builtin", len([1, 2]))
 print("threads", threading.active_count())
-alive = []
-for pid in range(1, 50):
-    try:
-        os.kill(pid, 0)
-        alive.append(pid)
-    except OSError:
-        pass
-print("pids", alive)
 "#;
-    let r = p.run(second, None).unwrap();
+    let r = p.run(&format!("{second}{PIDS}"), None).unwrap();
     assert_eq!(
         r.run.stdout,
         // Only itself: its PID namespace is fresh (the first request's child, PID 2 there, is gone).
@@ -411,15 +416,8 @@ try:
     print("connected to the sibling")
 except OSError as e:
     print("connect failed", e.errno)
-visible = []
-for pid in range(1, 4096):
-    try:
-        os.kill(pid, 0)
-        visible.append(pid)
-    except OSError:
-        pass
-print("visible", visible)
 "#;
+    let b = &format!("{b}{PIDS}");
     let timed = |code: &str| {
         let start = Instant::now();
         let r = p.run(code, None).unwrap();
@@ -439,5 +437,5 @@ print("visible", visible)
         "{ra:?}"
     );
     // ECONNREFUSED: no such socket where B is; it sees no process but itself.
-    assert_eq!(rb.run.stdout, "connect failed 111\nvisible [1]\n", "{rb:?}");
+    assert_eq!(rb.run.stdout, "connect failed 111\npids [1]\n", "{rb:?}");
 }
