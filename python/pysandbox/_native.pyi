@@ -20,8 +20,6 @@ class WarmPool:
 
     def __init__(self, binary: str, policy: str, workers: int | None = None,
                  max_queue: int = 1024, recycle_after: int = 10000) -> None: ...
-    def run(self, request: str) -> str:
-        """Run a request (JSON: code, name, stdin, api) in a fresh child; the outcome as JSON."""
     def call(self, op: str, code: str, stdin: str | None, data: dict[str, Any],
              max_result: int) -> tuple[dict[str, Any], Any, bool, bool]:
         """The package's exec/eval/call in a fresh child: (outcome, decoded result or None,

@@ -3,9 +3,9 @@
 //! released, not a Python-level protocol.
 //!
 //! `WarmPool.call` takes the package's exec/eval/call as Python values and gives the outcome back
-//! as a dict, the API result decoded; other requests and outcomes cross as JSON text (the shapes
-//! of `pysandbox_core::warm::Request` and `WarmOutcome`). Failures raise `WarmFailure(kind, message)`, which the package turns into its
-//! own exception types.
+//! as a dict, the API result decoded; a session's calls and outcomes cross as JSON text (the
+//! shapes of `pysandbox_core::warm::Request` and `WarmOutcome`). Failures raise
+//! `WarmFailure(kind, message)`, which the package turns into its own exception types.
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -106,15 +106,6 @@ impl WarmPool {
             .allow_threads(|| Pool::new(policy, o))
             .map_err(warm_failure)?;
         Ok(WarmPool { pool })
-    }
-
-    /// Run one request (JSON) in a fresh isolated child; the outcome as JSON.
-    fn run(&self, py: Python<'_>, request: &str) -> PyResult<String> {
-        let req = parse_request(request)?;
-        let out = py
-            .allow_threads(|| self.pool.run_request(&req))
-            .map_err(warm_failure)?;
-        encode(out)
     }
 
     /// The package's exec/eval/call in a fresh isolated child, without a text protocol on
