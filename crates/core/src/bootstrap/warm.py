@@ -106,7 +106,8 @@ def _pysandbox_warm(ns, boot):
         rec = ended.get(seq)
         if rec is not None:
             code, sig, cpu, maxrss = rec
-            _warm_send(ctl, {"exit": seq, "code": code, "signal": sig, "cpu": cpu, "maxrss": maxrss})
+            rec = {"exit": seq, "code": code, "signal": sig, "cpu": cpu, "maxrss": maxrss}
+            _warm_send(ctl, rec)
         else:
             asked.add(seq)
 
@@ -114,7 +115,8 @@ def _pysandbox_warm(ns, boot):
     prefork = cfg.get("prefork", True)
     POLLIN = select.POLLIN
     poll, unregister, wait4, fresh_tmp = poller.poll, poller.unregister, os.wait4, _warm_fresh_tmp
-    exited, exit_code, signaled, term_sig = os.WIFEXITED, os.WEXITSTATUS, os.WIFSIGNALED, os.WTERMSIG
+    exited, exit_code = os.WIFEXITED, os.WEXITSTATUS
+    signaled, term_sig = os.WIFSIGNALED, os.WTERMSIG
     try:
         while True:
             if prefork and state["request"] is None:
