@@ -266,12 +266,12 @@ fn warm(runs: usize, python: &str, base: Duration) {
     println!(
         "pysandbox batch: {ok}/{n} runs of print(1+1) in {secs:.2} s = {rate:.0} runs/s on {cpus} CPUs (pool start included)"
     );
-    match fork_floor(python, n, cpus) {
+    match fork_ceiling(python, n, cpus) {
         Some(f) => println!(
-            "no sandbox, a bare fork per run:    {f:.0} runs/s ({cpus} plain python3.11 forking, the ceiling of any fork per run here; batch = {:.0}% of it)",
+            "no sandbox, a bare fork per run:    {f:.0} runs/s ({cpus} plain python processes forking, the ceiling of any fork per run here; batch = {:.0}% of it)",
             rate / f * 100.0
         ),
-        None => println!("(the fork-per-run floor could not be measured)"),
+        None => println!("(the fork-per-run ceiling could not be measured)"),
     }
     println!(
         "fib(27): plain {:.1} ms, warm sandbox {:.1} ms ({:+.1}%)",
@@ -290,7 +290,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
 /// The ceiling of any design that forks a fresh child per run, on this machine: plain python
 /// (no sandbox, no namespace, no limit), one process per CPU, each forking a child per run that
 /// executes `print(1+1)` into a pipe and exits. Runs per second.
-fn fork_floor(python: &str, n: usize, cpus: usize) -> Option<f64> {
+fn fork_ceiling(python: &str, n: usize, cpus: usize) -> Option<f64> {
     let script = format!(
         "import gc, os, sys, time\n\
          gc.collect(); gc.freeze()\n\

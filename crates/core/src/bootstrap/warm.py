@@ -27,6 +27,7 @@ _CHILD_FDS = 8
 
 
 def _pysandbox_warm(ns, boot):
+    import array
     import gc
     import json
     import os
@@ -62,7 +63,7 @@ def _pysandbox_warm(ns, boot):
     # makes no function and uses names bound once.
     pipe, close, set_blocking, sendmsg = os.pipe, os.close, os.set_blocking, ctl.sendmsg
     register, pidfd_open, fork = poller.register, _warm_pidfd_open, _warm_fork
-    ruleset, fd_array = _warm_ruleset, _warm_fd_array
+    ruleset, fd_array = _warm_ruleset, array.array
     rights = (socket.SOL_SOCKET, socket.SCM_RIGHTS)
     said = (b'{"child":%d,"session":false}', b'{"child":%d,"session":true}')
 
@@ -84,7 +85,8 @@ def _pysandbox_warm(ns, boot):
         set_blocking(err_r, False)
         set_blocking(res_r, False)
         try:
-            sendmsg([said[session] % seq], [rights + (fd_array((req_w, out_r, err_r, res_r)),)])
+            host = fd_array("i", (req_w, out_r, err_r, res_r))
+            sendmsg([said[session] % seq], [rights + (host,)])
         finally:
             close(req_w)
             close(out_r)
@@ -179,16 +181,13 @@ def _pysandbox_warm(ns, boot):
 
 
 def _warm_send(ctl, obj, fds=()):
+    import array
     import json
     import socket
 
     data = json.dumps(obj, separators=(",", ":")).encode()
-    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, _warm_fd_array(fds))] if fds else []
+    anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))] if fds else []
     ctl.sendmsg([data], anc)
-
-
-def _warm_fd_array(fds):
-    return _W["array"]("i", fds)
 
 
 def _warm_prepare(cfg):
@@ -202,11 +201,8 @@ def _warm_prepare(cfg):
     import os
     import sys
 
-    import array
-
     libc = ctypes.CDLL(None, use_errno=True)
     _W["libc"] = libc
-    _W["array"] = array.array
     _W["ruleset"] = None
     _W["fork"] = ctypes.PyDLL(None, use_errno=True).fork
     prctl = libc.prctl
@@ -261,7 +257,7 @@ def _warm_prepare(cfg):
                       for path, allowed in ll["rules"]]  # fmt: skip
     os.chdir("/")
     prog = bytes.fromhex(cfg["seccomp"])
-    _W["iso"] = {
+    iso = _W["iso"] = {
         "cap_header": Header(0x20080522, 0),
         "cap_data": (Data * 2)(),
         "prog": prog,  # kept alive for the pointer below
@@ -269,12 +265,12 @@ def _warm_prepare(cfg):
         "ll_attr": Attr(ll["fs"], ll["net"], ll["scoped"]),
         "ll_size": ctypes.sizeof(Attr),
         "ll_rule": Beneath(0, 0),
-        "byref": ctypes.byref,
         "get_errno": ctypes.get_errno,
     }
-    # byref() objects made once: the structures they point at stay alive in _W.
-    _W["iso"]["ll_attr_ref"] = ctypes.byref(_W["iso"]["ll_attr"])
-    _W["iso"]["ll_rule_ref"] = ctypes.byref(_W["iso"]["ll_rule"])
+    # The structures' addresses (byref) taken once, for the calls made per child: "x_ref" for
+    # each "x" above (the structures stay alive in _W).
+    for name in ("cap_header", "cap_data", "fprog", "ll_attr", "ll_rule"):
+        iso[name + "_ref"] = ctypes.byref(iso[name])
     size = int(cfg["limits"]["tmp_size"])
     _W["tmp_opts"] = ("mode=1777,size=%d,nr_inodes=%d" % (size, max(1024, size // 1024))).encode()
     _W["self_pidfd"] = high(_warm_pidfd_open(os.getpid()))
@@ -434,7 +430,7 @@ def _warm_isolate():
 
     libc = _W["libc"]
     iso = _W["iso"]
-    byref, errno = iso["byref"], iso["get_errno"]
+    errno = iso["get_errno"]
     lim = _W["cfg"]["limits"]
     setrlimit = resource.setrlimit
     for res, value in (
@@ -451,19 +447,19 @@ def _warm_isolate():
     # Capabilities: every one dropped (uid 0 of the namespace stays, mapped to an unprivileged
     # host id; the locked securebits keep root from getting them back).
     syscall = libc.syscall
-    if syscall(126, byref(iso["cap_header"]), byref(iso["cap_data"])) != 0:  # capset
+    if syscall(126, iso["cap_header_ref"], iso["cap_data_ref"]) != 0:  # capset
         raise OSError(errno(), "capset")
     # no_new_privs is the jail's already (its init set it before its seccomp filter) and cannot
     # be cleared: every process of the jail has it.
     rs = _W["ruleset"]
     rule = iso["ll_rule"]
     rule.allowed, rule.fd = _W["cfg"]["landlock"]["tmp"], os.open("/tmp", os.O_PATH)
-    if syscall(445, rs, 1, byref(rule), 0) != 0:  # landlock_add_rule: this child's /tmp
+    if syscall(445, rs, 1, iso["ll_rule_ref"], 0) != 0:  # landlock_add_rule: this child's /tmp
         raise OSError(errno(), "landlock_add_rule /tmp")
     if syscall(446, rs, 0) != 0:  # landlock_restrict_self: a domain of its own
         raise OSError(errno(), "landlock_restrict_self")
     # The short filter taking the zygote's extra calls away, on top of the zygote's.
-    if syscall(317, 1, 0, byref(iso["fprog"])) != 0:  # seccomp(SET_MODE_FILTER)
+    if syscall(317, 1, 0, iso["fprog_ref"]) != 0:  # seccomp(SET_MODE_FILTER)
         raise OSError(errno(), "seccomp")
     # The random module's state is a copy of the zygote's (fork(2) runs no at-fork hook):
     # reseed it from the kernel. os.urandom keeps no state in user space.
