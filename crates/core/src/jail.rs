@@ -113,6 +113,8 @@ pub(crate) struct Prepared {
     pub access: Vec<Access>,
     pub seccomp: SeccompOptions,
     pub warm: bool,
+    /// The supervisor runs as host root (known before the id maps change what geteuid says).
+    pub host_root: bool,
 }
 
 /// Descriptors the jail's init holds (raw numbers of the supervisor's descriptors, inherited).
@@ -195,6 +197,7 @@ impl Prepared {
                 zygote: spec.warm,
             },
             warm: spec.warm,
+            host_root: sys::geteuid() == 0,
         })
     }
 }
@@ -233,7 +236,7 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
     }
     // As host root, drop the supplementary groups (root's group 0 would otherwise follow us in);
     // an unprivileged caller cannot (setgroups is denied in its user namespace) and need not.
-    let host_root = sys::geteuid() == 0;
+    let host_root = p.host_root;
     let inside = if p.warm { 0 } else { INSIDE_ID };
     sys::set_ids(inside, inside, host_root).map_err(JailError::SetIds)?;
     // After set_ids: a credential change clears the parent-death signal.
