@@ -191,12 +191,12 @@ def _warm_call(fn: Callable[..., Any], *args: Any) -> Any:
 def _from_warm(resp: Dict[str, Any], max_result: int) -> Dict[str, Any]:
     """A warm outcome in the shape of a ``pysandbox serve`` answer."""
     result = resp.get("result")
-    too_big = result is not None and len(result) > max_result
+    too_big = bool(resp.get("result_truncated")) or (result is not None and len(result) > max_result)
     outcome = {k: resp.get(k) for k in (
         "exit_code", "signal", "limit", "cpu_time", "wall_time", "peak_memory", "stdout",
         "stdout_truncated", "stderr", "stderr_truncated")}  # fmt: skip
     return {"ok": True, "outcome": outcome, "result": None if too_big else result,
-            "result_truncated": too_big}  # fmt: skip
+            "result_truncated": too_big, "report_error": resp.get("report_error")}  # fmt: skip
 
 
 def _signal_name(n: int) -> str:
@@ -393,6 +393,9 @@ class Sandbox:
                 raise PolicyError(message)
             raise SandboxError(f"the sandbox could not run the code: {message}")
         o = resp["outcome"]
+        if resp.get("report_error"):
+            raise SandboxError("the sandbox returned malformed data: its report did not decode "
+                               f"({resp['report_error']})")  # fmt: skip
         payload: Dict[str, Any] = {}
         if resp.get("result") is not None and not resp.get("result_truncated"):
             try:

@@ -4,7 +4,9 @@
 use crate::PolicyArgs;
 use anyhow::{Context, Result};
 use clap::Args;
+use pysandbox_core::isolate::Injection;
 use pysandbox_core::policy::Policy;
+use pysandbox_core::protocol::FromZygote;
 use pysandbox_core::run::{self, RunRequest, Source};
 use pysandbox_core::warm::{self, Pool, PoolOptions, WarmError};
 use pysandbox_core::{OutputMode, Stdin};
@@ -39,12 +41,21 @@ const PRELOAD: &[&str] = &[
 
 /// `pysandbox worker`: supervise one warm jail whose zygote talks to the client on our stdin
 /// (a unix socket, which is also our stdout).
-pub fn worker(sessions: bool, api: bool) -> Result<ExitCode> {
+pub fn worker(sessions: bool, api: bool, inject: Option<&str>) -> Result<ExitCode> {
     let text = std::env::var(warm::POLICY_ENV).context("pysandbox worker is started by a pool")?;
-    // Errors are answers too: the client reads one line before anything else.
+    // Errors are answers too: the client reads the zygote's first frame on our stdout.
     let fail = |kind: &str, message: String| {
-        println!("{}", serde_json::json!({"error": message, "kind": kind}));
+        let frame = FromZygote::Failed {
+            policy: kind == "policy",
+            message,
+        };
+        let _ = std::io::stdout().write_all(&frame.encode());
+        let _ = std::io::stdout().flush();
         Ok(ExitCode::from(125))
+    };
+    let inject = match inject.map(Injection::parse).transpose() {
+        Ok(i) => i,
+        Err(e) => return fail("setup", format!("--inject-failure: {e}")),
     };
     let policy = match Policy::from_json_str(&text).and_then(|p| p.validate().map(|_| p)) {
         Ok(p) => p,
@@ -65,7 +76,16 @@ pub fn worker(sessions: bool, api: bool) -> Result<ExitCode> {
     } else {
         warm::WarmUp::Code
     };
-    let cfg = match warm::zygote_config(&resolved, &preload, mode, warm_up) {
+    let library = match std::env::current_exe()
+        .map_err(|e| WarmError::Worker(format!("finding the pysandbox binary: {e}")))
+        .and_then(|exe| warm::find_library(&exe))
+    {
+        Ok(l) => l,
+        Err(e) => return fail("setup", e.to_string()),
+    };
+    let cfg = match warm::zygote_config(&resolved, &preload, mode, warm_up, inject)
+        .and_then(|c| serde_json::to_string(&c).map_err(|e| WarmError::Worker(e.to_string())))
+    {
         Ok(c) => c,
         Err(e) => return fail("setup", e.to_string()),
     };
@@ -78,6 +98,7 @@ pub fn worker(sessions: bool, api: bool) -> Result<ExitCode> {
     l.open_files = 4096;
     l.output = u64::MAX / 4;
     resolved.spec.warm = true;
+    resolved.spec.zygote_library = Some(library);
     // The client talks to the zygote directly: our stdin and stdout are handed to it.
     let dup = |fd: std::os::fd::BorrowedFd<'_>| fd.try_clone_to_owned();
     let stdin_fd = dup(std::os::fd::AsFd::as_fd(&std::io::stdin())).context("duplicating stdin")?;

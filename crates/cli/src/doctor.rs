@@ -109,6 +109,8 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 network: Network::None,
                 allow_exec: false,
                 warm: false,
+                zygote_library: None,
+                inject: None,
             };
             let req = RunRequest {
                 source: Source::Code("print(6 * 7)".into()),

@@ -57,6 +57,9 @@ enum Command {
         /// Children also warm up the Python package's exec/eval/call path.
         #[arg(long)]
         api: bool,
+        /// Test-only: make isolation step STEP fail in the Nth child (`STEP[:N]`).
+        #[arg(long, value_name = "STEP[:N]")]
+        inject_failure: Option<String>,
     },
     /// Run JSON-lines requests (`{"id":…, "code":…}`) through a pool of warm workers.
     Batch(Box<batch::BatchArgs>),
@@ -256,7 +259,11 @@ fn main() -> ExitCode {
         },
         Command::Repl(args) => repl::run(&args),
         Command::Serve => serve::run(),
-        Command::Worker { sessions, api } => batch::worker(sessions, api),
+        Command::Worker {
+            sessions,
+            api,
+            inject_failure,
+        } => batch::worker(sessions, api, inject_failure.as_deref()),
         Command::Batch(a) => batch::batch(&a),
         Command::Doctor { python } => doctor::run(python.as_deref()),
     };

@@ -126,16 +126,19 @@ fn handle(req: Request) -> Value {
         Err(RunError::Supervisor(e)) => return error(&req.id, "setup", e.to_string()),
         Err(e) => return error(&req.id, "setup", e.to_string()),
     };
-    let raw = run::api_result(&outcome.report);
-    let too_big = outcome.report_truncated || raw.is_some_and(|r| r.len() as u64 > max);
-    let result = raw
+    let max_bytes = usize::try_from(max).unwrap_or(usize::MAX);
+    let reported = run::reported(&outcome.report, max_bytes);
+    let too_big = outcome.report_truncated || reported.result_truncated;
+    let result = reported
+        .result
         .filter(|_| !too_big)
-        .map(|r| String::from_utf8_lossy(r).into_owned());
+        .map(|r| String::from_utf8_lossy(&r).into_owned());
     json!({
         "id": req.id,
         "ok": true,
         "outcome": JsonOutcome::from(&outcome),
         "result": result,
         "result_truncated": too_big,
+        "report_error": reported.error.map(|e| e.to_string()),
     })
 }

@@ -336,24 +336,105 @@ print(kinds)
     );
 }
 
+/// Python that writes a forged Done frame (docs/protocol.md) saying "exit 7" on the report pipe.
+const FORGE_DONE: &str = r#"
+import os
+os.write(4, (21).to_bytes(4, "little") + b"\x03" + (7).to_bytes(4, "little") + bytes(16))
+"#;
+
 #[test]
 fn a_forged_answer_does_not_outlive_the_wall_clock() {
     // The report pipe is the child's own: it can lie about its run, and then run on. The host
-    // believes the lie for that request only, and kills the child when its wall clock ends.
+    // believes the lie for that request only; its wall clock keeps running until the process is
+    // gone, and the watchdog kills it at its deadline (2 s) with no other request needed.
     let p = pool(1, 8);
-    let forged = r#"
-import os, time
-os.write(4, b'\0done {"exit": 7, "cpu": 0.0, "maxrss": 0}\n')
-while True:
-    pass
-"#;
+    let forged = format!("{FORGE_DONE}\nwhile True:\n    pass\n");
     let t = Instant::now();
-    let r = p.run(forged, None).unwrap();
+    let r = p.run(&forged, None).unwrap();
     assert_eq!(r.run.exit_code, Some(7), "{r:?}");
+    assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    // The worker's next child comes once the liar is gone: the next request waits for the
+    // liar's deadline, and no longer (it would never end by itself).
     let r = p.run("print('next')", None).unwrap();
     assert_eq!(r.run.stdout, "next\n", "{r:?}");
-    // The wall limit is 2 s: the liar was stopped at its end, not after the 30 s start timeout.
-    assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+    let waited = t.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(4),
+        "the liar was not stopped at its wall clock: {waited:?}"
+    );
+}
+
+#[test]
+fn a_liar_left_alone_is_killed_at_its_deadline() {
+    // No later request comes to the worker: the watchdog still kills the liar at its deadline.
+    // Host-side evidence: the pool's worker process tree stops burning CPU.
+    let p = pool(1, 8);
+    let forged = format!("{FORGE_DONE}\nwhile True:\n    pass\n");
+    let r = p.run(&forged, None).unwrap();
+    assert_eq!(r.run.exit_code, Some(7), "{r:?}");
+    let worker = p.worker_pids()[0];
+    std::thread::sleep(Duration::from_millis(2500));
+    let before = tree_cpu_ticks(worker);
+    std::thread::sleep(Duration::from_millis(1000));
+    let after = tree_cpu_ticks(worker);
+    // 100 ticks a second: a spinning child would add about 100.
+    assert!(
+        after - before < 20,
+        "still burning CPU: {before} -> {after} ticks"
+    );
+}
+
+#[test]
+fn a_child_that_closes_its_pipes_is_stopped_at_its_wall_clock() {
+    // Closing its own stdout, stderr and report ends nothing: the host watches the process.
+    let p = pool(1, 8);
+    let t = Instant::now();
+    let r = p
+        .run(
+            "import os\nfor fd in (1, 2, 4):\n    os.close(fd)\nwhile True: pass",
+            None,
+        )
+        .unwrap();
+    assert_eq!(r.run.limit, Some(Limit::Wall), "{r:?}");
+    assert!(!r.anomaly, "{r:?}");
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_millis(3000),
+        "{took:?}"
+    );
+    assert_eq!(p.run("print(5)", None).unwrap().run.stdout, "5\n");
+}
+
+/// CPU ticks (utime + stime + cutime + cstime) of `pid` and its descendants, from /proc.
+fn tree_cpu_ticks(pid: u32) -> u64 {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        let p = all[i];
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                all.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    all.iter()
+        .map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            stat.rfind(')')
+                .map(|i| &stat[i + 2..])
+                .unwrap_or("")
+                .split_whitespace()
+                .skip(11)
+                .take(4)
+                .filter_map(|f| f.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
 }
 
 #[test]

@@ -17,7 +17,12 @@
 //!
 //! PID 1 stays a tiny init: the interpreter as PID 1 would ignore SIGXCPU (PITFALLS.md), and an
 //! init also reaps zombies. When it exits, the kernel kills everything left in the namespace.
+//!
+//! The order of the steps, and which of them a warm worker's jail takes instead, is the table in
+//! [`crate::isolate`]; the interpreter's own steps before `execve` are [`isolate::enter`], the
+//! same code a warm request child runs after its fork.
 
+use crate::isolate::{self, ChildSetup, Rlimits, Stage, Step, StepError};
 use crate::landlock::{self, Access, LandlockRules};
 use crate::limits::Limits;
 use crate::mounts::{self, BindKind, BindMount, MountError};
@@ -60,10 +65,16 @@ pub struct JailSpec {
     pub allow_exec: bool,
     /// A warm worker (`crate::warm`): the interpreter is a zygote that forks one isolated child
     /// per request. It runs as uid 0 of the jail's user namespace with that namespace's
-    /// capabilities (to give each request its own PID and mount namespaces), is not confined by
-    /// Landlock (which forbids mounting), and never runs untrusted code itself: every request
-    /// child drops the capabilities and applies Landlock and the strict seccomp filter first.
+    /// capabilities (to give each request its own PID, IPC and mount namespaces), is not
+    /// confined by Landlock (which forbids mounting), and never runs untrusted code itself:
+    /// every request child drops the capabilities and applies Landlock and the strict seccomp
+    /// filter first.
     pub warm: bool,
+    /// A warm worker's zygote library on the host, bound read-only into the jail at
+    /// [`crate::warm::LIBRARY_IN_JAIL`].
+    pub zygote_library: Option<PathBuf>,
+    /// The test-only switch: this step of the jail or of the interpreter's setup fails.
+    pub inject: Option<Step>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,15 +101,10 @@ pub enum JailError {
     Fork(io::Error),
     #[error("the interpreter did not start: {0}")]
     Exec(io::Error),
-    #[error("setting resource limit {name}: {source}")]
-    Rlimit {
-        name: &'static str,
-        source: io::Error,
-    },
     #[error("arranging file descriptors: {0}")]
     Fds(io::Error),
-    #[error("starting a new session: {0}")]
-    Session(io::Error),
+    #[error(transparent)]
+    Step(#[from] StepError),
 }
 
 /// What the supervisor prepares before `clone`: everything that allocates or opens host files.
@@ -115,6 +121,7 @@ pub(crate) struct Prepared {
     pub warm: bool,
     /// The supervisor runs as host root (known before the id maps change what geteuid says).
     pub host_root: bool,
+    pub inject: Option<Step>,
 }
 
 /// Descriptors the jail's init holds (raw numbers of the supervisor's descriptors, inherited).
@@ -160,6 +167,11 @@ impl Prepared {
             binds.push(mounts::check_bind(p, p, BindKind::ReadWrite)?);
             access.push(Access::ReadWrite);
         }
+        if let Some(lib) = &spec.zygote_library {
+            let target = Path::new(crate::warm::LIBRARY_IN_JAIL);
+            binds.push(mounts::check_bind(lib, target, BindKind::ReadOnly)?);
+            access.push(Access::ReadExec);
+        }
         let rules = vec![(PathBuf::from("/tmp"), Access::ReadWrite)];
         let cstr = |s: &str| CString::new(s.as_bytes()).unwrap_or_default();
         let exe = cstr(&spec.interpreter.executable.to_string_lossy());
@@ -198,6 +210,7 @@ impl Prepared {
             },
             warm: spec.warm,
             host_root: sys::geteuid() == 0,
+            inject: spec.inject,
         })
     }
 }
@@ -205,16 +218,12 @@ impl Prepared {
 /// Exit code of init when the jail could not be set up (the message is on the error pipe).
 pub(crate) const SETUP_FAILED: i32 = 125;
 
-fn report(fd: RawFd, err: &JailError) {
-    let _ = sys::write_all(fd, err.to_string().as_bytes());
-}
-
 /// Entry point of the jail's init (PID 1), in the child of `clone`. Never returns.
 pub(crate) fn init_main(p: Prepared, fds: InitFds) -> ! {
     match init(p, &fds) {
         Ok(()) => sys::exit_now(0),
         Err(e) => {
-            report(fds.error, &e);
+            report_to(fds.error, &e);
             sys::exit_now(SETUP_FAILED)
         }
     }
@@ -234,48 +243,59 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
         Ok(_) => return Err(JailError::ParentGone),
         Err(e) => return Err(JailError::Sync(e)),
     }
-    // As host root, drop the supplementary groups (root's group 0 would otherwise follow us in);
-    // an unprivileged caller cannot (setgroups is denied in its user namespace) and need not.
-    let host_root = p.host_root;
-    let inside = if p.warm { 0 } else { INSIDE_ID };
-    sys::set_ids(inside, inside, host_root).map_err(JailError::SetIds)?;
-    // After set_ids: a credential change clears the parent-death signal.
-    sys::set_pdeathsig_kill().map_err(JailError::DeathSignal)?;
-    let mut pfd = [libc::pollfd {
-        fd: fds.sync,
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    if sys::poll(&mut pfd, 0).map_err(JailError::Sync)? > 0 && pfd[0].revents & libc::POLLHUP != 0 {
-        return Err(JailError::ParentGone);
+    let stage = if p.warm {
+        Stage::WarmJail
+    } else {
+        Stage::ColdJail
+    };
+    let mut listener = None;
+    for step in isolate::steps(stage) {
+        isolate::check_injected(p.inject, step)?;
+        match step {
+            Step::Ids => {
+                // As host root, drop the supplementary groups (root's group 0 would otherwise
+                // follow us in); an unprivileged caller cannot (setgroups is denied in its user
+                // namespace) and need not.
+                let inside = if p.warm { 0 } else { INSIDE_ID };
+                sys::set_ids(inside, inside, p.host_root).map_err(JailError::SetIds)?;
+                // After set_ids: a credential change clears the parent-death signal.
+                sys::set_pdeathsig_kill().map_err(JailError::DeathSignal)?;
+                let mut pfd = [libc::pollfd {
+                    fd: fds.sync,
+                    events: libc::POLLIN,
+                    revents: 0,
+                }];
+                if sys::poll(&mut pfd, 0).map_err(JailError::Sync)? > 0
+                    && pfd[0].revents & libc::POLLHUP != 0
+                {
+                    return Err(JailError::ParentGone);
+                }
+                sys::set_not_dumpable().map_err(JailError::NoNewPrivs)?;
+            }
+            Step::MountView => mounts::build_root(&p.binds, &sources, p.limits.tmp_size)?,
+            Step::Hostname => sys::sethostname(HOSTNAME).map_err(JailError::Hostname)?,
+            // The jail's init dropped its capabilities with set_ids (a warm jail's keeps them
+            // for its zygote), and without CAP_SYS_ADMIN both Landlock and seccomp require it.
+            Step::NoNewPrivs => sys::set_no_new_privs().map_err(JailError::NoNewPrivs)?,
+            Step::Landlock => {
+                let handles: Vec<_> = sources
+                    .iter()
+                    .zip(&p.binds)
+                    .zip(&p.access)
+                    .map(|((fd, b), a)| (fd.as_fd(), *a, b.is_dir))
+                    .collect();
+                landlock::apply(&p.landlock, &handles)?;
+            }
+            Step::Seccomp => listener = seccomp::install(&p.seccomp)?,
+            other => unreachable!("{} is not a jail step", other.name()),
+        }
     }
-    sys::set_not_dumpable().map_err(JailError::NoNewPrivs)?;
-
-    mounts::build_root(&p.binds, &sources, p.limits.tmp_size)?;
-    sys::sethostname(HOSTNAME).map_err(JailError::Hostname)?;
-
-    // no_new_privs first: the jail's init dropped its capabilities with set_ids, and without
-    // CAP_SYS_ADMIN both Landlock and seccomp require it.
-    sys::set_no_new_privs().map_err(JailError::NoNewPrivs)?;
-    let handles: Vec<_> = sources
-        .iter()
-        .zip(&p.binds)
-        .zip(&p.access)
-        .map(|((fd, b), a)| (fd.as_fd(), *a, b.is_dir))
-        .collect();
-    if !p.warm {
-        landlock::apply(&p.landlock, &handles)?;
-    }
-    drop(handles);
     drop(sources);
-    let listener = seccomp::install(&p.seccomp)?;
 
     let (pid, pidfd) = match sys::fork_pidfd().map_err(JailError::Fork)? {
         sys::Forked::Child => {
             drop(listener);
-            let err = interpreter(&p.exe, &p.argv, &p.envp, &p.limits, fds);
-            report(fds.error, &err);
-            sys::exit_now(127);
+            interpreter(&p, fds)
         }
         sys::Forked::Parent { pid, pidfd } => (pid, pidfd),
     };
@@ -350,77 +370,42 @@ pub(crate) fn parse_status_record(rec: &[u8]) -> Option<StatusRecord> {
     })
 }
 
-/// The interpreter's side (PID 2): returns only on failure.
-fn interpreter(
-    exe: &CString,
-    argv: &[CString],
-    envp: &[CString],
-    limits: &Limits,
-    fds: &InitFds,
-) -> JailError {
-    if let Err(e) = sys::setsid() {
-        return JailError::Session(e);
-    }
-    sys::reset_signals();
+/// The interpreter's side (PID 2): its isolation steps, then `execve`. Never returns: a
+/// failure is reported on the error pipe.
+fn interpreter(p: &Prepared, fds: &InitFds) -> ! {
+    let l = &p.limits;
     // The error pipe goes last and keeps close-on-exec: it reports a failed execve only.
     let mut arranged = fds.child.clone();
     arranged.push(fds.error);
-    if let Err(e) = sys::arrange_fds(&arranged) {
-        return JailError::Fds(e);
+    let setup = ChildSetup {
+        stage: Stage::ColdInterpreter,
+        fds: &arranged,
+        last_cloexec: true,
+        rlimits: Rlimits {
+            memory: l.memory,
+            cpu_seconds: l.cpu.map(|c| c.as_secs() + u64::from(c.subsec_nanos() > 0)),
+            // init runs as the same user in this user namespace and counts as one process.
+            nproc: u64::from(l.processes) + 1,
+            open_files: u64::from(l.open_files),
+            file_size: l.file_size,
+        },
+        tmp_options: None,
+        landlock: None,
+        seccomp: None,
+        inject: p.inject,
+    };
+    let mut report = fds.error;
+    if let Err(e) = isolate::enter(&setup, &mut report) {
+        report_to(report, &JailError::Step(e));
+        sys::exit_now(127);
     }
-    let error_fd = (arranged.len() - 1) as RawFd;
-    if let Err(e) = sys::set_cloexec(error_fd) {
-        return JailError::Fds(e);
-    }
-    if let Err(e) = std::env::set_current_dir("/tmp") {
-        return JailError::Fds(e);
-    }
-    if let Err(e) = apply_rlimits(limits) {
-        return e;
-    }
-    let err = sys::execve(exe, argv, envp);
-    let e = JailError::Exec(err);
-    report(error_fd, &e);
+    let err = JailError::Exec(sys::execve(&p.exe, &p.argv, &p.envp));
+    report_to(report, &err);
     sys::exit_now(127)
 }
 
-fn apply_rlimits(l: &Limits) -> Result<(), JailError> {
-    let set = |name: &'static str, res, soft: u64, hard: u64| {
-        sys::setrlimit(res, soft, hard).map_err(|source| JailError::Rlimit { name, source })
-    };
-    if let Some(mem) = l.memory {
-        set("memory (RLIMIT_AS)", libc::RLIMIT_AS, mem, mem)?;
-    }
-    if let Some(cpu) = l.cpu {
-        // Whole seconds, rounded up; SIGXCPU at the soft limit, SIGKILL one second later.
-        let secs = cpu.as_secs() + u64::from(cpu.subsec_nanos() > 0);
-        set("cpu time (RLIMIT_CPU)", libc::RLIMIT_CPU, secs, secs + 1)?;
-    }
-    // init runs as the same user in this user namespace and counts as one process.
-    let nproc = u64::from(l.processes) + 1;
-    set("processes (RLIMIT_NPROC)", libc::RLIMIT_NPROC, nproc, nproc)?;
-    let nofile = u64::from(l.open_files);
-    set(
-        "open files (RLIMIT_NOFILE)",
-        libc::RLIMIT_NOFILE,
-        nofile,
-        nofile,
-    )?;
-    set(
-        "file size (RLIMIT_FSIZE)",
-        libc::RLIMIT_FSIZE,
-        l.file_size,
-        l.file_size,
-    )?;
-    set("core dumps (RLIMIT_CORE)", libc::RLIMIT_CORE, 0, 0)?;
-    set("locked memory (RLIMIT_MEMLOCK)", libc::RLIMIT_MEMLOCK, 0, 0)?;
-    set(
-        "message queues (RLIMIT_MSGQUEUE)",
-        libc::RLIMIT_MSGQUEUE,
-        0,
-        0,
-    )?;
-    Ok(())
+fn report_to(fd: RawFd, err: &JailError) {
+    let _ = sys::write_all(fd, err.to_string().as_bytes());
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@
 
 use crate::sys;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 /// What a path allows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Access {
     /// Read files and list directories.
     Read,
@@ -197,6 +198,32 @@ pub fn apply(
     })
 }
 
+/// A ruleset holding `rules` (files or directories open as `O_PATH`, with their rights), not yet
+/// enforced: a warm worker's zygote makes one per request child before the fork, and the child
+/// adds its own `/tmp` and enforces it ([`restrict_with_tmp`]), which gives every child a
+/// Landlock domain of its own.
+pub fn prepare_ruleset(
+    handled: u64,
+    net: u64,
+    scoped: u64,
+    rules: &[(OwnedFd, u64)],
+) -> io::Result<OwnedFd> {
+    let ruleset = sys::landlock::create_ruleset(handled, net, scoped)?;
+    for (fd, allowed) in rules {
+        sys::landlock::add_path_rule(ruleset.as_fd(), fd.as_fd(), *allowed)?;
+    }
+    Ok(ruleset)
+}
+
+/// Add `/tmp` with `tmp_rights` to a ruleset from [`prepare_ruleset`] and enforce it on the
+/// calling process (`no_new_privs` must be set).
+pub fn restrict_with_tmp(ruleset: OwnedFd, tmp_rights: u64) -> io::Result<()> {
+    let tmp = sys::open_path(std::path::Path::new("/tmp"))?;
+    sys::landlock::add_path_rule(ruleset.as_fd(), tmp.as_fd(), tmp_rights)?;
+    drop(tmp);
+    sys::landlock::restrict_self(ruleset.as_fd())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,7 +282,7 @@ mod tests {
             if rules.restrict_tcp && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return 14;
             }
-            if rules.scope_signals && crate::sys::kill(parent, 0).is_ok() {
+            if rules.scope_signals && crate::sys::kill_pid(parent, 0).is_ok() {
                 return 15;
             }
             0

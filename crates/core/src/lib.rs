@@ -5,11 +5,13 @@
 //! safe wrapper in the private `sys` module, the only place with `unsafe`.
 
 pub mod interp;
+pub mod isolate;
 pub mod jail;
 pub mod landlock;
 pub mod limits;
 pub mod mounts;
 pub mod policy;
+pub mod protocol;
 pub mod run;
 pub mod seccomp;
 pub mod supervisor;

@@ -804,6 +804,8 @@ impl Policy {
             network: self.effective_network(),
             allow_exec: features.contains(&F::Subprocess),
             warm: false,
+            zygote_library: None,
+            inject: None,
         };
         let guard = self.guard_config(&features, &site_packages);
         Resolved {

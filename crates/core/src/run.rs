@@ -2,6 +2,7 @@
 
 use crate::jail::JailSpec;
 use crate::limits::Limit;
+use crate::protocol::{decode_reports, FrameError, Report};
 use crate::supervisor::{self, Launch, Outcome, OutputMode, Status, Stdin, SupervisorError};
 use crate::sys;
 use serde::Serialize;
@@ -122,32 +123,50 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
         },
     )?;
     if outcome.limit.is_none() || outcome.limit == Some(Limit::Output) {
-        if let Some(l) = reported_limit(&outcome.report) {
+        if let Some(l) = reported(&outcome.report, usize::MAX).limit {
             outcome.limit = Some(l);
         }
     }
     Ok(outcome)
 }
 
-/// The API result: the bytes after the report's `result` line, or `None` if there is none.
-pub fn api_result(report: &[u8]) -> Option<&[u8]> {
-    let marker = b"\0result\n";
-    let at = report.windows(marker.len()).position(|w| w == marker)?;
-    Some(&report[at + marker.len()..])
+/// What the bootstrap reported on descriptor 4, decoded from its frames ([`Report`]). The
+/// sandboxed code can write this pipe too: it can only misreport its own run, never the host's
+/// state.
+#[derive(Debug, Default)]
+pub struct Reported {
+    /// The first limit the bootstrap saw trip.
+    pub limit: Option<Limit>,
+    /// The API result (tagged JSON, untrusted).
+    pub result: Option<Vec<u8>>,
+    /// The result was longer than allowed and left out.
+    pub result_truncated: bool,
+    /// The report stopped decoding here (bytes the code wrote on its own).
+    pub error: Option<FrameError>,
 }
 
-/// The limit the bootstrap saw trip (`limit NAME` lines on descriptor 4). The sandboxed code can
-/// write this pipe too: it can only misreport its own run, never the host's state.
-pub(crate) fn reported_limit(report: &[u8]) -> Option<Limit> {
-    let marker = b"\0result\n";
-    let end = report
-        .windows(marker.len())
-        .position(|w| w == marker)
-        .unwrap_or(report.len());
-    String::from_utf8_lossy(&report[..end])
-        .lines()
-        .filter_map(|l| l.strip_prefix("limit "))
-        .find_map(|name| Limit::from_name(name.trim()))
+/// Decode a whole report, keeping a result of at most `result_max` bytes.
+pub fn reported(report: &[u8], result_max: usize) -> Reported {
+    let (frames, reader) = decode_reports(report, result_max);
+    let mut r = Reported {
+        result_truncated: reader.result_truncated,
+        error: reader.error.clone(),
+        ..Reported::default()
+    };
+    for f in frames {
+        match f {
+            Report::Limit(l) => {
+                r.limit.get_or_insert(l);
+            }
+            Report::Result(data) => r.result = Some(data),
+            Report::Done { .. } | Report::SetupFailed { .. } => {}
+        }
+    }
+    if reader.pending() > 0 && r.error.is_none() {
+        // Cut off by the host's bound on the report: a result that did not fit.
+        r.result_truncated = true;
+    }
+    r
 }
 
 /// The machine-readable form of an [`Outcome`] (`pysandbox run --json`, warm answers).
@@ -192,13 +211,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reported_limits() {
-        assert_eq!(reported_limit(b"limit memory\n"), Some(Limit::Memory));
-        assert_eq!(
-            reported_limit(b"junk\nlimit processes\n"),
-            Some(Limit::Processes)
-        );
-        assert_eq!(reported_limit(b"limit nonsense\n"), None);
-        assert_eq!(reported_limit(b""), None);
+    fn reported_limits_and_results() {
+        let mut bytes = Report::Limit(Limit::Memory).encode();
+        bytes.extend(Report::Limit(Limit::Processes).encode());
+        bytes.extend(Report::Result(b"{}".to_vec()).encode());
+        let r = reported(&bytes, 100);
+        assert_eq!(r.limit, Some(Limit::Memory));
+        assert_eq!(r.result.as_deref(), Some(&b"{}"[..]));
+        // Old-style text lines are not frames: nothing is believed.
+        let r = reported(b"limit memory\n", 100);
+        assert_eq!(r.limit, None);
+        assert!(r.error.is_some());
+        // A result cut off by the host's bound on the report.
+        let cut = Report::Result(vec![b'x'; 50]).encode();
+        let r = reported(&cut[..20], 100);
+        assert!(r.result_truncated && r.result.is_none());
+        assert!(reported(b"", 10).limit.is_none());
     }
 }

@@ -22,7 +22,7 @@ create_exception!(
     WarmFailure,
     PyException,
     "A warm pool or session failed: args are (kind, message); kind is one of policy, setup, \
-     busy, closed, ended, worker, request."
+     busy, closed, ended, worker, isolation, request."
 );
 
 fn failure(kind: &str, message: String) -> PyErr {
@@ -37,6 +37,7 @@ fn warm_failure(e: WarmError) -> PyErr {
         WarmError::Closed => "closed",
         WarmError::SessionEnded(_) => "ended",
         WarmError::Worker(_) | WarmError::Hung(_) => "worker",
+        WarmError::Isolation { .. } => "isolation",
     };
     failure(kind, e.to_string())
 }
@@ -139,8 +140,15 @@ impl WarmPool {
             .allow_threads(|| self.pool.run_request(&req))
             .map_err(warm_failure)?;
         let outcome = outcome_dict(py, &out)?;
-        let has_result = out.result.is_some();
-        let too_big = out.result.as_ref().is_some_and(|r| r.len() > max_result);
+        if let Some(why) = &out.report_error {
+            return Err(failure(
+                "worker",
+                format!("the sandbox returned malformed data: its report did not decode ({why})"),
+            ));
+        }
+        let has_result = out.result.is_some() || out.result_truncated;
+        let too_big =
+            out.result_truncated || out.result.as_ref().is_some_and(|r| r.len() > max_result);
         let payload = match &out.result {
             Some(text) if !too_big => {
                 // Untrusted: anything but data is the sandbox's fault, not the caller's.

@@ -1,6 +1,6 @@
 # pysandbox's bootstrap for `pysandbox run`, executed with `python -I -S -B -c` inside the jail.
 # Kept small: the interpreter compiles it on every run. Descriptors: 3 the code (a sealed memfd),
-# 4 the report pipe to the supervisor, 5 the rest of the bootstrap (support.py, compiled only when
+# 4 the report pipe to the supervisor (typed frames: docs/protocol.md), 5 the rest of the bootstrap (support.py, compiled only when
 # needed), 6 the guard's configuration (modes with "guard").
 # argv after -c: the mode ("-", or a comma-separated set of "guard" and "repl"), the code's file
 # name, then the code's arguments. Not a security layer: the jail around the interpreter is.
@@ -42,7 +42,8 @@ def _pysandbox_run():
             # globals so that the traceback can be printed.
             import posix
 
-            posix.write(4, b"limit memory\n")
+            # A Limit frame (docs/protocol.md): length, tag 1, the name's length and the name.
+            posix.write(4, b"\x0b\0\0\0\x01\x06\0\0\0memory")
             main.__dict__.clear()
         load()["failed"](exc, name, src, globals())
 

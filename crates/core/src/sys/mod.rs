@@ -469,14 +469,6 @@ pub(crate) fn thread_count() -> usize {
         .unwrap_or(1)
 }
 
-/// `kill(2)`.
-#[cfg(test)]
-pub(crate) fn kill(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
-    // SAFETY: plain syscall with integer arguments.
-    cvt(unsafe { libc::kill(pid, sig) })?;
-    Ok(())
-}
-
 /// Run `f` in a forked child and return its exit code (tests of layers that restrict the calling
 /// process for good). The child only runs `f` and exits without unwinding.
 #[cfg(test)]
@@ -650,5 +642,222 @@ pub(crate) fn recv_with_fds(fd: BorrowedFd, buf: &mut [u8]) -> io::Result<Receiv
 pub(crate) fn shutdown(fd: BorrowedFd, how: libc::c_int) -> io::Result<()> {
     // SAFETY: plain syscall on a valid descriptor.
     cvt(unsafe { libc::shutdown(fd.as_raw_fd(), how) })?;
+    Ok(())
+}
+
+/// Take ownership of a descriptor number handed over by a caller outside Rust (the zygote
+/// library's C entry points). Fails with `EBADF` if it is not open.
+pub(crate) fn adopt_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl with F_GETFD only checks that the descriptor is open.
+    cvt(unsafe { libc::fcntl(fd, libc::F_GETFD) })?;
+    // SAFETY: the descriptor is open, and the caller's contract hands its ownership to us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Read everything a descriptor holds from offset 0 (a sealed memfd: the zygote's
+/// configuration, read by the bootstrap too), without moving its offset.
+pub(crate) fn read_whole(fd: BorrowedFd) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        // SAFETY: `buf` is valid for writes of its length.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                out.len() as libc::off_t,
+            )
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        if n == 0 {
+            return Ok(out);
+        }
+        out.extend_from_slice(&buf[..n as usize]);
+    }
+}
+
+/// `open(2)` of `path` with `flags` (close-on-exec added).
+pub(crate) fn open(path: &Path, flags: libc::c_int) -> io::Result<OwnedFd> {
+    let c = cpath(path)?;
+    // SAFETY: valid C string and flags; no mode is needed without O_CREAT.
+    let fd = cvt(unsafe { libc::open(c.as_ptr(), flags | libc::O_CLOEXEC) })?;
+    // SAFETY: fresh fd owned by us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// fork(2) through glibc (its at-fork bookkeeping runs: the child goes on running the
+/// interpreter that called us). The caller must be single-threaded.
+pub(crate) fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: fork has no memory-safety preconditions; the zygote that calls it has one thread,
+    // so no lock can be held by a thread that does not exist in the child.
+    let pid = cvt(unsafe { libc::fork() })?;
+    Ok(if pid == 0 { None } else { Some(pid) })
+}
+
+/// `pidfd_open(pid, 0)`.
+pub(crate) fn pidfd_open(pid: libc::pid_t) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = cvt_long(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the kernel returned a new descriptor that we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// The process id (in the caller's PID namespace) a pidfd refers to, from
+/// `/proc/self/fdinfo` (`None` once the process has been reaped, or without /proc).
+pub(crate) fn pidfd_pid(pidfd: BorrowedFd) -> Option<libc::pid_t> {
+    let info = std::fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd())).ok()?;
+    let pid: libc::pid_t = info
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))?
+        .trim()
+        .parse()
+        .ok()?;
+    (pid > 0).then_some(pid)
+}
+
+/// `setns(2)`.
+pub(crate) fn setns(fd: BorrowedFd, nstype: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall on a descriptor we hold.
+    cvt(unsafe { libc::setns(fd.as_raw_fd(), nstype) })?;
+    Ok(())
+}
+
+/// `unshare(2)`.
+pub(crate) fn unshare(flags: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    cvt(unsafe { libc::unshare(flags) })?;
+    Ok(())
+}
+
+/// `umount2(path, MNT_DETACH)`.
+pub(crate) fn umount_detach(path: &Path) -> io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: valid C string; MNT_DETACH is a valid flag.
+    cvt(unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) })?;
+    Ok(())
+}
+
+/// Drop every capability of the calling thread (effective, permitted, inheritable), with
+/// `capset(2)` (version 3: two 32-bit words per set).
+pub(crate) fn drop_all_capabilities() -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let data = [Data {
+        effective: 0,
+        permitted: 0,
+        inheritable: 0,
+    }; 2];
+    // SAFETY: `header` and `data` are valid structures of the layout capset(2) takes for
+    // version 3 (a header and two data words), alive across the call.
+    cvt_long(unsafe {
+        libc::syscall(libc::SYS_capset, &mut header as *mut Header, data.as_ptr())
+    })?;
+    Ok(())
+}
+
+/// Lock the securebits so that uid 0 never gets capabilities back (`SECBIT_NOROOT`,
+/// `SECBIT_NO_SETUID_FIXUP` and their locks), then drop every capability from the bounding set.
+/// Needs `CAP_SETPCAP` (the zygote, uid 0 of its user namespace).
+pub(crate) fn lock_securebits_and_bounding_set() -> io::Result<()> {
+    const SECBIT_NOROOT: libc::c_ulong = 1 << 0;
+    const SECBIT_NOROOT_LOCKED: libc::c_ulong = 1 << 1;
+    const SECBIT_NO_SETUID_FIXUP: libc::c_ulong = 1 << 2;
+    const SECBIT_NO_SETUID_FIXUP_LOCKED: libc::c_ulong = 1 << 3;
+    const SECBIT_KEEP_CAPS_LOCKED: libc::c_ulong = 1 << 5;
+    let bits = SECBIT_NOROOT
+        | SECBIT_NOROOT_LOCKED
+        | SECBIT_NO_SETUID_FIXUP
+        | SECBIT_NO_SETUID_FIXUP_LOCKED
+        | SECBIT_KEEP_CAPS_LOCKED;
+    // SAFETY: prctl with integer arguments.
+    cvt(unsafe { libc::prctl(libc::PR_SET_SECUREBITS, bits, 0, 0, 0) })?;
+    for cap in 0..64 as libc::c_ulong {
+        // SAFETY: prctl with integer arguments; EINVAL past the last capability the kernel knows.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap, 0, 0, 0) };
+        if ret != 0 {
+            let err = io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Send one message carrying `fds` (`SCM_RIGHTS`) with `MSG_NOSIGNAL`.
+pub(crate) fn send_with_fds(sock: BorrowedFd, data: &[u8], fds: &[BorrowedFd]) -> io::Result<()> {
+    let raw: Vec<libc::c_int> = fds.iter().map(|f| f.as_raw_fd()).collect();
+    let mut control = [0u64; 16];
+    let payload = std::mem::size_of_val(raw.as_slice());
+    // SAFETY: CMSG_SPACE only computes a size.
+    let space = unsafe { libc::CMSG_SPACE(payload as u32) } as usize;
+    if space > std::mem::size_of_val(&control) || fds.len() > MAX_PASSED_FDS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many descriptors",
+        ));
+    }
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr().cast_mut().cast(),
+        iov_len: data.len(),
+    };
+    // SAFETY: an all-zero msghdr is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    if !raw.is_empty() {
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = space;
+        // SAFETY: the control buffer is 8-byte aligned and at least `space` bytes long, so the
+        // first header and its `payload` bytes of data fit in it.
+        unsafe {
+            let c = libc::CMSG_FIRSTHDR(&msg);
+            (*c).cmsg_level = libc::SOL_SOCKET;
+            (*c).cmsg_type = libc::SCM_RIGHTS;
+            (*c).cmsg_len = libc::CMSG_LEN(payload as u32) as usize;
+            std::ptr::copy_nonoverlapping(raw.as_ptr().cast::<u8>(), libc::CMSG_DATA(c), payload);
+        }
+    }
+    loop {
+        // SAFETY: `msg` points at `iov` (valid for `data`) and `control`; all outlive the call.
+        let n = unsafe { libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+        if n >= 0 {
+            return Ok(());
+        }
+        let err = io::Error::last_os_error();
+        if err.kind() != io::ErrorKind::Interrupted {
+            return Err(err);
+        }
+    }
+}
+
+/// `kill(2)` (tests of layers that scope signals).
+#[cfg(test)]
+pub(crate) fn kill_pid(pid: libc::pid_t, sig: libc::c_int) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    cvt(unsafe { libc::kill(pid, sig) })?;
     Ok(())
 }

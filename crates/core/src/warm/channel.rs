@@ -1,37 +1,43 @@
-//! The host's side of one request child: its pipes, handed over by the zygote, and the bounded,
-//! deadline-driven exchange of one request (or one session call) with it.
+//! The host's side of one request child: its pipes and pidfd, handed over by the zygote, and the
+//! bounded, deadline-driven exchange of one request (or one session call) with it.
 //!
 //! Everything read here comes from untrusted code: output is kept up to the limit and the rest
-//! drained and flagged, the report is bounded, and the only thing parsed is the child's own
-//! closing line, into a fixed shape. A child can misreport its own run, never the host's state.
+//! drained and flagged, and the report pipe is decoded as typed frames ([`ReportReader`]). The
+//! host's clocks do not depend on what the child says: the wall clock runs until the child says
+//! it is done *and* afterwards (the watchdog: `watchdog.rs`), the exchange ends when the process
+//! is gone whatever its pipes do, and the kill goes straight to the child's pidfd.
 
+use super::tree;
 use crate::limits::Limit;
+use crate::protocol::{FrameError, Report, ReportReader};
 use crate::run::JsonOutcome;
 use crate::sys;
-use serde::Deserialize;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
 
-/// Bytes kept of the report pipe (limit lines and the API result, which the package bounds).
-pub(crate) const REPORT_MAX: usize = 16 << 20;
-/// After a kill, how long the pipes may take to close (everything in the child's PID namespace
-/// dies with it: normally at once).
+/// After a kill, how long the process may take to be gone (normally at once); longer, and the
+/// worker is not to be trusted.
 const KILL_GRACE: Duration = Duration::from_secs(5);
+/// How often a session call's CPU time is read, at most.
+const CPU_POLL_MIN: Duration = Duration::from_millis(10);
 
-/// The pipes of one isolated child (the zygote kills it when asked: see [`exchange`]).
+/// The pipes and pidfd of one isolated child.
 pub(crate) struct ChildChannel {
     pub seq: u64,
     pub req: OwnedFd,
     pub out: OwnedFd,
     pub err: OwnedFd,
     pub res: OwnedFd,
+    pub pidfd: OwnedFd,
 }
 
 impl ChildChannel {
-    /// From the descriptors of a `child` message, in the zygote's order.
+    /// From the descriptors of a `Child` frame, in the zygote's order.
     pub fn new(seq: u64, fds: Vec<OwnedFd>) -> Option<ChildChannel> {
-        let [req, out, err, res]: [OwnedFd; 4] = fds.try_into().ok()?;
-        // The zygote made them non-blocking; make sure (a blocking one would stall the host).
+        let [req, out, err, res, pidfd]: [OwnedFd; crate::protocol::CHILD_FDS] =
+            fds.try_into().ok()?;
+        // The zygote made the pipes non-blocking; make sure (a blocking one would stall the
+        // host).
         for fd in [&req, &out, &err, &res] {
             sys::ensure_nonblocking(fd.as_fd()).ok()?;
         }
@@ -41,27 +47,18 @@ impl ChildChannel {
             out,
             err,
             res,
+            pidfd,
         })
     }
 }
 
-/// The child's closing line (`\0done {...}`), its own account of the run.
-#[derive(Debug, Deserialize)]
-struct Done {
-    exit: i32,
-    cpu: f64,
-    maxrss: u64,
-}
-
-/// How the zygote saw a child end (`exit` message): the kernel's account.
-#[derive(Debug, Clone, Copy, Default, Deserialize)]
+/// The kernel's account of how a child ended (from the zygote, which reaped it).
+#[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct ExitRecord {
     pub code: Option<i32>,
     pub signal: Option<i32>,
-    #[serde(default)]
     pub cpu: f64,
-    #[serde(default)]
-    pub maxrss: u64,
+    pub maxrss_kib: u64,
 }
 
 /// Limits of one exchange.
@@ -72,6 +69,27 @@ pub(crate) struct Bounds {
     pub output: usize,
     /// The CPU limit (seconds), to recognise its SIGKILL.
     pub cpu: Option<u64>,
+    /// Longest API result kept.
+    pub result_max: usize,
+}
+
+/// A session call's CPU limit, measured by the host on the child's process tree.
+pub(crate) struct CpuWatch {
+    pub pid: libc::pid_t,
+    pub limit: Duration,
+    /// The tree's CPU time when the call started.
+    pub start: Duration,
+    /// Processes that may share the work (a check waits at least the budget left divided by
+    /// this before looking again).
+    pub processes: u32,
+}
+
+/// The child's own account of its request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Done {
+    pub exit: i32,
+    pub cpu: f64,
+    pub maxrss_kib: u64,
 }
 
 /// What one exchange gave before the child's status is known.
@@ -80,13 +98,20 @@ pub(crate) struct Exchange {
     pub stderr: Vec<u8>,
     pub stdout_truncated: bool,
     pub stderr_truncated: bool,
-    /// The report pipe's bytes before the closing line.
-    pub report: Vec<u8>,
-    pub done: Option<(i32, f64, u64)>,
-    pub killed: bool,
-    /// A session child said it ended for lack of calls.
-    pub idle: bool,
-    /// Killed, its pipes were still open after the grace: the zygote did not do it.
+    /// Limits the bootstrap reported (`Limit` frames).
+    pub limits: Vec<Limit>,
+    pub result: Option<Vec<u8>>,
+    pub result_truncated: bool,
+    pub done: Option<Done>,
+    /// An isolation step failed in the child (step, message): nothing ran.
+    pub setup_failed: Option<(String, String)>,
+    /// The report did not decode (the code wrote its own bytes there).
+    pub malformed: Option<FrameError>,
+    /// The host killed the child: its wall clock or (sessions) its CPU time ran out.
+    pub killed: Option<Limit>,
+    /// The process has ended.
+    pub gone: bool,
+    /// Killed, it was still there after the grace: the worker is not to be trusted.
     pub stuck: bool,
     pub wall: Duration,
 }
@@ -110,8 +135,12 @@ impl Stream {
         }
     }
 
-    /// Read what is there; false once nothing more can come now (would block, or end of file).
-    fn take(&mut self, scratch: &mut [u8]) -> bool {
+    /// Read what is there into `into` (or the stream's own buffer, bounded); false once nothing
+    /// more can come now (would block, or end of file).
+    fn take(&mut self, scratch: &mut [u8], into: Option<&mut Vec<u8>>) -> bool {
+        if !self.open {
+            return false;
+        }
         match sys::read_raw(self.fd, scratch) {
             Ok(0) => {
                 self.open = false;
@@ -119,8 +148,13 @@ impl Stream {
             }
             Ok(n) => {
                 self.total += n;
-                let room = self.cap.saturating_sub(self.data.len());
-                self.data.extend_from_slice(&scratch[..n.min(room)]);
+                match into {
+                    Some(v) => v.extend_from_slice(&scratch[..n]),
+                    None => {
+                        let room = self.cap.saturating_sub(self.data.len());
+                        self.data.extend_from_slice(&scratch[..n.min(room)]);
+                    }
+                }
                 true
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
@@ -132,69 +166,79 @@ impl Stream {
     }
 }
 
-const DONE: &[u8] = b"\0done ";
-
-/// Look for the closing line in `report` from `*from` on: where it starts and what it says
-/// (`None` inside for a line that does not parse: forged garbage, not a closing line). `*from`
-/// moves past what need not be searched again, so that a report arriving in many pieces (an
-/// API result of megabytes) is searched once, not once per piece.
-fn find_done(report: &[u8], from: &mut usize) -> Option<(usize, Option<Done>)> {
-    let Some(found) = report[*from..].windows(DONE.len()).position(|w| w == DONE) else {
-        // A mark split between two reads may start in the last DONE.len() - 1 bytes.
-        *from = report.len().saturating_sub(DONE.len() - 1).max(*from);
-        return None;
-    };
-    let at = *from + found;
-    *from = at;
-    let rest = &report[at + DONE.len()..];
-    let end = rest.iter().position(|&b| b == b'\n')?;
-    *from = at + 1;
-    Some((at, serde_json::from_slice(&rest[..end]).ok()))
-}
-
-/// Send `line` to the child and collect its output and report until its closing line, its end,
-/// or the wall clock (then `kill` it: its PID namespace goes with it).
+/// Send `request` (an encoded frame) to the child and collect its output and report until it
+/// says it is done, it is gone, or a clock runs out (then the host kills it: its PID namespace
+/// goes with it).
 pub(crate) fn exchange(
     ch: &ChildChannel,
-    line: &[u8],
+    request: &[u8],
     b: Bounds,
-    kill: &mut dyn FnMut(),
+    cpu: Option<&CpuWatch>,
 ) -> Exchange {
     let start = Instant::now();
     let deadline = start + b.wall;
     let mut out = Stream::new(&ch.out, b.output);
     let mut err = Stream::new(&ch.err, b.output);
-    let mut res = Stream::new(&ch.res, REPORT_MAX);
+    let mut res = Stream::new(&ch.res, usize::MAX);
+    let mut reader = ReportReader::new(b.result_max);
+    let mut reports = Vec::new();
+    let mut fresh = Vec::new();
     let mut written = 0;
     let mut scratch = vec![0u8; 64 * 1024];
-    let mut done = None;
-    let mut searched = 0;
-    let mut killed_at: Option<Instant> = None;
+    let mut killed: Option<(Limit, Instant)> = None;
+    let mut gone = false;
     let mut stuck = false;
-    // The request usually fits the pipe: write it before the first poll.
-    let write = |written: &mut usize| match sys::write_some(ch.req.as_raw_fd(), &line[*written..]) {
-        Ok(n) => *written += n,
-        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-        // The child is gone: what it left is read below, and its status tells the rest.
-        Err(_) => *written = line.len(),
-    };
-    write(&mut written);
-    while out.open || err.open || res.open {
-        let now = Instant::now();
-        let until = match killed_at {
-            Some(t) => t + KILL_GRACE,
-            None => deadline,
+    let mut next_cpu = cpu.map(|_| start + CPU_POLL_MIN);
+    let write =
+        |written: &mut usize| match sys::write_some(ch.req.as_raw_fd(), &request[*written..]) {
+            Ok(n) => *written += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            // The child is gone or closed its end: its status tells the rest.
+            Err(_) => *written = request.len(),
         };
-        if now >= until {
-            if killed_at.is_some() {
+    // The request usually fits the pipe: write it before the first poll.
+    write(&mut written);
+    let kill = |why: Limit, killed: &mut Option<(Limit, Instant)>| {
+        let _ = sys::pidfd_kill(ch.pidfd.as_fd(), libc::SIGKILL);
+        *killed = Some((why, Instant::now()));
+    };
+    loop {
+        let finished = reports
+            .iter()
+            .any(|r| matches!(r, Report::Done { .. } | Report::SetupFailed { .. }));
+        if (finished && killed.is_none()) || gone {
+            break;
+        }
+        let now = Instant::now();
+        if let Some((_, at)) = killed {
+            if now >= at + KILL_GRACE {
                 stuck = true;
                 break;
             }
-            kill();
-            killed_at = Some(now);
+        } else if now >= deadline {
+            kill(Limit::Wall, &mut killed);
             continue;
+        } else if let (Some(w), Some(t)) = (cpu, next_cpu) {
+            if now >= t {
+                let used = tree::cpu(w.pid).saturating_sub(w.start);
+                if used >= w.limit {
+                    kill(Limit::Cpu, &mut killed);
+                    continue;
+                }
+                let left = (w.limit - used) / w.processes.max(1);
+                next_cpu = Some(now + left.max(CPU_POLL_MIN));
+            }
         }
-        let mut fds = Vec::with_capacity(4);
+        let until = match killed {
+            Some((_, at)) => at + KILL_GRACE,
+            None => next_cpu.map_or(deadline, |t| t.min(deadline)),
+        };
+        let mut fds = Vec::with_capacity(5);
+        fds.push(libc::pollfd {
+            fd: ch.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        });
         for s in [&out, &err, &res] {
             if s.open {
                 fds.push(libc::pollfd {
@@ -204,15 +248,14 @@ pub(crate) fn exchange(
                 });
             }
         }
-        let wants_write = written < line.len();
-        if wants_write {
+        if written < request.len() {
             fds.push(libc::pollfd {
                 fd: ch.req.as_raw_fd(),
                 events: libc::POLLOUT,
                 revents: 0,
             });
         }
-        let left = until - now;
+        let left = until.saturating_duration_since(now);
         // Rounded up: a poll that returns early would spin until the deadline.
         let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
         if sys::poll(&mut fds, ms).is_err() {
@@ -222,98 +265,105 @@ pub(crate) fn exchange(
             if p.revents == 0 {
                 continue;
             }
-            if p.fd == ch.req.as_raw_fd() {
+            if p.fd == ch.pidfd.as_raw_fd() {
+                gone = true;
+            } else if p.fd == ch.req.as_raw_fd() {
                 write(&mut written);
-                continue;
-            }
-            let s = [&mut out, &mut err, &mut res]
-                .into_iter()
-                .find(|s| s.fd == p.fd && s.open);
-            if let Some(s) = s {
-                while s.take(&mut scratch) {}
-            }
-        }
-        if killed_at.is_none() {
-            while let Some((at, parsed)) = find_done(&res.data, &mut searched) {
-                if let Some(d) = parsed {
-                    res.data.truncate(at);
-                    done = Some((d.exit, d.cpu, d.maxrss));
-                    break;
-                }
-            }
-            if done.is_some() {
-                // Output written before the closing line is already in the pipes.
-                while out.take(&mut scratch) {}
-                while err.take(&mut scratch) {}
-                break;
-            }
-            if res.data.starts_with(b"\0idle\n") {
-                break;
+            } else if p.fd == out.fd {
+                while out.take(&mut scratch, None) {}
+            } else if p.fd == err.fd {
+                while err.take(&mut scratch, None) {}
+            } else if p.fd == res.fd {
+                fresh.clear();
+                while res.take(&mut scratch, Some(&mut fresh)) {}
+                reader.feed(&fresh, &mut reports);
             }
         }
     }
-    let idle = done.is_none() && res.data.starts_with(b"\0idle\n");
-    Exchange {
+    // What was written before the end (or before the closing frame) is in the pipes already.
+    while out.take(&mut scratch, None) {}
+    while err.take(&mut scratch, None) {}
+    fresh.clear();
+    while res.take(&mut scratch, Some(&mut fresh)) {}
+    reader.feed(&fresh, &mut reports);
+    let mut x = Exchange {
         stdout_truncated: out.total > out.cap,
         stderr_truncated: err.total > err.cap,
         stdout: out.data,
         stderr: err.data,
-        report: res.data,
-        done,
-        killed: killed_at.is_some(),
-        idle,
+        limits: Vec::new(),
+        result: None,
+        result_truncated: reader.result_truncated,
+        done: None,
+        setup_failed: None,
+        malformed: reader.error.clone(),
+        killed: killed.map(|(l, _)| l),
+        gone,
         stuck,
         wall: start.elapsed(),
+    };
+    for r in reports {
+        // Nothing after the closing frame counts.
+        if x.done.is_some() || x.setup_failed.is_some() {
+            break;
+        }
+        match r {
+            Report::Limit(l) => x.limits.push(l),
+            Report::Result(data) => x.result = Some(data),
+            Report::Done {
+                exit,
+                cpu_micros,
+                maxrss_kib,
+            } => {
+                x.done = Some(Done {
+                    exit,
+                    cpu: cpu_micros as f64 / 1e6,
+                    maxrss_kib,
+                })
+            }
+            Report::SetupFailed { step, message } => x.setup_failed = Some((step, message)),
+        }
     }
+    x
 }
 
-/// The outcome of an exchange: from the child's closing line, or else from its status as the
-/// zygote saw it (`exit`; `None` when that never came: an anomaly of the worker).
-pub(crate) fn outcome(
-    x: &Exchange,
-    exit: Option<ExitRecord>,
-    b: Bounds,
-) -> (JsonOutcome, Option<String>, bool) {
-    let reported = crate::run::reported_limit(&x.report);
-    let result = crate::run::api_result(&x.report).map(|r| String::from_utf8_lossy(r).into_owned());
-    let mut anomaly = false;
+/// The outcome of an exchange: from the child's closing frame, or else from its status as the
+/// zygote saw it (`exit`; `None` when that never came: an anomaly of the worker). Also whether
+/// the worker is to be replaced.
+pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (JsonOutcome, bool) {
+    let reported = x.limits.first().copied();
+    let mut anomaly = x.stuck;
     let (exit_code, signal, cpu, maxrss, mut limit) = match (x.done, exit) {
-        (Some((code, cpu, maxrss)), _) if !x.killed => (Some(code), None, cpu, maxrss, reported),
+        (Some(d), _) if x.killed.is_none() => (Some(d.exit), None, d.cpu, d.maxrss_kib, reported),
         (_, Some(e)) => {
             let cpu_limited = b.cpu.is_some_and(|c| e.cpu >= c as f64 - 0.05);
-            let limit = if x.killed {
-                Some(Limit::Wall)
+            let limit = if x.killed.is_some() {
+                x.killed
             } else if e.signal == Some(libc::SIGXCPU)
                 || (e.signal == Some(libc::SIGKILL) && cpu_limited)
-                || e.code == Some(128 + libc::SIGXCPU)
             {
-                // As PID 1 the child ignores SIGXCPU: the hard limit's SIGKILL ends it.
+                // RLIMIT_CPU's hard limit equals its soft one: the kernel's SIGKILL ends it.
                 Some(Limit::Cpu)
             } else if e.signal == Some(libc::SIGXFSZ) {
                 Some(Limit::FileSize)
             } else {
                 reported
             };
-            let signal = if x.killed {
+            let signal = if x.killed.is_some() {
                 Some(libc::SIGKILL)
             } else {
                 e.signal
             };
-            (e.code, signal, e.cpu, e.maxrss, limit)
+            (e.code, signal, e.cpu, e.maxrss_kib, limit)
         }
         (_, None) => {
             // The zygote did not say how the child ended: the worker is not to be trusted.
             anomaly = true;
-            let limit = if x.killed {
-                Some(Limit::Wall)
-            } else {
-                reported
-            };
-            let signal = x.killed.then_some(libc::SIGKILL);
+            let limit = x.killed.or(reported);
+            let signal = x.killed.map(|_| libc::SIGKILL);
             (None, signal, 0.0, 0, limit)
         }
     };
-    anomaly |= x.stuck;
     if limit.is_none() && (x.stdout_truncated || x.stderr_truncated) {
         limit = Some(Limit::Output);
     }
@@ -329,35 +379,5 @@ pub(crate) fn outcome(
         stderr: String::from_utf8_lossy(&x.stderr).into_owned(),
         stderr_truncated: x.stderr_truncated,
     };
-    (o, result, anomaly)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn closing_line_is_found_and_parsed_strictly() {
-        let r = b"limit memory\n\0done {\"exit\": 3, \"cpu\": 0.5, \"maxrss\": 10}\n";
-        let (at, d) = find_done(r, &mut 0).unwrap();
-        assert_eq!(at, 13);
-        let d = d.unwrap();
-        assert_eq!((d.exit, d.maxrss), (3, 10));
-        // Forged garbage is not a closing line.
-        let (_, d) = find_done(b"\0done nonsense\n", &mut 0).unwrap();
-        assert!(d.is_none());
-    }
-
-    #[test]
-    fn closing_line_is_found_across_reads() {
-        // The report grows as reads come in: the mark may be split, the line unfinished.
-        let full = b"xxxxxxxxxx\0done {\"exit\": 0, \"cpu\": 0.0, \"maxrss\": 1}\n";
-        let mut from = 0;
-        for cut in 1..full.len() {
-            assert!(find_done(&full[..cut], &mut from).is_none(), "cut {cut}");
-            assert!(from <= 10, "searched past the mark at cut {cut}");
-        }
-        let (at, d) = find_done(full, &mut from).unwrap();
-        assert_eq!((at, d.map(|d| d.maxrss)), (10, Some(1)));
-    }
+    (o, anomaly)
 }

@@ -14,15 +14,22 @@
 //! refuses in a multi-threaded process, and a pool is used from threads.
 
 mod channel;
+mod inside;
 mod pool;
 mod session;
+mod tree;
+mod watchdog;
 mod worker;
 mod zygote;
 
+pub use inside::serve as serve_inside;
 pub use pool::{Pool, PoolOptions};
-pub use session::Session;
+pub use session::{Session, SessionOptions, DEFAULT_LIFETIME};
 pub use worker::Worker;
-pub use zygote::{zygote_config, WarmUp, ZygoteMode};
+pub use zygote::{
+    find_library, zygote_config, WarmUp, ZygoteConfig, ZygoteMode, ZygoteRule, LIBRARY_IN_JAIL,
+    LIBRARY_NAME,
+};
 
 use crate::policy::PolicyError;
 use crate::run::JsonOutcome;
@@ -51,6 +58,10 @@ pub enum WarmError {
     SessionEnded(String),
     #[error("the warm worker refused the policy: {0}")]
     Refused(String),
+    /// An isolation step failed in a request child: nothing of the request ran, and the worker
+    /// is replaced.
+    #[error("sandbox setup failed: {step}: {message}")]
+    Isolation { step: String, message: String },
 }
 
 /// One request: code to run in a fresh child (or a session's), with what goes with it.
@@ -83,28 +94,15 @@ impl Request {
         }
     }
 
-    /// The child's framing: a line of four byte counts (code, name, stdin or -1, API data or 0),
-    /// then those bytes. Nothing in it is parsed as anything but bytes, except the API data.
+    /// The request frame for the child ([`crate::protocol::Request`]).
     fn encode(&self) -> Vec<u8> {
-        let name = self.name.as_deref().unwrap_or("");
-        let api = self.api.as_ref().map(|a| a.to_string()).unwrap_or_default();
-        let stdin_len = self.stdin.as_ref().map_or(-1, |s| s.len() as i64);
-        let mut out = format!(
-            "{} {} {} {}\n",
-            self.code.len(),
-            name.len(),
-            stdin_len,
-            api.len()
-        )
-        .into_bytes();
-        out.reserve(self.code.len() + name.len() + api.len() + stdin_len.max(0) as usize);
-        out.extend_from_slice(self.code.as_bytes());
-        out.extend_from_slice(name.as_bytes());
-        if let Some(s) = &self.stdin {
-            out.extend_from_slice(s.as_bytes());
+        crate::protocol::Request {
+            code: self.code.as_bytes().to_vec(),
+            name: self.name.clone().unwrap_or_default(),
+            stdin: self.stdin.as_ref().map(|s| s.as_bytes().to_vec()),
+            api: self.api.as_ref().map(|a| a.to_string().into_bytes()),
         }
-        out.extend_from_slice(api.as_bytes());
-        out
+        .encode()
     }
 }
 
@@ -121,6 +119,12 @@ pub struct WarmOutcome {
     /// The API result (tagged JSON text from the sandbox, untrusted), for package requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<String>,
+    /// The result was longer than the host keeps (16 MiB): left out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub result_truncated: bool,
+    /// The child's report did not decode (the code wrote its own bytes on it): why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_error: Option<String>,
     /// A session's child ended with this call (a limit, a crash).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,

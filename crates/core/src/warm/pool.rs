@@ -3,6 +3,7 @@
 
 use super::worker::Worker;
 use super::{Request, WarmError, WarmOutcome, WarmUp, ZygoteMode};
+use crate::isolate::Injection;
 use crate::policy::Policy;
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
@@ -20,6 +21,8 @@ pub struct PoolOptions {
     pub recycle_after: u64,
     /// The request path the workers' children take ahead of their request.
     pub warm_up: WarmUp,
+    /// The test-only switch: make an isolation step fail (see [`Injection`]).
+    pub inject: Option<Injection>,
 }
 
 impl PoolOptions {
@@ -30,6 +33,7 @@ impl PoolOptions {
             max_queue: 1024,
             recycle_after: 10_000,
             warm_up: WarmUp::Code,
+            inject: None,
         }
     }
 }
@@ -54,8 +58,13 @@ impl Pool {
         policy.validate()?;
         let starts: Vec<_> = (0..opts.workers.max(1))
             .map(|_| {
-                let (b, p, w) = (opts.binary.clone(), policy.clone(), opts.warm_up);
-                std::thread::spawn(move || Worker::start_mode(&b, &p, ZygoteMode::Pool, w))
+                let (b, p, w, i) = (
+                    opts.binary.clone(),
+                    policy.clone(),
+                    opts.warm_up,
+                    opts.inject,
+                );
+                std::thread::spawn(move || Worker::start_mode(&b, &p, ZygoteMode::Pool, w, i))
             })
             .collect();
         let mut idle = Vec::new();
@@ -91,6 +100,7 @@ impl Pool {
             &self.policy,
             ZygoteMode::Pool,
             self.opts.warm_up,
+            self.opts.inject,
         )
     }
 
@@ -158,6 +168,7 @@ impl Pool {
             };
         }
         let result = w.run_request(req);
+        // Any error (a failed isolation step included) and any anomaly: the worker is replaced.
         let healthy = match &result {
             Ok(o) => !o.anomaly && w.served < self.opts.recycle_after && w.alive(),
             Err(_) => false,

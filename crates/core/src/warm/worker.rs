@@ -1,11 +1,13 @@
 //! One warm worker: the `pysandbox worker` process, the control channel to its zygote, and the
 //! exchange of one request with a child the zygote handed over.
 
-use super::channel::{self, Bounds, ChildChannel, ExitRecord};
+use super::channel::{self, Bounds, ChildChannel, CpuWatch, ExitRecord};
+use super::watchdog::{self, WatchId};
 use super::{Request, WarmError, WarmOutcome, WarmUp, ZygoteMode, POLICY_ENV};
+use crate::isolate::Injection;
 use crate::policy::Policy;
+use crate::protocol::{End, FromZygote, ToZygote};
 use crate::sys;
-use serde_json::json;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -17,19 +19,23 @@ use std::time::{Duration, Instant};
 /// How long a worker may take to start (jail, interpreter, preloads, first child), and the
 /// zygote to hand over a child.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the zygote may take to report a child's end once its pipes have closed.
+/// How long the zygote may take to report a child's end once it is gone.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Grace past a request's wall clock before a child that answered but runs on is killed.
-const BACKSTOP: Duration = Duration::from_secs(1);
+/// Longest API result kept (the package bounds it further).
+pub(crate) const RESULT_MAX: usize = 16 << 20;
 
-/// The `pysandbox worker` command line for a worker's mode and warm-up.
-fn worker_args(mode: ZygoteMode, warm_up: WarmUp) -> Vec<&'static str> {
-    let mut args = vec!["worker"];
+/// The `pysandbox worker` command line for a worker's mode, warm-up and test switch.
+fn worker_args(mode: ZygoteMode, warm_up: WarmUp, inject: Option<Injection>) -> Vec<String> {
+    let mut args = vec!["worker".to_string()];
     if mode == ZygoteMode::Sessions {
-        args.push("--sessions");
+        args.push("--sessions".into());
     }
     if warm_up == WarmUp::Api {
-        args.push("--api");
+        args.push("--api".into());
+    }
+    if let Some(i) = inject {
+        args.push("--inject-failure".into());
+        args.push(format!("{}:{}", i.step.name().replace(' ', "_"), i.child));
     }
     args
 }
@@ -60,8 +66,7 @@ fn read_messages(ctl: OwnedFd, inbox: &Inbox) {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         let item = match read_message(ctl.as_fd(), &mut buf) {
-            Ok(Some(m)) => Incoming::Message(m),
-            Ok(None) => continue,
+            Ok(m) => Incoming::Message(m),
             Err(why) => Incoming::Ended(why),
         };
         let ended = matches!(item, Incoming::Ended(_));
@@ -77,8 +82,8 @@ fn read_messages(ctl: OwnedFd, inbox: &Inbox) {
     }
 }
 
-/// One message from the zygote; `None` for one of a kind this version does not know.
-fn read_message(ctl: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Message>, String> {
+/// One message from the zygote: a typed frame, descriptors with a `Child` one.
+fn read_message(ctl: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Message, String> {
     let got = sys::recv_with_fds(ctl, buf).map_err(|e| format!("reading from it: {e}"))?;
     if got.len == 0 {
         return Err("end of its control channel".into());
@@ -86,32 +91,35 @@ fn read_message(ctl: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Option<Message>, 
     if got.truncated {
         return Err("an oversized message".into());
     }
-    let v: serde_json::Value = serde_json::from_slice(&buf[..got.len]).map_err(|e| {
-        format!(
-            "a bad message ({e}): {}",
-            String::from_utf8_lossy(&buf[..got.len.min(200)])
-        )
-    })?;
-    if let Some(seq) = v.get("child").and_then(|s| s.as_u64()) {
-        let session = v.get("session").and_then(|s| s.as_bool()) == Some(true);
-        let ch = ChildChannel::new(seq, got.fds).ok_or("a child without its pipes")?;
-        return Ok(Some(Message::Child(ch, session)));
-    }
-    if let Some(seq) = v.get("exit").and_then(|s| s.as_u64()) {
-        let rec: ExitRecord =
-            serde_json::from_value(v.clone()).map_err(|e| format!("a bad exit message: {e}"))?;
-        return Ok(Some(Message::Exit(seq, rec)));
-    }
-    if v.get("ready").is_some() {
-        return Ok(Some(Message::Ready));
-    }
-    if let Some(message) = v.get("error").and_then(|e| e.as_str()) {
-        return Ok(Some(Message::Failed {
-            policy: v.get("kind").and_then(|k| k.as_str()) == Some("policy"),
-            message: message.to_string(),
-        }));
-    }
-    Ok(None)
+    let frame = FromZygote::decode(&buf[..got.len]).map_err(|e| format!("a bad message: {e}"))?;
+    Ok(match frame {
+        FromZygote::Ready => Message::Ready,
+        FromZygote::Child { seq, session } => {
+            let ch = ChildChannel::new(seq, got.fds).ok_or("a child without its descriptors")?;
+            Message::Child(ch, session)
+        }
+        FromZygote::Exit {
+            seq,
+            end,
+            cpu_micros,
+            maxrss_kib,
+        } => {
+            let (code, signal) = match end {
+                End::Exited(c) => (Some(c), None),
+                End::Signaled(s) => (None, Some(s)),
+            };
+            Message::Exit(
+                seq,
+                ExitRecord {
+                    code,
+                    signal,
+                    cpu: cpu_micros as f64 / 1e6,
+                    maxrss_kib,
+                },
+            )
+        }
+        FromZygote::Failed { policy, message } => Message::Failed { policy, message },
+    })
 }
 
 /// One `pysandbox worker` process, its jail and a control channel to its zygote. Requests go
@@ -123,12 +131,14 @@ pub struct Worker {
     errors: Arc<Mutex<String>>,
     /// The next request child, isolated and waiting.
     ready: Option<ChildChannel>,
-    /// The last request child that answered, and when its wall clock runs out.
-    lingering: Option<(u64, Instant)>,
+    /// The last request child that answered: the watchdog kills it at its deadline unless it is
+    /// gone before (the zygote hands over the next child once it is).
+    lingering: Option<(WatchId, Instant)>,
     /// Messages from the zygote, read as they arrive by a thread of the worker's own, so that a
     /// request finds its child's pipes ready to use rather than receiving and decoding them.
     inbox: Arc<Inbox>,
     pub(super) bounds: Bounds,
+    pub(super) processes: u32,
     /// Requests served so far.
     pub served: u64,
 }
@@ -136,7 +146,7 @@ pub struct Worker {
 impl Worker {
     /// Start a worker for `policy` with the `pysandbox` binary at `binary`.
     pub fn start(binary: &Path, policy: &Policy) -> Result<Worker, WarmError> {
-        Worker::start_mode(binary, policy, ZygoteMode::Pool, WarmUp::Code)
+        Worker::start_mode(binary, policy, ZygoteMode::Pool, WarmUp::Code, None)
     }
 
     pub(super) fn start_mode(
@@ -144,6 +154,7 @@ impl Worker {
         policy: &Policy,
         mode: ZygoteMode,
         warm_up: WarmUp,
+        inject: Option<Injection>,
     ) -> Result<Worker, WarmError> {
         policy.validate()?;
         let start_err = |message: String| WarmError::Start {
@@ -158,7 +169,7 @@ impl Worker {
         let (ctl, theirs) = sys::seqpacket_pair().map_err(|e| start_err(e.to_string()))?;
         let theirs_too = theirs.try_clone().map_err(|e| start_err(e.to_string()))?;
         let mut child = Command::new(binary)
-            .args(worker_args(mode, warm_up))
+            .args(worker_args(mode, warm_up, inject))
             .env(POLICY_ENV, text)
             .stdin(Stdio::from(theirs))
             .stdout(Stdio::from(theirs_too))
@@ -195,7 +206,9 @@ impl Worker {
                 cpu: limits
                     .cpu
                     .map(|c| c.as_secs() + u64::from(c.subsec_nanos() > 0)),
+                result_max: RESULT_MAX,
             },
+            processes: limits.processes,
             served: 0,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -254,7 +267,7 @@ impl Worker {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(WarmError::Hung(Duration::from_millis(1)));
+                return Err(WarmError::Hung(START_TIMEOUT));
             }
             q = self
                 .inbox
@@ -265,34 +278,21 @@ impl Worker {
         }
     }
 
-    /// The next request child: the one waiting, or the next the zygote hands over.
+    /// The next request child: the one waiting, or the next the zygote hands over (once the
+    /// last one is gone: at the latest, when the watchdog kills it at its deadline).
     pub(super) fn next_child(&mut self, session: bool) -> Result<ChildChannel, WarmError> {
         if !session {
             if let Some(c) = self.ready.take() {
+                self.forget_lingering();
                 return Ok(c);
             }
         }
-        let deadline = Instant::now() + START_TIMEOUT;
+        let after = self.lingering.map_or(Instant::now(), |(_, t)| t);
+        let deadline = after.max(Instant::now()) + START_TIMEOUT;
         loop {
-            // The zygote forks the next request child once the last one has ended, which it
-            // does right after its answer, unless it forged that answer and runs on: then it
-            // is killed when its wall clock runs out.
-            let until = match self.lingering {
-                Some((_, t)) if !session => (t + BACKSTOP).min(deadline),
-                _ => deadline,
-            };
-            let msg = match self.receive(until) {
-                Err(WarmError::Hung(_)) if Instant::now() < deadline => {
-                    if let Some((seq, _)) = self.lingering.take() {
-                        let _ = self.tell(&json!({"op": "kill", "seq": seq}));
-                    }
-                    continue;
-                }
-                other => other?,
-            };
-            match msg {
+            match self.receive(deadline)? {
                 Message::Child(c, false) => {
-                    self.lingering = None;
+                    self.forget_lingering();
                     if !session {
                         return Ok(c);
                     }
@@ -309,14 +309,22 @@ impl Worker {
         }
     }
 
-    /// Send the zygote one request (`{"op": ...}`).
-    pub(super) fn tell(&self, msg: &serde_json::Value) -> std::io::Result<()> {
-        sys::send(self.ctl.as_fd(), msg.to_string().as_bytes()).map(|_| ())
+    /// The last child is gone (the zygote forks the next only then): its deadline no longer
+    /// needs watching.
+    fn forget_lingering(&mut self) {
+        if let Some((id, _)) = self.lingering.take() {
+            watchdog::cancel(id);
+        }
+    }
+
+    /// Send the zygote one message.
+    pub(super) fn tell(&self, msg: &ToZygote) -> std::io::Result<()> {
+        sys::send(self.ctl.as_fd(), &msg.encode()).map(|_| ())
     }
 
     /// How child `seq` ended, as the zygote saw it (it reaps every child and says so when asked).
-    fn exit_of(&mut self, seq: u64) -> Option<ExitRecord> {
-        self.tell(&json!({"op": "status", "seq": seq})).ok()?;
+    pub(super) fn exit_of(&mut self, seq: u64) -> Option<ExitRecord> {
+        self.tell(&ToZygote::Status { seq }).ok()?;
         let deadline = Instant::now() + EXIT_TIMEOUT;
         loop {
             match self.receive(deadline).ok()? {
@@ -328,29 +336,32 @@ impl Worker {
     }
 
     /// One exchange with `ch`, and its outcome.
-    pub(super) fn serve(&mut self, ch: &ChildChannel, req: &Request) -> Result<Served, WarmError> {
-        let this = &*self;
-        let kill = json!({"op": "kill", "seq": ch.seq});
-        let x = channel::exchange(ch, &req.encode(), self.bounds, &mut || {
-            let _ = this.tell(&kill);
-        });
-        if x.idle {
-            return Ok(Served::Idle);
+    pub(super) fn serve(
+        &mut self,
+        ch: &ChildChannel,
+        req: &Request,
+        cpu: Option<&CpuWatch>,
+    ) -> Result<WarmOutcome, WarmError> {
+        let x = channel::exchange(ch, &req.encode(), self.bounds, cpu);
+        if let Some((step, message)) = x.setup_failed {
+            return Err(WarmError::Isolation { step, message });
         }
-        let exit = if x.done.is_some() && !x.killed {
+        let exit = if x.done.is_some() && x.killed.is_none() {
             None
         } else {
             self.exit_of(ch.seq)
         };
-        let (run, result, anomaly) = channel::outcome(&x, exit, self.bounds);
-        let ended = x.done.is_none() || x.killed;
-        Ok(Served::Done(WarmOutcome {
+        let (run, anomaly) = channel::outcome(&x, exit, self.bounds);
+        let ended = x.done.is_none() || x.killed.is_some() || x.gone;
+        Ok(WarmOutcome {
             id: serde_json::Value::Null,
             run,
             anomaly,
-            result,
+            result: x.result.map(|r| String::from_utf8_lossy(&r).into_owned()),
+            result_truncated: x.result_truncated,
+            report_error: x.malformed.map(|e| e.to_string()),
             ended,
-        }))
+        })
     }
 
     /// Run `code` in a fresh isolated child; `name` is its file name in tracebacks.
@@ -367,21 +378,19 @@ impl Worker {
     pub fn run_request(&mut self, req: &Request) -> Result<WarmOutcome, WarmError> {
         let ch = self.next_child(false)?;
         let started = Instant::now();
-        let served = self.serve(&ch, req)?;
-        if matches!(&served, Served::Done(o) if !o.ended) {
-            // It answered and should be ending; see `next_child`.
-            self.lingering = Some((ch.seq, started + self.bounds.wall));
-        }
-        drop(ch);
+        let served = self.serve(&ch, req, None);
         self.served += 1;
-        match served {
-            Served::Done(mut o) => {
-                // A fresh child always ends; `ended` only means something for sessions.
-                o.ended = false;
-                Ok(o)
+        let mut o = served?;
+        if !o.ended {
+            // It answered and should be ending: its wall clock keeps running until it is gone.
+            let deadline = started + self.bounds.wall;
+            if let Ok(fd) = ch.pidfd.try_clone() {
+                self.lingering = Some((watchdog::watch(deadline, vec![fd]), deadline));
             }
-            Served::Idle => Err(WarmError::Worker("a request child went idle".into())),
         }
+        // A fresh child always ends; `ended` only means something for sessions.
+        o.ended = false;
+        Ok(o)
     }
 
     pub fn alive(&mut self) -> bool {
@@ -393,6 +402,11 @@ impl Worker {
         self.child.id()
     }
 
+    /// A pidfd of the `pysandbox worker` process (killing it ends its jail).
+    pub(super) fn pidfd(&self) -> std::io::Result<OwnedFd> {
+        sys::pidfd_open(self.child.id() as libc::pid_t)
+    }
+
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -402,6 +416,7 @@ impl Worker {
     /// and exit, and the jail ends with it.
     pub fn stop(mut self) {
         self.ready = None;
+        self.forget_lingering();
         let _ = sys::shutdown(self.ctl.as_fd(), libc::SHUT_WR);
         for _ in 0..100 {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -419,10 +434,4 @@ impl Drop for Worker {
     fn drop(&mut self) {
         let _ = sys::shutdown(self.ctl.as_fd(), libc::SHUT_RDWR);
     }
-}
-
-pub(super) enum Served {
-    Done(WarmOutcome),
-    /// A session child that ended for lack of calls.
-    Idle,
 }

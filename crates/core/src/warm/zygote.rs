@@ -1,15 +1,22 @@
-//! The zygote's configuration (descriptor 6 of `bootstrap/warm.py`), built from a resolved policy
-//! by `pysandbox worker`.
+//! The zygote's configuration (descriptor 6 of `bootstrap/warm.py`, read by the bootstrap and by
+//! the zygote library), built from a resolved policy by `pysandbox worker`.
 
 use super::WarmError;
+use crate::isolate::Injection;
 use crate::jail::Network;
 use crate::landlock::{self, Access};
 use crate::limits::Limits;
 use crate::mounts::DEV_NODES;
 use crate::policy::Resolved;
-use crate::seccomp;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+
+/// Where the zygote library is bound inside a warm worker's jail.
+pub const LIBRARY_IN_JAIL: &str = "/.pysandbox/libpysandbox_zygote.so";
+/// The library's file name, looked for next to the `pysandbox` binary.
+pub const LIBRARY_NAME: &str = "libpysandbox_zygote.so";
+/// Overrides where the library is found.
+pub const LIBRARY_ENV: &str = "PYSANDBOX_ZYGOTE_LIB";
 
 /// What the zygote does with its children.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,14 +37,48 @@ pub enum WarmUp {
     Api,
 }
 
-/// The zygote's configuration (JSON): the Landlock rules and seccomp program of its children,
-/// their limits, the guard, the modules to preload.
+/// One Landlock rule of the request children: a path inside the jail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZygoteRule {
+    pub path: PathBuf,
+    pub access: Access,
+    pub is_dir: bool,
+}
+
+/// The zygote's configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZygoteConfig {
+    /// [`crate::protocol::VERSION`]: the library refuses a configuration of another version.
+    pub protocol: u32,
+    /// The library's path inside the jail (the bootstrap loads it from there).
+    pub library: PathBuf,
+    /// Keep a request child forked and isolated ahead of its request.
+    pub prefork: bool,
+    /// Children also warm up the Python package's exec/eval/call path.
+    pub api: bool,
+    /// Modules imported once by the zygote (an import that fails is skipped).
+    pub preload: Vec<String>,
+    /// The guard's configuration (JSON), or none.
+    pub guard: Option<String>,
+    /// Each request's limits (the jail itself runs with wide ones).
+    pub limits: Limits,
+    /// The jail's filesystem, as Landlock rules for every child (each adds its own `/tmp`).
+    pub rules: Vec<ZygoteRule>,
+    pub network: Network,
+    /// The test-only switch ([`Injection`]).
+    pub inject: Option<Injection>,
+}
+
+/// The zygote's configuration for a resolved policy.
 pub fn zygote_config(
     resolved: &Resolved,
     preload: &[String],
     mode: ZygoteMode,
     warm_up: WarmUp,
-) -> Result<String, WarmError> {
+    inject: Option<Injection>,
+) -> Result<ZygoteConfig, WarmError> {
     let spec = &resolved.spec;
     // Every request gets a fresh tmpfs on /tmp: a bind below it would be gone after the first.
     if let Some(p) = spec
@@ -52,15 +93,13 @@ pub fn zygote_config(
             p.display()
         )));
     }
-    let abi = landlock::abi().map_err(|e| WarmError::Worker(e.to_string()))?;
-    let handled = landlock::fs_rights(abi);
-    let mut rules: Vec<(PathBuf, u64)> = Vec::new();
+    let mut rules = Vec::new();
     let mut rule = |path: &Path, access: Access, is_dir: bool| {
-        let mut r = landlock::rights(access, handled);
-        if !is_dir {
-            r &= landlock::FILE_RIGHTS;
-        }
-        rules.push((path.to_path_buf(), r));
+        rules.push(ZygoteRule {
+            path: path.to_path_buf(),
+            access,
+            is_dir,
+        });
     };
     // The interpreter's files: one rule per directory holding bound files (in the jail's root
     // such a directory holds nothing else), one per bound directory.
@@ -88,47 +127,34 @@ pub fn zygote_config(
     for p in &spec.write_paths {
         rule(p, Access::ReadWrite, p.is_dir());
     }
-    // /tmp: one rule on the directory the per-request tmpfs is mounted over (see warm.py).
-    let tmp = landlock::rights(Access::ReadWrite, handled);
-    let net = if spec.network == Network::None && abi >= 4 {
-        landlock::NET_BIND_TCP | landlock::NET_CONNECT_TCP
-    } else {
-        0
-    };
-    // Requests of one worker share its network namespace: scope abstract sockets always.
-    let scoped = if abi >= 6 {
-        landlock::SCOPE_SIGNAL | landlock::SCOPE_ABSTRACT_UNIX_SOCKET
-    } else {
-        0
-    };
-    let filter = seccomp::request_program();
-    let mut hex = String::with_capacity(filter.len() * 16);
-    for f in &filter {
-        let mut b = Vec::with_capacity(8);
-        b.extend_from_slice(&f.code.to_le_bytes());
-        b.push(f.jt);
-        b.push(f.jf);
-        b.extend_from_slice(&f.k.to_le_bytes());
-        for x in b {
-            hex.push_str(&format!("{x:02x}"));
-        }
-    }
-    let l: &Limits = &spec.limits;
-    Ok(json!({
-        "guard": resolved.guard,
-        "limits": {
-            "memory": l.memory,
-            "cpu": l.cpu.map(|c| c.as_secs() + u64::from(c.subsec_nanos() > 0)),
-            "processes": l.processes,
-            "open_files": l.open_files,
-            "file_size": l.file_size,
-            "tmp_size": l.tmp_size,
-        },
-        "landlock": {"fs": handled, "net": net, "scoped": scoped, "rules": rules, "tmp": tmp},
-        "seccomp": hex,
-        "preload": preload,
-        "prefork": mode == ZygoteMode::Pool,
-        "api": warm_up == WarmUp::Api,
+    landlock::abi().map_err(|e| WarmError::Worker(e.to_string()))?;
+    Ok(ZygoteConfig {
+        protocol: crate::protocol::VERSION,
+        library: PathBuf::from(LIBRARY_IN_JAIL),
+        prefork: mode == ZygoteMode::Pool,
+        api: warm_up == WarmUp::Api,
+        preload: preload.to_vec(),
+        guard: resolved.guard.clone(),
+        limits: spec.limits.clone(),
+        rules,
+        network: spec.network,
+        inject,
     })
-    .to_string())
+}
+
+/// The zygote library on this host: `$PYSANDBOX_ZYGOTE_LIB`, or next to `binary`.
+pub fn find_library(binary: &Path) -> Result<PathBuf, WarmError> {
+    let path = match std::env::var_os(LIBRARY_ENV) {
+        Some(p) => PathBuf::from(p),
+        None => binary.parent().unwrap_or(Path::new(".")).join(LIBRARY_NAME),
+    };
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(WarmError::Worker(format!(
+            "the warm zygote library {} was not found (it is built with the binary: `cargo \
+             build --release --workspace` or `make build`; set ${LIBRARY_ENV} to use another)",
+            path.display()
+        )))
+    }
 }

@@ -1,0 +1,501 @@
+//! The zygote's side of a warm worker, run inside its jail by the bootstrap (`bootstrap/warm.py`)
+//! through the zygote library (`crates/zygote`): the Python process keeps its modules and the
+//! request path warm, and this code makes every process, namespace and isolation call.
+//!
+//! [`serve`] answers the host on the control socket ([`ToZygote`] in, [`FromZygote`] out) and
+//! forks the request children. Each child takes the isolation steps of [`isolate`] right after
+//! the fork, still in this code, and then returns into the bootstrap, which runs the code. For
+//! each child, before the fork: a Landlock ruleset with the jail's rules, the pipes (the host's
+//! ends handed over with a pidfd of the child after the fork), and a new PID namespace (the child
+//! is its PID 1: everything it leaves behind dies with it). After a request child has ended (the
+//! host may also have killed it: it owns every clock), a fresh tmpfs on `/tmp` for the next.
+
+use super::zygote::ZygoteConfig;
+use crate::isolate::{self, ChildSetup, Rlimits, Stage};
+use crate::landlock::{self, Access};
+use crate::protocol::{End, FromZygote, Report, ToZygote};
+use crate::{seccomp, sys};
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::fmt::Display;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+
+/// What [`serve`] returns to the bootstrap.
+pub const ROLE_EXIT: i32 = 0;
+pub const ROLE_REQUEST: i32 = 1;
+pub const ROLE_SESSION: i32 = 2;
+pub const ROLE_FAILED: i32 = -1;
+
+/// Exit status of a child whose isolation failed (its report pipe says which step).
+pub const SETUP_FAILED: i32 = 125;
+
+/// How many ended children the zygote remembers for the host's `Status` questions.
+const REMEMBERED: usize = 64;
+
+/// Serve the host on `ctl_fd` with the configuration on `config_fd` (both handed over: this
+/// function owns them). Returns [`ROLE_REQUEST`] or [`ROLE_SESSION`] in a child that is
+/// isolated and must now run the bootstrap's request loop, [`ROLE_EXIT`] in the zygote once the
+/// host has gone (everything it forked is killed), [`ROLE_FAILED`] when it could not start (the
+/// host was told).
+pub fn serve(config_fd: RawFd, ctl_fd: RawFd) -> i32 {
+    let ctl = match sys::adopt_fd(ctl_fd) {
+        Ok(fd) => fd,
+        Err(e) => {
+            eprintln!("pysandbox zygote: control socket {ctl_fd}: {e}");
+            return ROLE_FAILED;
+        }
+    };
+    let fail = |policy: bool, message: String| {
+        let msg = FromZygote::Failed { policy, message };
+        let _ = sys::send(ctl.as_fd(), &msg.encode());
+        ROLE_FAILED
+    };
+    let config = match sys::adopt_fd(config_fd).and_then(|fd| sys::read_whole(fd.as_fd())) {
+        Ok(c) => c,
+        Err(e) => return fail(false, format!("reading the zygote's configuration: {e}")),
+    };
+    let cfg: ZygoteConfig = match serde_json::from_slice(&config) {
+        Ok(c) => c,
+        Err(e) => return fail(false, format!("the zygote's configuration: {e}")),
+    };
+    if cfg.protocol != crate::protocol::VERSION {
+        return fail(
+            false,
+            format!(
+                "the zygote library speaks protocol {} and the binary {}: the binary and \
+                 libpysandbox_zygote.so next to it come from different builds; rebuild both",
+                crate::protocol::VERSION,
+                cfg.protocol
+            ),
+        );
+    }
+    let mut z = match Zygote::prepare(cfg, ctl) {
+        Ok(z) => z,
+        Err((ctl, e)) => {
+            let msg = FromZygote::Failed {
+                policy: false,
+                message: format!("preparing the zygote: {e}"),
+            };
+            let _ = sys::send(ctl.as_fd(), &msg.encode());
+            return ROLE_FAILED;
+        }
+    };
+    match z.run() {
+        Ok(Some(role)) => {
+            // In a child: every descriptor the zygote held was closed or moved by the isolation
+            // steps, so none of them may be closed again by number.
+            std::mem::forget(z);
+            role
+        }
+        Ok(None) => ROLE_EXIT,
+        Err(e) => {
+            eprintln!("pysandbox zygote: {e}");
+            ROLE_FAILED
+        }
+    }
+}
+
+struct Child {
+    seq: u64,
+    pid: libc::pid_t,
+    pidfd: OwnedFd,
+    session: bool,
+}
+
+struct Zygote {
+    cfg: ZygoteConfig,
+    ctl: OwnedFd,
+    null: OwnedFd,
+    /// A pidfd of the zygote itself: `setns` to it returns to its own PID namespace.
+    own_pid_ns: OwnedFd,
+    rules: Vec<(OwnedFd, u64)>,
+    /// Landlock: handled filesystem and network rights, scopes, the rights of `/tmp`.
+    handled: u64,
+    net: u64,
+    scoped: u64,
+    tmp_rights: u64,
+    tmp_options: CString,
+    filter: Vec<libc::sock_filter>,
+    children: Vec<Child>,
+    ended: VecDeque<(u64, FromZygote)>,
+    asked: Vec<u64>,
+    seq: u64,
+    /// The pool's request child, alive.
+    request: Option<u64>,
+}
+
+/// An error of the zygote's own (not of a child's isolation).
+struct ZygoteError(String);
+
+impl Display for ZygoteError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn zerr(what: &str) -> impl Fn(std::io::Error) -> ZygoteError + '_ {
+    move |e| ZygoteError(format!("{what}: {e}"))
+}
+
+impl Zygote {
+    /// Everything the children's isolation needs that can be done once.
+    fn prepare(cfg: ZygoteConfig, ctl: OwnedFd) -> Result<Zygote, (OwnedFd, ZygoteError)> {
+        match Zygote::prepare_inner(&cfg) {
+            Ok(parts) => Ok(Zygote {
+                cfg,
+                ctl,
+                null: parts.null,
+                own_pid_ns: parts.own_pid_ns,
+                rules: parts.rules,
+                handled: parts.handled,
+                net: parts.net,
+                scoped: parts.scoped,
+                tmp_rights: parts.tmp_rights,
+                tmp_options: parts.tmp_options,
+                filter: parts.filter,
+                children: Vec::new(),
+                ended: VecDeque::new(),
+                asked: Vec::new(),
+                seq: 0,
+                request: None,
+            }),
+            Err(e) => Err((ctl, e)),
+        }
+    }
+
+    fn prepare_inner(cfg: &ZygoteConfig) -> Result<Prepared, ZygoteError> {
+        // The zygote keeps its effective capabilities (it makes namespaces and mounts) and
+        // never executes a program; its children drop them, and these locks keep uid 0 from
+        // getting any back.
+        sys::lock_securebits_and_bounding_set().map_err(zerr("locking the securebits"))?;
+        let null = sys::open(Path::new("/dev/null"), libc::O_RDWR).map_err(zerr("/dev/null"))?;
+        let abi = landlock::abi().map_err(|e| ZygoteError(e.to_string()))?;
+        let handled = landlock::fs_rights(abi);
+        let mut rules = Vec::with_capacity(cfg.rules.len());
+        for r in &cfg.rules {
+            let fd = sys::open_path(&r.path)
+                .map_err(|e| ZygoteError(format!("Landlock rule {}: {e}", r.path.display())))?;
+            let mut allowed = landlock::rights(r.access, handled);
+            if !r.is_dir {
+                allowed &= landlock::FILE_RIGHTS;
+            }
+            rules.push((fd, allowed));
+        }
+        let net = if cfg.network == crate::jail::Network::None && abi >= 4 {
+            landlock::NET_BIND_TCP | landlock::NET_CONNECT_TCP
+        } else {
+            0
+        };
+        // Requests of one worker share its network namespace: scope abstract sockets always.
+        let scoped = if abi >= 6 {
+            landlock::SCOPE_SIGNAL | landlock::SCOPE_ABSTRACT_UNIX_SOCKET
+        } else {
+            0
+        };
+        let own_pid_ns = sys::pidfd_open(std::process::id() as libc::pid_t)
+            .map_err(zerr("pidfd of the zygote"))?;
+        std::env::set_current_dir("/").map_err(zerr("chdir /"))?;
+        Ok(Prepared {
+            null,
+            own_pid_ns,
+            rules,
+            handled,
+            net,
+            scoped,
+            tmp_rights: landlock::rights(Access::ReadWrite, handled),
+            tmp_options: isolate::tmp_options(cfg.limits.tmp_size),
+            filter: seccomp::request_program(),
+        })
+    }
+
+    fn send(&self, msg: &FromZygote) -> Result<(), ZygoteError> {
+        sys::send(self.ctl.as_fd(), &msg.encode())
+            .map(|_| ())
+            .map_err(zerr("writing to the host"))
+    }
+
+    /// The loop: `Ok(Some(role))` in a new child, `Ok(None)` when the host has gone.
+    fn run(&mut self) -> Result<Option<i32>, ZygoteError> {
+        self.send(&FromZygote::Ready)?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            if self.cfg.prefork && self.request.is_none() {
+                if let Some(role) = self.spawn(false, None)? {
+                    return Ok(Some(role));
+                }
+            }
+            let mut fds = Vec::with_capacity(1 + self.children.len());
+            fds.push(libc::pollfd {
+                fd: self.ctl.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            });
+            for c in &self.children {
+                fds.push(libc::pollfd {
+                    fd: c.pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
+            sys::poll(&mut fds, -1).map_err(zerr("poll"))?;
+            let ended: Vec<RawFd> = fds[1..]
+                .iter()
+                .filter(|p| p.revents != 0)
+                .map(|p| p.fd)
+                .collect();
+            for fd in ended {
+                self.reap(fd)?;
+            }
+            if fds[0].revents == 0 {
+                continue;
+            }
+            let got = sys::recv_with_fds(self.ctl.as_fd(), &mut buf).map_err(zerr("reading"))?;
+            if got.len == 0 {
+                // The host has gone: so does everything it asked for.
+                for c in &self.children {
+                    let _ = sys::pidfd_kill(c.pidfd.as_fd(), libc::SIGKILL);
+                }
+                return Ok(None);
+            }
+            match ToZygote::decode(&buf[..got.len]) {
+                Ok(ToZygote::Session { cpu_seconds }) => {
+                    if let Some(role) = self.spawn(true, Some(cpu_seconds))? {
+                        return Ok(Some(role));
+                    }
+                }
+                Ok(ToZygote::Status { seq }) => self.answer(seq)?,
+                Err(e) => eprintln!("pysandbox zygote: a bad message from the host: {e}"),
+            }
+        }
+    }
+
+    /// A child has ended: reap it, remember how, and after a request give `/tmp` a fresh start.
+    fn reap(&mut self, pidfd: RawFd) -> Result<(), ZygoteError> {
+        let Some(i) = self
+            .children
+            .iter()
+            .position(|c| c.pidfd.as_raw_fd() == pidfd)
+        else {
+            return Ok(());
+        };
+        let c = self.children.swap_remove(i);
+        let r = sys::wait4(c.pid, 0)
+            .map_err(zerr("reaping a child"))?
+            .ok_or_else(|| ZygoteError("a child vanished".into()))?;
+        let end = if libc::WIFSIGNALED(r.status) {
+            End::Signaled(libc::WTERMSIG(r.status))
+        } else {
+            End::Exited(libc::WEXITSTATUS(r.status))
+        };
+        let micros = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+        let exit = FromZygote::Exit {
+            seq: c.seq,
+            end,
+            cpu_micros: micros(r.rusage.ru_utime) + micros(r.rusage.ru_stime),
+            maxrss_kib: r.rusage.ru_maxrss as u64,
+        };
+        if self.ended.len() >= REMEMBERED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back((c.seq, exit));
+        if !c.session && self.request == Some(c.seq) {
+            self.request = None;
+            // The last request's /tmp is detached (nothing uses it any more: its whole PID
+            // namespace has ended) and a new, empty one is mounted for the next.
+            sys::umount_detach(Path::new("/tmp")).map_err(zerr("umount /tmp"))?;
+            isolate::mount_tmp(Some(&self.tmp_options)).map_err(zerr("mount /tmp"))?;
+        }
+        if let Some(at) = self.asked.iter().position(|s| *s == c.seq) {
+            self.asked.swap_remove(at);
+            self.answer(c.seq)?;
+        }
+        Ok(())
+    }
+
+    fn answer(&mut self, seq: u64) -> Result<(), ZygoteError> {
+        match self.ended.iter().find(|(s, _)| *s == seq) {
+            Some((_, msg)) => {
+                let msg = msg.clone();
+                self.send(&msg)
+            }
+            None => {
+                self.asked.push(seq);
+                Ok(())
+            }
+        }
+    }
+
+    /// Fork the next child. `Some(role)` in the child, isolated; `None` in the zygote.
+    fn spawn(&mut self, session: bool, cpu: Option<u64>) -> Result<Option<i32>, ZygoteError> {
+        self.seq += 1;
+        let seq = self.seq;
+        let ruleset = landlock::prepare_ruleset(self.handled, self.net, self.scoped, &self.rules)
+            .map_err(zerr("Landlock ruleset"))?;
+        let p = Pipes::new().map_err(zerr("pipes"))?;
+        // A new PID namespace applies to the next child made; it can only be made from the
+        // zygote's own namespace, to which setns returns first.
+        sys::setns(self.own_pid_ns.as_fd(), libc::CLONE_NEWPID)
+            .map_err(zerr("setns to the zygote's PID namespace"))?;
+        sys::unshare(libc::CLONE_NEWPID).map_err(zerr("unshare(CLONE_NEWPID)"))?;
+        let others = self.children.len() as u64;
+        match sys::fork().map_err(zerr("fork"))? {
+            None => {
+                let role = self.isolate_child(seq, session, cpu, others, &p, ruleset);
+                // The pipes were moved to the child's numbers or closed: never close by number.
+                std::mem::forget(p);
+                Ok(Some(role))
+            }
+            Some(pid) => {
+                let pidfd = sys::pidfd_open(pid).map_err(zerr("pidfd_open"))?;
+                let msg = FromZygote::Child { seq, session };
+                let fds = [
+                    p.req_w.as_fd(),
+                    p.out_r.as_fd(),
+                    p.err_r.as_fd(),
+                    p.res_r.as_fd(),
+                    pidfd.as_fd(),
+                ];
+                sys::send_with_fds(self.ctl.as_fd(), &msg.encode(), &fds)
+                    .map_err(zerr("handing a child to the host"))?;
+                drop(p);
+                drop(ruleset);
+                self.children.push(Child {
+                    seq,
+                    pid,
+                    pidfd,
+                    session,
+                });
+                if !session {
+                    self.request = Some(seq);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// In the child, right after the fork: the isolation steps, then back to the bootstrap.
+    /// A step that fails is reported on the report pipe, and the child exits.
+    fn isolate_child(
+        &self,
+        seq: u64,
+        session: bool,
+        cpu: Option<u64>,
+        others: u64,
+        p: &Pipes,
+        ruleset: OwnedFd,
+    ) -> i32 {
+        let l = &self.cfg.limits;
+        let null = self.null.as_raw_fd();
+        // 0 stdin, 1 stdout, 2 stderr, 3 requests, 4 report; during the warm-up 1, 2 and 4
+        // are /dev/null and the pipes wait at 5, 6 and 7 (the bootstrap moves them); 8 the
+        // Landlock ruleset until it is enforced.
+        let fds = [
+            null,
+            null,
+            null,
+            p.req_r.as_raw_fd(),
+            null,
+            p.out_w.as_raw_fd(),
+            p.err_w.as_raw_fd(),
+            p.res_w.as_raw_fd(),
+            ruleset.as_raw_fd(),
+        ];
+        let cpu_seconds = if session {
+            cpu
+        } else {
+            l.cpu.map(|c| c.as_secs() + u64::from(c.subsec_nanos() > 0))
+        };
+        let setup = ChildSetup {
+            stage: if session {
+                Stage::WarmSession
+            } else {
+                Stage::WarmRequest
+            },
+            fds: &fds,
+            last_cloexec: false,
+            rlimits: Rlimits {
+                memory: l.memory,
+                cpu_seconds,
+                // The jail's init and the zygote run as the same user, and other live
+                // children (sessions) too: the request's own count comes on top.
+                nproc: u64::from(l.processes) + 2 + others,
+                open_files: u64::from(l.open_files),
+                file_size: l.file_size,
+            },
+            tmp_options: Some(&self.tmp_options),
+            landlock: Some((8, self.tmp_rights)),
+            seccomp: Some(&self.filter),
+            inject: self.cfg.inject.filter(|i| i.child == seq).map(|i| i.step),
+        };
+        let mut report = p.res_w.as_raw_fd();
+        let result = isolate::enter(&setup, &mut report);
+        // The descriptors above were moved or closed by number: never close them again.
+        std::mem::forget(ruleset);
+        match result {
+            Ok(()) => {
+                if session {
+                    ROLE_SESSION
+                } else {
+                    ROLE_REQUEST
+                }
+            }
+            Err(e) => {
+                let frame = Report::SetupFailed {
+                    step: e.step.name().to_string(),
+                    message: e.message,
+                }
+                .encode();
+                let _ = sys::write_all(report, &frame);
+                sys::exit_now(SETUP_FAILED)
+            }
+        }
+    }
+}
+
+struct Prepared {
+    null: OwnedFd,
+    own_pid_ns: OwnedFd,
+    rules: Vec<(OwnedFd, u64)>,
+    handled: u64,
+    net: u64,
+    scoped: u64,
+    tmp_rights: u64,
+    tmp_options: CString,
+    filter: Vec<libc::sock_filter>,
+}
+
+/// A child's pipes: request (host writes), stdout, stderr, report (host reads). The host's
+/// ends are non-blocking.
+struct Pipes {
+    req_r: OwnedFd,
+    req_w: OwnedFd,
+    out_r: OwnedFd,
+    out_w: OwnedFd,
+    err_r: OwnedFd,
+    err_w: OwnedFd,
+    res_r: OwnedFd,
+    res_w: OwnedFd,
+}
+
+impl Pipes {
+    fn new() -> std::io::Result<Pipes> {
+        let (req_r, req_w) = sys::pipe()?;
+        let (out_r, out_w) = sys::pipe()?;
+        let (err_r, err_w) = sys::pipe()?;
+        let (res_r, res_w) = sys::pipe()?;
+        for fd in [&req_w, &out_r, &err_r, &res_r] {
+            sys::set_nonblocking(fd.as_fd())?;
+        }
+        Ok(Pipes {
+            req_r,
+            req_w,
+            out_r,
+            out_w,
+            err_r,
+            err_w,
+            res_r,
+            res_w,
+        })
+    }
+}

@@ -1,0 +1,26 @@
+//! `libpysandbox_zygote.so`: loaded once by a warm worker's zygote (`bootstrap/warm.py`, with
+//! ctypes) so that every process, namespace and isolation call of the warm path is made by the
+//! same Rust code as the cold path's (`pysandbox_core::isolate`), not by Python with syscall
+//! numbers. Its entry points take and return integers only.
+//!
+//! `#[no_mangle]` is what exports a symbol for ctypes to find; the `unsafe_code` lint counts it,
+//! hence the one `allow` per entry point. There is no other unsafe code here.
+#![deny(unsafe_code)]
+
+use std::os::raw::c_int;
+
+/// The frame protocol this library speaks; the bootstrap checks it against its configuration.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn pysandbox_zygote_protocol() -> c_int {
+    pysandbox_core::protocol::VERSION as c_int
+}
+
+/// Serve the host: takes ownership of `config_fd` (the zygote's configuration) and `ctl_fd`
+/// (the control socket). Returns 1 in a fresh request child and 2 in a session child, both
+/// isolated; 0 in the zygote once the host has gone; -1 if the zygote could not start.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn pysandbox_zygote_serve(config_fd: c_int, ctl_fd: c_int) -> c_int {
+    pysandbox_core::warm::serve_inside(config_fd, ctl_fd)
+}
