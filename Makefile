@@ -33,7 +33,7 @@ test-rust:
 ## The Python package, with the binary it runs inside (pip builds the native codec with maturin).
 python: build
 	mkdir -p python/pysandbox/_bin
-	cp target/release/pysandbox python/pysandbox/_bin/pysandbox
+	cp target/release/pysandbox target/release/libpysandbox_zygote.so python/pysandbox/_bin/
 	$(PY) -m pip install -q --disable-pip-version-check .
 
 test-python: python

@@ -155,6 +155,7 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
         opts.workers = n.max(1);
     }
     opts.recycle_after = a.recycle_after;
+    opts.inject = a.policy.injection()?;
     let threads = opts.workers;
     let pool = Pool::new(policy, opts)?;
     let input = Mutex::new(std::io::BufReader::new(std::io::stdin()).lines());
@@ -220,6 +221,7 @@ pub fn run_files(policy: &PolicyArgs, files: &[String], json: bool) -> Result<Ex
     let exe = std::env::current_exe().context("finding the pysandbox binary")?;
     let mut opts = PoolOptions::new(exe);
     opts.workers = opts.workers.min(sources.len());
+    opts.inject = policy.injection()?;
     let threads = opts.workers;
     let pool = Pool::new(policy.policy()?, opts)?;
     let next = std::sync::atomic::AtomicUsize::new(0);

@@ -8,6 +8,7 @@ mod serve;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use pysandbox_core::isolate::Injection;
 use pysandbox_core::limits::{self, parse_duration, parse_size, Limit};
 use pysandbox_core::policy::{Feature, Policy, PolicyError};
 use pysandbox_core::run::{self, JsonOutcome, RunRequest, Source};
@@ -136,6 +137,10 @@ pub(crate) struct PolicyArgs {
     /// Python interpreter to run (default: $PYSANDBOX_PYTHON, python3.11 or python3 on PATH).
     #[arg(long, value_name = "PATH")]
     python: Option<PathBuf>,
+    /// Test-only: make isolation step STEP fail (in a warm worker: in its Nth child). It can
+    /// only make a run fail, never weaken one.
+    #[arg(long, value_name = "STEP[:N]", hide = true)]
+    inject_failure: Option<String>,
 }
 
 impl PolicyArgs {
@@ -206,6 +211,15 @@ impl PolicyArgs {
         }
         p.validate()?;
         Ok(p)
+    }
+
+    /// The test-only switch, parsed.
+    pub(crate) fn injection(&self) -> Result<Option<Injection>> {
+        self.inject_failure
+            .as_deref()
+            .map(Injection::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("--inject-failure: {e}"))
     }
 }
 
@@ -319,7 +333,8 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
         (None, Some((script, rest))) => (Source::File(PathBuf::from(script)), rest.to_vec()),
         (None, None) => return usage("nothing to run: give a SCRIPT or -c CODE".into()),
     };
-    let resolved = a.policy.policy()?.resolve()?;
+    let mut resolved = a.policy.policy()?.resolve()?;
+    resolved.spec.inject = a.policy.injection()?.map(|i| i.step);
     let stdin = if resolved.stdin {
         let fd: OwnedFd = std::io::stdin()
             .lock()

@@ -12,6 +12,7 @@ use super::tree;
 use super::watchdog::{self, WatchId};
 use super::worker::Worker;
 use super::{Request, WarmError, WarmOutcome, WarmUp, ZygoteMode};
+use crate::isolate::Injection;
 use crate::policy::Policy;
 use crate::protocol::ToZygote;
 use crate::sys;
@@ -30,6 +31,8 @@ pub struct SessionOptions {
     /// The session ends this long after it opened, whatever it does.
     pub lifetime: Duration,
     pub warm_up: WarmUp,
+    /// The test-only switch (see [`Injection`]).
+    pub inject: Option<Injection>,
 }
 
 impl SessionOptions {
@@ -38,6 +41,7 @@ impl SessionOptions {
             idle,
             lifetime: DEFAULT_LIFETIME,
             warm_up: WarmUp::Code,
+            inject: None,
         }
     }
 }
@@ -85,8 +89,13 @@ impl Session {
         policy: &Policy,
         opts: SessionOptions,
     ) -> Result<Session, WarmError> {
-        let mut worker =
-            Worker::start_mode(binary, policy, ZygoteMode::Sessions, opts.warm_up, None)?;
+        let mut worker = Worker::start_mode(
+            binary,
+            policy,
+            ZygoteMode::Sessions,
+            opts.warm_up,
+            opts.inject,
+        )?;
         // The child's own CPU limit spans the session: at most its lifetime, rounded up.
         let cpu_seconds = opts.lifetime.as_secs() + 1;
         worker
@@ -199,6 +208,12 @@ impl Session {
         self.live
             .as_ref()
             .is_some_and(|l| !watchdog::fired(l.watch.0))
+    }
+
+    /// Process id of the session's `pysandbox worker` process (its jail and the session's
+    /// processes are its descendants), while the session is open.
+    pub fn worker_pid(&self) -> Option<u32> {
+        self.live.as_ref().map(|l| l.worker.pid())
     }
 
     /// How long the session has been open.
