@@ -483,8 +483,7 @@ class Session:
 
     def execute(self, code: str, *, stdin: Optional[str] = None) -> Result:
         """Run ``code`` in the session's namespace."""
-        if self._native is None or not self._native.is_open:
-            self.close(self._ended or "a limit or a crash ended it")
+        if self._native is None:
             raise SandboxError(f"the session has ended: {self._ended}")
         try:
             resp = json.loads(_warm_call(self._native.execute, json.dumps({"code": code, "stdin": stdin})))

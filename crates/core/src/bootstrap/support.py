@@ -79,21 +79,26 @@ def _pysandbox_json(text):
     return value
 
 
+# Frames are written after the code has run, and the code may have replaced any builtin: what
+# they need is taken here, when the bootstrap loads, or reached through methods of bytes and int.
+_VIEW = memoryview
+
+
 def _pysandbox_frame(tag, payload):
     # One report frame (docs/protocol.md): a little-endian u32 length of what follows, the tag
     # byte, the fields.
-    return (len(payload) + 1).to_bytes(4, "little") + bytes((tag,)) + payload
+    return (payload.__len__() + 1).to_bytes(4, "little") + tag.to_bytes(1, "little") + payload
 
 
 def _pysandbox_field(data):
-    return len(data).to_bytes(4, "little") + data
+    return data.__len__().to_bytes(4, "little") + data
 
 
 def _pysandbox_write(data):
     # All of `data` to the report pipe (descriptor 4).
     import os
 
-    view = memoryview(data)
+    view = _VIEW(data)
     while view:
         view = view[os.write(4, view):]
 

@@ -218,7 +218,7 @@ def _warm_request(fields, session, warm=False):
     import resource
 
     # Taken before the code runs, which may replace any of them.
-    write, getrusage, is_int = os.write, resource.getrusage, isinstance
+    write, getrusage, is_int, frame = os.write, resource.getrusage, isinstance, _pysandbox_frame
     src, name, stdin, api = fields
     name = name.decode("utf-8", "replace") or "<string>"
     if session or stdin is not None:
@@ -270,8 +270,9 @@ def _warm_request(fields, session, warm=False):
     ru = getrusage(resource.RUSAGE_SELF)
     if not is_int(status, int):
         status = 1
-    status = max(-(1 << 31), min(status, (1 << 31) - 1))
-    cpu = int((ru.ru_utime + ru.ru_stime) * 1e6)
+    if not -(1 << 31) <= status < 1 << 31:
+        status = 1
+    cpu = ((ru.ru_utime + ru.ru_stime) * 1e6).__int__()
     done = status.to_bytes(4, "little", signed=True) + cpu.to_bytes(8, "little")
-    write(4, _pysandbox_frame(3, done + ru.ru_maxrss.to_bytes(8, "little")))
+    write(4, frame(3, done + ru.ru_maxrss.to_bytes(8, "little")))
     return status
