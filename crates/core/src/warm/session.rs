@@ -114,13 +114,12 @@ impl Session {
             ended: None,
         };
         let watch = s.arm(&worker, &child)?;
-        // Idle until the first call: stopped.
-        let stopped = tree::stop(&child.pidfd);
+        // No code has run in it yet (its warm-up is pysandbox's): it is stopped after calls.
         s.live = Some(Live {
             worker,
             child,
             pid,
-            stopped,
+            stopped: tree::Stopped::default(),
             watch,
         });
         Ok(s)
