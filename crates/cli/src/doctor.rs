@@ -1,7 +1,9 @@
 //! `pysandbox doctor`: what this machine offers, what pysandbox would use, and whether a jail runs.
 
 use anyhow::Result;
+use pysandbox_core::policy::Policy;
 use pysandbox_core::run::{self, RunRequest, Source};
+use pysandbox_core::warm::{self, Pool, PoolOptions};
 use pysandbox_core::{interp, landlock, JailSpec, Limits, Network, OutputMode, Status, Stdin};
 use std::path::Path;
 use std::process::ExitCode;
@@ -141,9 +143,55 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
             }
         }
     }
+    // Warm mode, last: a pool starts threads, and the cold run above needs a single thread.
+    let (good, detail) = warm_check(python);
+    line(good, "warm pool", detail);
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
     })
+}
+
+/// The zygote library, and one request through a warm worker (its second: the first child was
+/// prepared while the worker started).
+fn warm_check(python: Option<&Path>) -> (bool, String) {
+    let exe = match std::env::current_exe() {
+        Ok(e) => e,
+        Err(e) => return (false, format!("finding the pysandbox binary: {e}")),
+    };
+    let lib = match warm::find_library(&exe) {
+        Ok(l) => l,
+        Err(e) => return (false, e.to_string()),
+    };
+    let mut policy = Policy::default();
+    policy.python = python.map(Path::to_path_buf);
+    let mut o = PoolOptions::new(exe);
+    o.workers = 1;
+    let pool = match Pool::new(policy, o) {
+        Ok(p) => p,
+        Err(e) => return (false, e.to_string()),
+    };
+    let _ = pool.run("pass", None);
+    // Let the worker prepare its next child, as it does between requests.
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let t = std::time::Instant::now();
+    let r = pool.run("print(6 * 7)", None);
+    let took = t.elapsed();
+    pool.shutdown();
+    match r {
+        Ok(o) if o.run.stdout == "42\n" => (
+            true,
+            format!(
+                "{} loaded by the zygote; print(6 * 7) in {:.2} ms",
+                lib.display(),
+                took.as_secs_f64() * 1e3
+            ),
+        ),
+        Ok(o) => (
+            false,
+            format!("unexpected answer: {:?} {}", o.run.stdout, o.run.stderr),
+        ),
+        Err(e) => (false, e.to_string()),
+    }
 }
