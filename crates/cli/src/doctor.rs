@@ -164,8 +164,10 @@ fn warm_check(python: Option<&Path>) -> (bool, String) {
         Ok(l) => l,
         Err(e) => return (false, e.to_string()),
     };
-    let mut policy = Policy::default();
-    policy.python = python.map(Path::to_path_buf);
+    let policy = Policy {
+        python: python.map(Path::to_path_buf),
+        ..Policy::default()
+    };
     let mut o = PoolOptions::new(exe);
     o.workers = 1;
     let pool = match Pool::new(policy, o) {
