@@ -372,18 +372,20 @@ class Sandbox:
             self._pool.release(helper, healthy)
         return self._result(resp)
 
-    def session(self, idle_timeout: float = 300.0) -> "Session":
+    def session(self, idle_timeout: float = 300.0, lifetime: float = 3600.0) -> "Session":
         """A stateful session, like a notebook: variables stay between calls.
 
         Each call has the configuration's time limits; memory is limited for the whole session;
-        a tripped limit ends it. It closes after ``idle_timeout`` seconds without calls.
+        a tripped limit ends it. It closes after ``idle_timeout`` seconds without calls, and
+        ``lifetime`` seconds after it opened, whatever it does. Between calls nothing of it runs
+        (threads and processes a call left behind are stopped until the next call).
 
         >>> with Sandbox().session() as s:
         ...     _ = s.execute("x = 20")
         ...     s.execute("print(x + 1)").stdout
         '21\\n'
         """
-        return Session(self.config, idle_timeout)
+        return Session(self.config, idle_timeout, lifetime)
 
     def _result(self, resp: Dict[str, Any]) -> Result:
         if not resp.get("ok"):
@@ -472,12 +474,13 @@ class Sandbox:
 class Session:
     """A stateful sandbox session (see :meth:`Sandbox.session`)."""
 
-    def __init__(self, config: SandboxConfig, idle_timeout: float = 300.0) -> None:
+    def __init__(self, config: SandboxConfig, idle_timeout: float = 300.0,
+                 lifetime: float = 3600.0) -> None:  # fmt: skip
         self.config = config
         self._ended: Optional[str] = None
         self._native: Optional[Any] = _warm_call(
-            _native.WarmSession, helper_binary(), json.dumps(config.to_policy()), float(idle_timeout)
-        )
+            _native.WarmSession, helper_binary(), json.dumps(config.to_policy()),
+            float(idle_timeout), float(lifetime))  # fmt: skip
         _WARM.add(self._native)
         self._checker = Sandbox(config)
 

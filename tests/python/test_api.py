@@ -4,6 +4,7 @@ import asyncio
 import copy
 import doctest
 import os
+import shutil
 import socket
 import tempfile
 import threading
@@ -416,3 +417,33 @@ def test_session_ends_after_its_idle_timeout():
 def test_warm_policy_errors_are_policy_errors():
     with pytest.raises(PolicyError):
         Sandbox(SandboxConfig(recursion_limit=1), pool=True).eval("1")
+
+
+def test_session_lifetime_and_nothing_runs_between_calls(tmp_path_factory):
+    # Host-side evidence: a thread the first call left writes to a host file; between calls the
+    # file does not grow (the session is stopped), and the session ends at its lifetime.
+    shared = "/var/tmp/pysandbox-session-" + os.urandom(4).hex()
+    os.makedirs(shared)
+    os.chmod(shared, 0o777)
+    try:
+        ticks = os.path.join(shared, "ticks")
+        cfg = SandboxConfig(preset="stdlib", processes=4, allow_write=[shared])
+        s = Sandbox(cfg).session(lifetime=2.0)
+        s.execute(
+            "import threading, time\n"
+            "def tick():\n"
+            "    with open(%r, 'a') as f:\n"
+            "        while True:\n"
+            "            f.write('.'); f.flush(); time.sleep(0.01)\n"
+            "threading.Thread(target=tick, daemon=True).start()\n"
+            "time.sleep(0.2)\n" % ticks
+        )
+        after = os.path.getsize(ticks)
+        assert after > 5
+        time.sleep(0.6)
+        assert os.path.getsize(ticks) <= after + 1
+        time.sleep(1.6)
+        with pytest.raises(SandboxError, match="session has ended: lifetime"):
+            s.execute("print(1)")
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)

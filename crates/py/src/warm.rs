@@ -12,7 +12,9 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pysandbox_core::policy::Policy;
-use pysandbox_core::warm::{Pool, PoolOptions, Request, Session, WarmError, WarmOutcome, WarmUp};
+use pysandbox_core::warm::{
+    Pool, PoolOptions, Request, Session, SessionOptions, WarmError, WarmOutcome, WarmUp,
+};
 use serde_json::{Map, Value};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -186,13 +188,19 @@ pub struct WarmSession {
 #[pymethods]
 impl WarmSession {
     #[new]
-    fn new(py: Python<'_>, binary: &str, policy: &str, idle: f64) -> PyResult<Self> {
+    #[pyo3(signature = (binary, policy, idle, lifetime = 3600.0))]
+    fn new(py: Python<'_>, binary: &str, policy: &str, idle: f64, lifetime: f64) -> PyResult<Self> {
         let policy = parse_policy(policy)?;
-        let idle = Duration::try_from_secs_f64(idle.max(0.001))
-            .map_err(|e| failure("request", format!("bad idle timeout: {e}")))?;
+        let seconds = |what: &str, v: f64| {
+            Duration::try_from_secs_f64(v.max(0.001))
+                .map_err(|e| failure("request", format!("bad {what}: {e}")))
+        };
+        let mut opts = SessionOptions::new(seconds("idle timeout", idle)?);
+        opts.lifetime = seconds("lifetime", lifetime)?;
+        opts.warm_up = WarmUp::Api;
         let session = py
             .allow_threads(|| {
-                Session::open_with(std::path::Path::new(binary), &policy, idle, WarmUp::Api)
+                Session::open_with_options(std::path::Path::new(binary), &policy, opts)
             })
             .map_err(warm_failure)?;
         Ok(WarmSession {
