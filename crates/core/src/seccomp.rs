@@ -5,10 +5,12 @@
 //!    (i386 `int 0x80`, x32) kills the process, so no second syscall table is reachable;
 //! 2. calls that only an attacker makes (`ptrace`, `mount`, `unshare`, `bpf`, …) kill the process;
 //! 3. calls inspected by argument: `clone` (no namespace flags), `socket` (only `AF_UNIX` without
-//!    network), `ioctl` (no `TIOCSTI`/`TIOCLINUX`), `execve` (per [`ExecPolicy`]); `clone3` answers
-//!    `ENOSYS` because its flags live in memory a filter cannot read, and glibc then uses `clone`;
+//!    network), `ioctl` (no `TIOCSTI`/`TIOCLINUX`), `execve` (per [`ExecPolicy`]), `open`,
+//!    `openat` and the chmod family (no set-id bits, [`MODE_CHECKED`]); `clone3` answers `ENOSYS`
+//!    because its flags live in memory a filter cannot read, and glibc then uses `clone`;
 //! 4. the allowlist;
-//! 5. everything else fails with `EPERM`, so Python raises an ordinary `PermissionError`.
+//! 5. everything else fails with `EPERM`, so Python raises an ordinary `PermissionError` — among
+//!    them the calls left out on purpose, with their reasons ([`REFUSED`]).
 //!
 //! The program is built by a small assembler with labels ([`Asm`]); `program()` is public so the
 //! tests (and `pysandbox doctor`) can inspect it.
@@ -145,11 +147,6 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_stat, "os.stat (old entry point)"),
     (libc::SYS_lstat, "os.lstat (old entry point)"),
     (libc::SYS_statx, "os.stat on newer glibc"),
-    (
-        libc::SYS_openat,
-        "opening files (Landlock and the mount tree decide which)",
-    ),
-    (libc::SYS_open, "opening files (old entry point)"),
     (libc::SYS_close, "closing descriptors"),
     (
         libc::SYS_close_range,
@@ -193,9 +190,6 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_linkat, "os.link"),
     (libc::SYS_symlink, "os.symlink"),
     (libc::SYS_symlinkat, "os.symlink"),
-    (libc::SYS_chmod, "os.chmod"),
-    (libc::SYS_fchmod, "os.fchmod"),
-    (libc::SYS_fchmodat, "os.chmod"),
     (libc::SYS_chown, "os.chown (own files in /tmp)"),
     (libc::SYS_fchown, "os.fchown"),
     (libc::SYS_lchown, "os.lchown"),
@@ -366,6 +360,44 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_msync, "mmap.flush"),
 ];
 
+/// Allowed unless the mode argument (index given) carries `S_ISUID` or `S_ISGID`: then `EPERM`.
+/// The nosuid mounts only protect the jail itself; a set-id program planted in a writable
+/// allowed path would run with the caller's (or the jail user's) identity for whoever starts it
+/// on the host. `mode_t` is an `unsigned int`, so the argument's low word is all of it; `open`
+/// and `openat` only use the mode with `O_CREAT` or `O_TMPFILE`, and glibc passes 0 otherwise.
+const MODE_CHECKED: &[(i64, u32, &str)] = &[
+    (
+        libc::SYS_openat,
+        3,
+        "opening files (Landlock and the mount tree decide which)",
+    ),
+    (libc::SYS_open, 2, "opening files (old entry point)"),
+    (libc::SYS_chmod, 1, "os.chmod"),
+    (libc::SYS_fchmod, 1, "os.fchmod"),
+    (libc::SYS_fchmodat, 2, "os.chmod"),
+];
+
+/// Left out of the allowlist on purpose (they fail with `EPERM`, like every call not listed),
+/// with why.
+const REFUSED: &[(i64, &str)] = &[
+    (
+        libc::SYS_fchmodat2,
+        "takes flags the filter cannot vet alongside a mode; glibc falls back to fchmodat",
+    ),
+    (
+        libc::SYS_mknod,
+        "device nodes, and regular files with set-id bits",
+    ),
+    (
+        libc::SYS_mknodat,
+        "device nodes, and regular files with set-id bits",
+    ),
+    (
+        libc::SYS_creat,
+        "a mode the filter would have to vet; glibc opens with openat",
+    ),
+];
+
 /// Kill-list calls a warm zygote needs for its request children.
 const ZYGOTE: &[i64] = &[
     libc::SYS_unshare,
@@ -391,6 +423,7 @@ const NS_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP
     | 0x80) as u32; // CLONE_NEWTIME
+const SETID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541c;
 
@@ -422,6 +455,15 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
         a.ret(RET_ALLOW);
     })?;
     a.if_eq(libc::SYS_clone3 as u32, ret_errno(libc::ENOSYS));
+    // Opening and chmod: no set-id bits (MODE_CHECKED).
+    for (nr, arg, _) in MODE_CHECKED {
+        a.when_eq(*nr as u32, |a| {
+            a.load(off_arg_low(*arg));
+            a.jump(libc::BPF_JSET, SETID_BITS, 0, 1);
+            a.ret(ret_errno(libc::EPERM));
+            a.ret(RET_ALLOW);
+        })?;
+    }
     // ioctl: the request is an `unsigned int` in the kernel, so the low word is all of it.
     a.when_eq(libc::SYS_ioctl as u32, |a| {
         a.load(off_arg_low(1));
@@ -450,6 +492,11 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
     a.if_eq(libc::SYS_execveat as u32, exec);
     for (nr, _) in ALLOW {
         a.if_eq(*nr as u32, RET_ALLOW);
+    }
+    // Explicit, whatever the default below becomes; after the allowlist, so that they cost
+    // nothing to the calls it allows.
+    for (nr, _) in REFUSED {
+        a.if_eq(*nr as u32, ret_errno(libc::EPERM));
     }
     a.ret(ret_errno(libc::EPERM));
     a.finish()
@@ -737,9 +784,76 @@ mod tests {
             assert!(ALLOW.iter().all(|(a, _)| a != nr), "{name} in both lists");
         }
         let mut seen = std::collections::HashSet::new();
-        for (nr, reason) in ALLOW {
+        let checked = MODE_CHECKED.iter().map(|(nr, _, r)| (nr, r));
+        let refused = REFUSED.iter().map(|(nr, r)| (nr, r));
+        for (nr, reason) in ALLOW
+            .iter()
+            .map(|(nr, r)| (nr, r))
+            .chain(checked)
+            .chain(refused)
+        {
             assert!(seen.insert(nr), "{nr} listed twice");
             assert!(!reason.is_empty());
+            assert!(KILL.iter().all(|(k, _)| k != nr), "{nr} also killed");
+        }
+        for nr in [libc::SYS_clone, libc::SYS_socket, libc::SYS_ioctl] {
+            assert!(!seen.contains(&nr), "{nr} is inspected by argument");
+        }
+    }
+
+    #[test]
+    fn setid_bits_cannot_be_set() {
+        let x86 = AUDIT_ARCH_X86_64;
+        for opts in [
+            opts(ExecPolicy::FirstOnly, false),
+            opts(ExecPolicy::Allow, true),
+        ] {
+            let p = program(&opts).unwrap();
+            let run = |nr: i64, args: [u64; 6]| eval(&p, nr, x86, args);
+            let eperm = ret_errno(libc::EPERM);
+            let creat = (libc::O_CREAT | libc::O_WRONLY) as u64;
+            for mode in [0o4755u64, 0o2755, 0o6777, 0o4000, 0o2000] {
+                assert_eq!(
+                    run(libc::SYS_chmod, [0, mode, 0, 0, 0, 0]),
+                    eperm,
+                    "{mode:o}"
+                );
+                assert_eq!(run(libc::SYS_fchmod, [3, mode, 0, 0, 0, 0]), eperm);
+                let at = libc::AT_FDCWD as u64;
+                assert_eq!(run(libc::SYS_fchmodat, [at, 0, mode, 0, 0, 0]), eperm);
+                assert_eq!(run(libc::SYS_openat, [at, 0, creat, mode, 0, 0]), eperm);
+                assert_eq!(run(libc::SYS_open, [0, creat, mode, 0, 0, 0]), eperm);
+                assert_eq!(run(libc::SYS_creat, [0, mode, 0, 0, 0, 0]), eperm);
+                assert_eq!(
+                    run(libc::SYS_mknodat, [at, 0, mode | 0o100000, 0, 0, 0]),
+                    eperm
+                );
+                assert_eq!(run(libc::SYS_fchmodat2, [at, 0, mode, 0, 0, 0]), eperm);
+                // Only the low 32 bits are the mode: high garbage does not hide the bits.
+                let hi = mode | 0xffff_0000_0000_0000;
+                assert_eq!(run(libc::SYS_chmod, [0, hi, 0, 0, 0, 0]), eperm);
+            }
+            for mode in [0o755u64, 0o1777, 0o644, 0o600, 0] {
+                assert_eq!(
+                    run(libc::SYS_chmod, [0, mode, 0, 0, 0, 0]),
+                    RET_ALLOW,
+                    "{mode:o}"
+                );
+                assert_eq!(run(libc::SYS_fchmod, [3, mode, 0, 0, 0, 0]), RET_ALLOW);
+                let at = libc::AT_FDCWD as u64;
+                assert_eq!(run(libc::SYS_fchmodat, [at, 0, mode, 0, 0, 0]), RET_ALLOW);
+                assert_eq!(run(libc::SYS_openat, [at, 0, creat, mode, 0, 0]), RET_ALLOW);
+                assert_eq!(run(libc::SYS_open, [0, creat, mode, 0, 0, 0]), RET_ALLOW);
+                // Bits above the low word are not part of a mode_t.
+                let hi = mode | 0x0000_0c00_0000_0000;
+                assert_eq!(run(libc::SYS_chmod, [0, hi, 0, 0, 0, 0]), RET_ALLOW);
+            }
+            // A plain open (glibc passes mode 0 without O_CREAT).
+            let at = libc::AT_FDCWD as u64;
+            assert_eq!(
+                run(libc::SYS_openat, [at, 0, libc::O_RDONLY as u64, 0, 0, 0]),
+                RET_ALLOW
+            );
         }
     }
 }
