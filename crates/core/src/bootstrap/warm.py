@@ -540,7 +540,9 @@ def _warm_request(body, sizes, session, warm=False):
     at = n_code + n_name
     name = body[n_code:at].decode("utf-8", "replace") or "<string>"
     if n_stdin >= 0:
-        fd = os.memfd_create("stdin")
+        # A nameless file of the request's /tmp, counted in its size like any file the code
+        # writes (memfd_create is refused: RLIMIT_AS does not count a memfd's pages).
+        fd = os.open("/tmp", os.O_TMPFILE | os.O_RDWR, 0o600)
         os.write(fd, body[at : at + n_stdin])
         os.lseek(fd, 0, 0)
         os.dup2(fd, 0)
