@@ -6,8 +6,9 @@
 //! 2. calls that only an attacker makes (`ptrace`, `mount`, `unshare`, `bpf`, …) kill the process;
 //! 3. calls inspected by argument: `clone` (no namespace flags), `socket` (only `AF_UNIX` without
 //!    network), `ioctl` (no `TIOCSTI`/`TIOCLINUX`), `execve` (per [`ExecPolicy`]), `open`,
-//!    `openat` and the chmod family (no set-id bits, [`MODE_CHECKED`]); `clone3` answers `ENOSYS`
-//!    because its flags live in memory a filter cannot read, and glibc then uses `clone`;
+//!    `openat` and the chmod family (no set-id bits, [`MODE_CHECKED`]), `setsockopt` (buffer
+//!    sizes ignored, [`BUFFER_SIZES`]); `clone3` answers `ENOSYS` because its flags live in memory
+//!    a filter cannot read, and glibc then uses `clone`;
 //! 4. the allowlist;
 //! 5. everything else fails with `EPERM`, so Python raises an ordinary `PermissionError` — among
 //!    them the calls left out on purpose, with their reasons ([`REFUSED`]).
@@ -342,7 +343,6 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_shutdown, "socket.shutdown"),
     (libc::SYS_getsockname, "socket.getsockname"),
     (libc::SYS_getpeername, "socket.getpeername"),
-    (libc::SYS_setsockopt, "socket.setsockopt"),
     (libc::SYS_getsockopt, "socket.getsockopt"),
     (libc::SYS_mincore, "memory residency queries"),
     (libc::SYS_msync, "mmap.flush"),
@@ -424,6 +424,21 @@ const REFUSED: &[(i64, &str)] = &[
     ),
 ];
 
+/// `setsockopt(SOL_SOCKET, …)` options that size a socket's buffers: answered 0 without effect.
+/// A unix socket holds up to its send buffer of data queued at its peer, in kernel memory that
+/// `RLIMIT_AS` does not count; raised to `net.core.wmem_max` (4 MiB here, doubled by the kernel)
+/// on every descriptor, one run with --memory 64M held 2 GiB. Left at the kernel's default
+/// (`net.core.wmem_default`, 208 KiB here) they stay a small multiple of the open-files limit.
+/// Refusing with `EPERM` would break programs that lower buffers without checking the result
+/// (trio's wakeup socket pair); a size is a hint a program can live without.
+const BUFFER_SIZES: &[u32] = &[
+    libc::SO_SNDBUF as u32,
+    libc::SO_RCVBUF as u32,
+    libc::SO_SNDBUFFORCE as u32,
+    libc::SO_RCVBUFFORCE as u32,
+];
+const RET_IGNORED: u32 = libc::SECCOMP_RET_ERRNO;
+
 /// Kill-list calls a warm zygote needs for its request children.
 const ZYGOTE: &[i64] = &[
     libc::SYS_unshare,
@@ -490,6 +505,17 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
             a.ret(RET_ALLOW);
         })?;
     }
+    // setsockopt: the level and the option name are `int`s.
+    a.when_eq(libc::SYS_setsockopt as u32, |a| {
+        a.load(off_arg_low(1));
+        a.jump(libc::BPF_JEQ, libc::SOL_SOCKET as u32, 1, 0);
+        a.ret(RET_ALLOW);
+        a.load(off_arg_low(2));
+        for opt in BUFFER_SIZES {
+            a.if_eq(*opt, RET_IGNORED);
+        }
+        a.ret(RET_ALLOW);
+    })?;
     // ioctl: the request is an `unsigned int` in the kernel, so the low word is all of it.
     a.when_eq(libc::SYS_ioctl as u32, |a| {
         a.load(off_arg_low(1));
@@ -825,6 +851,10 @@ mod tests {
         for nr in [libc::SYS_clone, libc::SYS_socket, libc::SYS_ioctl] {
             assert!(!seen.contains(&nr), "{nr} is inspected by argument");
         }
+        assert!(
+            !seen.contains(&libc::SYS_setsockopt),
+            "setsockopt is inspected"
+        );
     }
 
     #[test]
@@ -912,6 +942,22 @@ mod tests {
         ] {
             assert_eq!(eval(&p, nr, x86, z), eperm, "syscall {nr}");
         }
+        // Socket buffer sizes are ignored (0, no effect); other options pass.
+        let sol = libc::SOL_SOCKET as u64;
+        for opt in [
+            libc::SO_SNDBUF,
+            libc::SO_RCVBUF,
+            libc::SO_SNDBUFFORCE,
+            libc::SO_RCVBUFFORCE,
+        ] {
+            let args = [3, sol, opt as u64, 0, 4, 0];
+            assert_eq!(eval(&p, libc::SYS_setsockopt, x86, args), RET_IGNORED);
+        }
+        let reuse = [3, sol, libc::SO_REUSEADDR as u64, 0, 4, 0];
+        assert_eq!(eval(&p, libc::SYS_setsockopt, x86, reuse), RET_ALLOW);
+        // SO_SNDBUF's number at another level is another option (TCP_NODELAY is 1 too).
+        let tcp = [3, libc::IPPROTO_TCP as u64, libc::SO_SNDBUF as u64, 0, 4, 0];
+        assert_eq!(eval(&p, libc::SYS_setsockopt, x86, tcp), RET_ALLOW);
         // The zygote's filter refuses the same.
         let zygote = program(&SeccompOptions {
             exec: ExecPolicy::Deny,
