@@ -245,7 +245,6 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_setsid, "subprocess start_new_session"),
     (libc::SYS_capget, "reading (empty) capabilities"),
     (libc::SYS_uname, "platform, os.uname"),
-    (libc::SYS_sysinfo, "memory size queries"),
     (libc::SYS_getrlimit, "resource.getrlimit"),
     (
         libc::SYS_setrlimit,
@@ -406,6 +405,11 @@ const REFUSED: &[(i64, &str)] = &[
     (libc::SYS_mq_timedreceive, "POSIX message queues (see mq_open)"),
     (libc::SYS_mq_notify, "POSIX message queues (see mq_open)"),
     (libc::SYS_mq_getsetattr, "POSIX message queues (see mq_open)"),
+    (
+        libc::SYS_sysinfo,
+        "the host's uptime, load averages, RAM and task count; glibc's \
+         sysconf(_SC_PHYS_PAGES) ignores the failure and returns an unspecified number",
+    ),
     (
         libc::SYS_fchmodat2,
         "takes flags the filter cannot vet alongside a mode; glibc falls back to fchmodat",
@@ -939,6 +943,7 @@ mod tests {
             libc::SYS_mq_unlink,
             libc::SYS_mq_notify,
             libc::SYS_mq_getsetattr,
+            libc::SYS_sysinfo,
         ] {
             assert_eq!(eval(&p, nr, x86, z), eperm, "syscall {nr}");
         }
