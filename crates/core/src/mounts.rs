@@ -1,6 +1,7 @@
 //! The jail's filesystem: a fresh tmpfs root holding only read-only binds of the interpreter's own
 //! files, four `/dev` nodes, a private size-limited `/tmp` and the paths the policy allows.
 
+use crate::paths::{self, PathError};
 use crate::sys;
 use std::ffi::CString;
 use std::io;
@@ -28,6 +29,7 @@ pub enum BindKind {
 /// caller's credentials: once it switches to the unprivileged id it may not be able to walk to the
 /// source any more (pyenv lives under `/root`, mode 0700). The source must be opened inside the
 /// jail's mount namespace: the kernel refuses to bind a mount of another namespace (EINVAL).
+/// Sources are opened without following symlinks ([`paths`]): what is bound is what is named.
 #[derive(Debug)]
 pub struct BindMount {
     pub source: PathBuf,
@@ -38,8 +40,9 @@ pub struct BindMount {
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {
-    #[error("cannot open bind source {path}: {source}")]
-    OpenSource { path: PathBuf, source: io::Error },
+    /// Not a `#[source]`: the message already says it all (no repeat in an error chain).
+    #[error("bind source {0}")]
+    Source(PathError),
     #[error("cannot make the host mounts private to the jail: {0}")]
     MakePrivate(io::Error),
     #[error("cannot mount the jail's root tmpfs: {0}")]
@@ -56,16 +59,15 @@ pub enum MountError {
     PivotRoot(io::Error),
 }
 
-/// Check a bind source on the host side, so that a missing path fails before anything starts.
+/// Check a bind source on the host side, so that a missing path, or one through a symlink,
+/// fails before anything starts (the jail's init opens it again: that open is the one that
+/// counts).
 pub fn check_bind(path: &Path, target: &Path, kind: BindKind) -> Result<BindMount, MountError> {
-    let meta = std::fs::metadata(path).map_err(|source| MountError::OpenSource {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let (_, is_dir) = paths::open_exact_kind(path).map_err(MountError::Source)?;
     Ok(BindMount {
         source: path.to_path_buf(),
         target: target.to_path_buf(),
-        is_dir: meta.is_dir(),
+        is_dir,
         kind,
     })
 }
@@ -96,16 +98,13 @@ fn mount_point(path: &Path, is_dir: bool) -> Result<(), MountError> {
     Ok(())
 }
 
-/// Open every bind source (`O_PATH`), in the jail's mount namespace, with the caller's credentials.
+/// Open every bind source (`O_PATH`, no symlink followed in any component), in the jail's mount
+/// namespace, with the caller's credentials. These descriptors are what is bound and what
+/// Landlock's rules name: a path swapped for a symlink after [`check_bind`] is refused here.
 pub fn open_sources(binds: &[BindMount]) -> Result<Vec<OwnedFd>, MountError> {
     binds
         .iter()
-        .map(|b| {
-            sys::open_path(&b.source).map_err(|source| MountError::OpenSource {
-                path: b.source.clone(),
-                source,
-            })
-        })
+        .map(|b| paths::open_exact(&b.source).map_err(MountError::Source))
         .collect()
 }
 
@@ -251,5 +250,28 @@ mod tests {
             PathBuf::from("/tmp/usr/lib/x.so")
         );
         assert_eq!(staged(Path::new("/")), PathBuf::from("/tmp/"));
+    }
+
+    /// The jail's init opens what the host checked again: a path swapped for a symlink in
+    /// between is refused there too.
+    #[test]
+    fn sources_swapped_for_a_symlink_are_refused() {
+        let d = std::env::temp_dir().join(format!("pysandbox-mounts-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(d.join("real")).unwrap();
+        std::fs::create_dir_all(d.join("allowed")).unwrap();
+        let allowed = d.join("allowed");
+        let bind = check_bind(&allowed, &allowed, BindKind::ReadWrite).unwrap();
+        assert!(bind.is_dir);
+        assert_eq!(open_sources(std::slice::from_ref(&bind)).unwrap().len(), 1);
+        std::fs::remove_dir(&allowed).unwrap();
+        std::os::unix::fs::symlink(d.join("real"), &allowed).unwrap();
+        match open_sources(&[bind]) {
+            Err(MountError::Source(PathError::Symlink { link, .. })) => assert_eq!(link, allowed),
+            other => panic!("{other:?}"),
+        }
+        let e = check_bind(&allowed, &allowed, BindKind::ReadOnly).unwrap_err();
+        assert!(e.to_string().contains("goes through the symlink"), "{e}");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

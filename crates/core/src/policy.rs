@@ -7,6 +7,7 @@
 use crate::interp;
 use crate::jail::{JailSpec, Network};
 use crate::limits::{self, Limits};
+use crate::paths;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -441,6 +442,12 @@ pub enum PolicyError {
     },
     #[error("{field}: path '{path}' does not exist")]
     MissingPath { field: String, path: PathBuf },
+    /// Not a `#[source]`: the message already says it all (no repeat in an error chain).
+    #[error("{field}: {error}")]
+    Path {
+        field: String,
+        error: paths::PathError,
+    },
     #[error("conflicting options: {0}")]
     Conflict(String),
     #[error("policy file {path}: {message}")]
@@ -657,11 +664,22 @@ impl Policy {
                         expected: "a path without '..'".into(),
                     });
                 }
-                if std::fs::symlink_metadata(p).is_err() {
-                    return Err(PolicyError::MissingPath {
-                        field: field.into(),
-                        path: p.clone(),
-                    });
+                // Opened as the jail will open it (no symlink followed in any component), so
+                // that a path through a symlink is refused here, before anything runs.
+                match paths::open_exact(p) {
+                    Ok(_) => {}
+                    Err(e) if e.is_not_found() => {
+                        return Err(PolicyError::MissingPath {
+                            field: field.into(),
+                            path: p.clone(),
+                        })
+                    }
+                    Err(error) => {
+                        return Err(PolicyError::Path {
+                            field: field.into(),
+                            error,
+                        })
+                    }
                 }
             }
         }

@@ -5,10 +5,13 @@
 //!    (i386 `int 0x80`, x32) kills the process, so no second syscall table is reachable;
 //! 2. calls that only an attacker makes (`ptrace`, `mount`, `unshare`, `bpf`, …) kill the process;
 //! 3. calls inspected by argument: `clone` (no namespace flags), `socket` (only `AF_UNIX` without
-//!    network), `ioctl` (no `TIOCSTI`/`TIOCLINUX`), `execve` (per [`ExecPolicy`]); `clone3` answers
-//!    `ENOSYS` because its flags live in memory a filter cannot read, and glibc then uses `clone`;
+//!    network), `ioctl` (no `TIOCSTI`/`TIOCLINUX`), `execve` (per [`ExecPolicy`]), `open`,
+//!    `openat` and the chmod family (no set-id bits, [`MODE_CHECKED`]), `setsockopt` (buffer
+//!    sizes ignored, [`BUFFER_SIZES`]); `clone3` answers `ENOSYS` because its flags live in memory
+//!    a filter cannot read, and glibc then uses `clone`;
 //! 4. the allowlist;
-//! 5. everything else fails with `EPERM`, so Python raises an ordinary `PermissionError`.
+//! 5. everything else fails with `EPERM`, so Python raises an ordinary `PermissionError` — among
+//!    them the calls left out on purpose, with their reasons ([`REFUSED`]).
 //!
 //! The program is built by a small assembler with labels ([`Asm`]); `program()` is public so the
 //! tests (and `pysandbox doctor`) can inspect it.
@@ -145,11 +148,6 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_stat, "os.stat (old entry point)"),
     (libc::SYS_lstat, "os.lstat (old entry point)"),
     (libc::SYS_statx, "os.stat on newer glibc"),
-    (
-        libc::SYS_openat,
-        "opening files (Landlock and the mount tree decide which)",
-    ),
-    (libc::SYS_open, "opening files (old entry point)"),
     (libc::SYS_close, "closing descriptors"),
     (
         libc::SYS_close_range,
@@ -193,9 +191,6 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_linkat, "os.link"),
     (libc::SYS_symlink, "os.symlink"),
     (libc::SYS_symlinkat, "os.symlink"),
-    (libc::SYS_chmod, "os.chmod"),
-    (libc::SYS_fchmod, "os.fchmod"),
-    (libc::SYS_fchmodat, "os.chmod"),
     (libc::SYS_chown, "os.chown (own files in /tmp)"),
     (libc::SYS_fchown, "os.fchown"),
     (libc::SYS_lchown, "os.lchown"),
@@ -216,7 +211,6 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_copy_file_range, "shutil.copyfile"),
     (libc::SYS_splice, "os.splice"),
     (libc::SYS_tee, "pipes"),
-    (libc::SYS_memfd_create, "os.memfd_create, multiprocessing"),
     (libc::SYS_rt_sigaction, "signal handlers"),
     (libc::SYS_rt_sigprocmask, "signal masks (threads)"),
     (libc::SYS_rt_sigreturn, "returning from a signal handler"),
@@ -251,7 +245,6 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_setsid, "subprocess start_new_session"),
     (libc::SYS_capget, "reading (empty) capabilities"),
     (libc::SYS_uname, "platform, os.uname"),
-    (libc::SYS_sysinfo, "memory size queries"),
     (libc::SYS_getrlimit, "resource.getrlimit"),
     (
         libc::SYS_setrlimit,
@@ -349,22 +342,106 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_shutdown, "socket.shutdown"),
     (libc::SYS_getsockname, "socket.getsockname"),
     (libc::SYS_getpeername, "socket.getpeername"),
-    (libc::SYS_setsockopt, "socket.setsockopt"),
     (libc::SYS_getsockopt, "socket.getsockopt"),
-    (
-        libc::SYS_shmget,
-        "SysV shared memory (private to the jail's IPC namespace)",
-    ),
-    (libc::SYS_shmat, "SysV shared memory"),
-    (libc::SYS_shmdt, "SysV shared memory"),
-    (libc::SYS_shmctl, "SysV shared memory"),
-    (libc::SYS_semget, "SysV semaphores (private IPC namespace)"),
-    (libc::SYS_semop, "SysV semaphores"),
-    (libc::SYS_semtimedop, "SysV semaphores"),
-    (libc::SYS_semctl, "SysV semaphores"),
     (libc::SYS_mincore, "memory residency queries"),
     (libc::SYS_msync, "mmap.flush"),
 ];
+
+/// Allowed unless the mode argument (index given) carries `S_ISUID` or `S_ISGID`: then `EPERM`.
+/// The nosuid mounts only protect the jail itself; a set-id program planted in a writable
+/// allowed path would run with the caller's (or the jail user's) identity for whoever starts it
+/// on the host. `mode_t` is an `unsigned int`, so the argument's low word is all of it; `open`
+/// and `openat` only use the mode with `O_CREAT` or `O_TMPFILE`, and glibc passes 0 otherwise.
+const MODE_CHECKED: &[(i64, u32, &str)] = &[
+    (
+        libc::SYS_openat,
+        3,
+        "opening files (Landlock and the mount tree decide which)",
+    ),
+    (libc::SYS_open, 2, "opening files (old entry point)"),
+    (libc::SYS_chmod, 1, "os.chmod"),
+    (libc::SYS_fchmod, 1, "os.fchmod"),
+    (libc::SYS_fchmodat, 2, "os.chmod"),
+];
+
+/// Left out of the allowlist on purpose (they fail with `EPERM`, like every call not listed),
+/// with why: memory that `RLIMIT_AS` does not count, the host's state, a mode the filter cannot
+/// vet.
+const REFUSED: &[(i64, &str)] = &[
+    (
+        libc::SYS_memfd_create,
+        "its pages are not counted by RLIMIT_AS once unmapped (a run with --memory 64M held 2 GiB in \
+         memfds); tempfile and multiprocessing use /tmp, which tmp_size bounds",
+    ),
+    (
+        libc::SYS_shmget,
+        "SysV shared memory: segments are not counted by RLIMIT_AS once detached (2 GiB held with \
+         --memory 64M) and outlive a request in a shared IPC namespace (a warm worker's)",
+    ),
+    (libc::SYS_shmat, "SysV shared memory (see shmget)"),
+    (libc::SYS_shmdt, "SysV shared memory (see shmget)"),
+    (libc::SYS_shmctl, "SysV shared memory (see shmget)"),
+    (
+        libc::SYS_semget,
+        "SysV semaphores: objects outlive a request in a shared IPC namespace; \
+         multiprocessing's locks are POSIX semaphores in /dev/shm (the jail's /tmp)",
+    ),
+    (libc::SYS_semop, "SysV semaphores (see semget)"),
+    (libc::SYS_semtimedop, "SysV semaphores (see semget)"),
+    (libc::SYS_semctl, "SysV semaphores (see semget)"),
+    (
+        libc::SYS_msgget,
+        "SysV message queues: kernel memory outside RLIMIT_AS, objects outlive a request",
+    ),
+    (libc::SYS_msgsnd, "SysV message queues (see msgget)"),
+    (libc::SYS_msgrcv, "SysV message queues (see msgget)"),
+    (libc::SYS_msgctl, "SysV message queues (see msgget)"),
+    (
+        libc::SYS_mq_open,
+        "POSIX message queues: kernel memory outside RLIMIT_AS (RLIMIT_MSGQUEUE is 0 as well)",
+    ),
+    (libc::SYS_mq_unlink, "POSIX message queues (see mq_open)"),
+    (libc::SYS_mq_timedsend, "POSIX message queues (see mq_open)"),
+    (libc::SYS_mq_timedreceive, "POSIX message queues (see mq_open)"),
+    (libc::SYS_mq_notify, "POSIX message queues (see mq_open)"),
+    (libc::SYS_mq_getsetattr, "POSIX message queues (see mq_open)"),
+    (
+        libc::SYS_sysinfo,
+        "the host's uptime, load averages, RAM and task count; glibc's \
+         sysconf(_SC_PHYS_PAGES) ignores the failure and returns an unspecified number",
+    ),
+    (
+        libc::SYS_fchmodat2,
+        "takes flags the filter cannot vet alongside a mode; glibc falls back to fchmodat",
+    ),
+    (
+        libc::SYS_mknod,
+        "device nodes, and regular files with set-id bits",
+    ),
+    (
+        libc::SYS_mknodat,
+        "device nodes, and regular files with set-id bits",
+    ),
+    (
+        libc::SYS_creat,
+        "a mode the filter would have to vet; glibc opens with openat",
+    ),
+];
+
+/// `setsockopt(SOL_SOCKET, …)` options that size a socket's buffers: answered 0 without effect.
+/// A unix socket holds up to its send buffer of data queued at its peer, in kernel memory that
+/// `RLIMIT_AS` does not count; raised to `net.core.wmem_max` (4 MiB here, doubled by the kernel)
+/// on every descriptor, one run with --memory 64M held 2 GiB. Left at the kernel's default
+/// (`net.core.wmem_default`, 208 KiB here) they stay a small multiple of the open-files limit.
+/// Refusing with `EPERM` would break programs that lower buffers without checking the result
+/// (trio's wakeup socket pair); a size is a hint a program can live without.
+const BUFFER_SIZES: &[u32] = &[
+    libc::SO_SNDBUF as u32,
+    libc::SO_RCVBUF as u32,
+    libc::SO_SNDBUFFORCE as u32,
+    libc::SO_RCVBUFFORCE as u32,
+];
+const RET_IGNORED: u32 = libc::SECCOMP_RET_ERRNO;
 
 /// Kill-list calls a warm zygote needs for its request children.
 const ZYGOTE: &[i64] = &[
@@ -391,6 +468,7 @@ const NS_FLAGS: u32 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWCGROUP
     | 0x80) as u32; // CLONE_NEWTIME
+const SETID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541c;
 
@@ -422,6 +500,26 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
         a.ret(RET_ALLOW);
     })?;
     a.if_eq(libc::SYS_clone3 as u32, ret_errno(libc::ENOSYS));
+    // Opening and chmod: no set-id bits (MODE_CHECKED).
+    for (nr, arg, _) in MODE_CHECKED {
+        a.when_eq(*nr as u32, |a| {
+            a.load(off_arg_low(*arg));
+            a.jump(libc::BPF_JSET, SETID_BITS, 0, 1);
+            a.ret(ret_errno(libc::EPERM));
+            a.ret(RET_ALLOW);
+        })?;
+    }
+    // setsockopt: the level and the option name are `int`s.
+    a.when_eq(libc::SYS_setsockopt as u32, |a| {
+        a.load(off_arg_low(1));
+        a.jump(libc::BPF_JEQ, libc::SOL_SOCKET as u32, 1, 0);
+        a.ret(RET_ALLOW);
+        a.load(off_arg_low(2));
+        for opt in BUFFER_SIZES {
+            a.if_eq(*opt, RET_IGNORED);
+        }
+        a.ret(RET_ALLOW);
+    })?;
     // ioctl: the request is an `unsigned int` in the kernel, so the low word is all of it.
     a.when_eq(libc::SYS_ioctl as u32, |a| {
         a.load(off_arg_low(1));
@@ -450,6 +548,11 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
     a.if_eq(libc::SYS_execveat as u32, exec);
     for (nr, _) in ALLOW {
         a.if_eq(*nr as u32, RET_ALLOW);
+    }
+    // Explicit, whatever the default below becomes; after the allowlist, so that they cost
+    // nothing to the calls it allows.
+    for (nr, _) in REFUSED {
+        a.if_eq(*nr as u32, ret_errno(libc::EPERM));
     }
     a.ret(ret_errno(libc::EPERM));
     a.finish()
@@ -737,9 +840,137 @@ mod tests {
             assert!(ALLOW.iter().all(|(a, _)| a != nr), "{name} in both lists");
         }
         let mut seen = std::collections::HashSet::new();
-        for (nr, reason) in ALLOW {
+        let checked = MODE_CHECKED.iter().map(|(nr, _, r)| (nr, r));
+        let refused = REFUSED.iter().map(|(nr, r)| (nr, r));
+        for (nr, reason) in ALLOW
+            .iter()
+            .map(|(nr, r)| (nr, r))
+            .chain(checked)
+            .chain(refused)
+        {
             assert!(seen.insert(nr), "{nr} listed twice");
             assert!(!reason.is_empty());
+            assert!(KILL.iter().all(|(k, _)| k != nr), "{nr} also killed");
         }
+        for nr in [libc::SYS_clone, libc::SYS_socket, libc::SYS_ioctl] {
+            assert!(!seen.contains(&nr), "{nr} is inspected by argument");
+        }
+        assert!(
+            !seen.contains(&libc::SYS_setsockopt),
+            "setsockopt is inspected"
+        );
+    }
+
+    #[test]
+    fn setid_bits_cannot_be_set() {
+        let x86 = AUDIT_ARCH_X86_64;
+        for opts in [
+            opts(ExecPolicy::FirstOnly, false),
+            opts(ExecPolicy::Allow, true),
+        ] {
+            let p = program(&opts).unwrap();
+            let run = |nr: i64, args: [u64; 6]| eval(&p, nr, x86, args);
+            let eperm = ret_errno(libc::EPERM);
+            let creat = (libc::O_CREAT | libc::O_WRONLY) as u64;
+            for mode in [0o4755u64, 0o2755, 0o6777, 0o4000, 0o2000] {
+                assert_eq!(
+                    run(libc::SYS_chmod, [0, mode, 0, 0, 0, 0]),
+                    eperm,
+                    "{mode:o}"
+                );
+                assert_eq!(run(libc::SYS_fchmod, [3, mode, 0, 0, 0, 0]), eperm);
+                let at = libc::AT_FDCWD as u64;
+                assert_eq!(run(libc::SYS_fchmodat, [at, 0, mode, 0, 0, 0]), eperm);
+                assert_eq!(run(libc::SYS_openat, [at, 0, creat, mode, 0, 0]), eperm);
+                assert_eq!(run(libc::SYS_open, [0, creat, mode, 0, 0, 0]), eperm);
+                assert_eq!(run(libc::SYS_creat, [0, mode, 0, 0, 0, 0]), eperm);
+                assert_eq!(
+                    run(libc::SYS_mknodat, [at, 0, mode | 0o100000, 0, 0, 0]),
+                    eperm
+                );
+                assert_eq!(run(libc::SYS_fchmodat2, [at, 0, mode, 0, 0, 0]), eperm);
+                // Only the low 32 bits are the mode: high garbage does not hide the bits.
+                let hi = mode | 0xffff_0000_0000_0000;
+                assert_eq!(run(libc::SYS_chmod, [0, hi, 0, 0, 0, 0]), eperm);
+            }
+            for mode in [0o755u64, 0o1777, 0o644, 0o600, 0] {
+                assert_eq!(
+                    run(libc::SYS_chmod, [0, mode, 0, 0, 0, 0]),
+                    RET_ALLOW,
+                    "{mode:o}"
+                );
+                assert_eq!(run(libc::SYS_fchmod, [3, mode, 0, 0, 0, 0]), RET_ALLOW);
+                let at = libc::AT_FDCWD as u64;
+                assert_eq!(run(libc::SYS_fchmodat, [at, 0, mode, 0, 0, 0]), RET_ALLOW);
+                assert_eq!(run(libc::SYS_openat, [at, 0, creat, mode, 0, 0]), RET_ALLOW);
+                assert_eq!(run(libc::SYS_open, [0, creat, mode, 0, 0, 0]), RET_ALLOW);
+                // Bits above the low word are not part of a mode_t.
+                let hi = mode | 0x0000_0c00_0000_0000;
+                assert_eq!(run(libc::SYS_chmod, [0, hi, 0, 0, 0, 0]), RET_ALLOW);
+            }
+            // A plain open (glibc passes mode 0 without O_CREAT).
+            let at = libc::AT_FDCWD as u64;
+            assert_eq!(
+                run(libc::SYS_openat, [at, 0, libc::O_RDONLY as u64, 0, 0, 0]),
+                RET_ALLOW
+            );
+        }
+    }
+
+    #[test]
+    fn memory_outside_the_address_space_limit_is_refused() {
+        let p = program(&opts(ExecPolicy::FirstOnly, false)).unwrap();
+        let x86 = AUDIT_ARCH_X86_64;
+        let z = [0u64; 6];
+        let eperm = ret_errno(libc::EPERM);
+        for nr in [
+            libc::SYS_memfd_create,
+            libc::SYS_shmget,
+            libc::SYS_shmat,
+            libc::SYS_shmdt,
+            libc::SYS_shmctl,
+            libc::SYS_semget,
+            libc::SYS_semop,
+            libc::SYS_semtimedop,
+            libc::SYS_semctl,
+            libc::SYS_msgget,
+            libc::SYS_msgsnd,
+            libc::SYS_msgrcv,
+            libc::SYS_msgctl,
+            libc::SYS_mq_open,
+            libc::SYS_mq_timedsend,
+            libc::SYS_mq_timedreceive,
+            libc::SYS_mq_unlink,
+            libc::SYS_mq_notify,
+            libc::SYS_mq_getsetattr,
+            libc::SYS_sysinfo,
+        ] {
+            assert_eq!(eval(&p, nr, x86, z), eperm, "syscall {nr}");
+        }
+        // Socket buffer sizes are ignored (0, no effect); other options pass.
+        let sol = libc::SOL_SOCKET as u64;
+        for opt in [
+            libc::SO_SNDBUF,
+            libc::SO_RCVBUF,
+            libc::SO_SNDBUFFORCE,
+            libc::SO_RCVBUFFORCE,
+        ] {
+            let args = [3, sol, opt as u64, 0, 4, 0];
+            assert_eq!(eval(&p, libc::SYS_setsockopt, x86, args), RET_IGNORED);
+        }
+        let reuse = [3, sol, libc::SO_REUSEADDR as u64, 0, 4, 0];
+        assert_eq!(eval(&p, libc::SYS_setsockopt, x86, reuse), RET_ALLOW);
+        // SO_SNDBUF's number at another level is another option (TCP_NODELAY is 1 too).
+        let tcp = [3, libc::IPPROTO_TCP as u64, libc::SO_SNDBUF as u64, 0, 4, 0];
+        assert_eq!(eval(&p, libc::SYS_setsockopt, x86, tcp), RET_ALLOW);
+        // The zygote's filter refuses the same.
+        let zygote = program(&SeccompOptions {
+            exec: ExecPolicy::Deny,
+            network: false,
+            zygote: true,
+        })
+        .unwrap();
+        assert_eq!(eval(&zygote, libc::SYS_memfd_create, x86, z), eperm);
+        assert_eq!(eval(&zygote, libc::SYS_shmget, x86, z), eperm);
     }
 }

@@ -110,6 +110,38 @@ pub(crate) fn open_path(path: &Path) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// `openat2(AT_FDCWD, path, {O_PATH | O_CLOEXEC, resolve: RESOLVE_NO_SYMLINKS |
+/// RESOLVE_NO_MAGICLINKS})` (Linux 5.6): like [`open_path`], but a symlink in any component,
+/// the last one included, fails the call with `ELOOP` instead of being followed.
+pub(crate) fn open_path_no_symlinks(path: &Path) -> io::Result<OwnedFd> {
+    // struct open_how of linux/openat2.h (libc's is non-exhaustive, so not constructible here).
+    #[repr(C)]
+    struct OpenHow {
+        flags: u64,
+        mode: u64,
+        resolve: u64,
+    }
+    let c = cpath(path)?;
+    let how = OpenHow {
+        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
+        mode: 0,
+        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    };
+    // SAFETY: `c` is a valid C string and `how` a valid struct open_how of the size passed; both
+    // outlive the call.
+    let fd = cvt_long(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const OpenHow,
+            std::mem::size_of::<OpenHow>(),
+        )
+    })?;
+    // SAFETY: fresh fd owned by us.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
 pub(crate) fn mount(
     source: Option<&Path>,
     target: &Path,
