@@ -650,6 +650,10 @@ mod tests {
             Some(FrameError::Trailing(1))
         );
         assert!(FromZygote::decode(&[1, 0, 0, 0]).is_err());
-        assert!(ToZygote::decode(&[9, 0, 0, 0, TO_STATUS, 1, 2, 3, 4, 5, 6, 7, 8]).is_err());
+        assert!(ToZygote::decode(&[9, 0, 0, 0, TO_STATUS, 1, 2, 3, 4, 5, 6, 7, 8]).is_ok());
+        assert_eq!(
+            ToZygote::decode(&[10, 0, 0, 0, TO_STATUS, 1, 2, 3, 4, 5, 6, 7, 8, 9]),
+            Err(FrameError::Trailing(1))
+        );
     }
 }
