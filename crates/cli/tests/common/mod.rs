@@ -1,8 +1,12 @@
-//! Shared by the end-to-end tests: every sandboxed run goes through [`sandbox`], which runs the
-//! real `pysandbox` binary with `--json` and decodes its outcome.
+//! Shared by the end-to-end tests. A sandboxed run goes through [`Combo::run`], which runs the
+//! real `pysandbox` binary on one execution path (cold, warm, session) as one caller (root, an
+//! unprivileged user) and decodes its outcome; [`for_each_combo`] runs a check over every
+//! combination this machine offers. [`sandbox`] is the cold path as the tests' own user.
 #![allow(dead_code)]
 
+use std::fmt;
 use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -23,10 +27,14 @@ pub struct Outcome {
     pub stdout_truncated: bool,
     pub stderr: String,
     pub stderr_truncated: bool,
+    /// A session's call ended the session (`pysandbox batch` with sessions only).
+    #[serde(default)]
+    pub ended: bool,
 }
 
 pub struct Run {
-    /// The `pysandbox` process's own exit status.
+    /// The `pysandbox` process's own exit status: `pysandbox run`'s on the cold path,
+    /// `pysandbox batch`'s on the warm and session paths (0 when every line got an answer).
     pub status: i32,
     pub outcome: Outcome,
     /// What `pysandbox` itself wrote on stderr.
@@ -131,14 +139,29 @@ pub fn random_hex(bytes: usize) -> String {
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// A fresh directory under the host's temp dir, removed on drop.
+/// A fresh directory (mode 0755) under `/var/tmp`, removed on drop. Not under `/tmp`: warm mode
+/// refuses paths allowed from below `/tmp` (each request's fresh `/tmp` would hide them), and
+/// the tests allow these directories on every path.
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new(tag: &str) -> TempDir {
-        let p = std::env::temp_dir().join(format!("pysandbox-test-{tag}-{}", random_hex(6)));
+        let base = Path::new("/var/tmp");
+        let base = if base.is_dir() {
+            base.to_path_buf()
+        } else {
+            std::env::temp_dir()
+        };
+        let p = base.join(format!("pysandbox-test-{tag}-{}", random_hex(6)));
         std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, PermissionsExt::from_mode(0o755)).unwrap();
         TempDir(p)
+    }
+
+    /// Let anyone write in it (for attacks that write, so that only the sandbox stops them).
+    pub fn writable_by_all(self) -> TempDir {
+        std::fs::set_permissions(&self.0, PermissionsExt::from_mode(0o777)).unwrap();
+        self
     }
     pub fn path(&self) -> &Path {
         &self.0
@@ -157,9 +180,11 @@ impl Drop for TempDir {
     }
 }
 
+/// Write `text` to `path`, readable by anyone (mode 0644).
 pub fn write_file(path: &Path, text: &str) {
     let mut f = std::fs::File::create(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
+    std::fs::set_permissions(path, PermissionsExt::from_mode(0o644)).unwrap();
 }
 
 /// Child processes of this test process that are zombies (not yet reaped).
@@ -181,4 +206,352 @@ pub fn zombie_children() -> Vec<String> {
         }
     }
     found
+}
+
+/// How code reaches the sandbox: the three execution paths of issue 11.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExecPath {
+    /// `pysandbox run --json`: a fresh jail for the run.
+    Cold,
+    /// `pysandbox batch --workers 1`, one line: a fresh child of a warm worker's zygote.
+    Warm,
+    /// `pysandbox batch --workers 1`, two lines of one session: a benign first call (`x = 1`),
+    /// then the code, in the same child (its outcome is the second line's).
+    Session,
+}
+
+/// Who starts `pysandbox`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// The tests run as root, and so does `pysandbox`.
+    Root,
+    /// The tests run as root; `pysandbox` (a copy anyone may run) is started as uid and gid
+    /// 65534 through `setpriv`, with `--python /usr/bin/python3.11` (pyenv's interpreter lives
+    /// under /root, mode 0700).
+    Nobody,
+    /// The tests run as this unprivileged uid, and so does `pysandbox`.
+    User(u32),
+}
+
+/// Where the unprivileged uid runs from, and with which interpreter.
+const NOBODY_PYTHON: &str = "/usr/bin/python3.11";
+const SETPRIV: &[&str] = &[
+    "setpriv",
+    "--reuid=65534",
+    "--regid=65534",
+    "--clear-groups",
+    "--reset-env",
+];
+
+/// One execution path as one caller.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Combo {
+    pub path: ExecPath,
+    pub caller: Caller,
+}
+
+impl fmt::Display for Combo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let path = match self.path {
+            ExecPath::Cold => "cold",
+            ExecPath::Warm => "warm",
+            ExecPath::Session => "session",
+        };
+        match self.caller {
+            Caller::Root => write!(f, "[{path} path, as root]"),
+            Caller::Nobody => write!(f, "[{path} path, as nobody (uid 65534)]"),
+            Caller::User(uid) => write!(f, "[{path} path, as uid {uid}]"),
+        }
+    }
+}
+
+/// The effective uid of the tests.
+pub fn euid() -> u32 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|v| v.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Every combination of path and caller this machine offers: as root, the three paths as root
+/// and as nobody (6); as an unprivileged user, the three paths as that user. A tool the nobody
+/// runs need that is missing is a [`skip`] (a failure under `PYSANDBOX_MUST_WORK=1`).
+pub fn combos() -> Vec<Combo> {
+    let uid = euid();
+    let mut callers = Vec::new();
+    if uid == 0 {
+        callers.push(Caller::Root);
+        if nobody_binary().is_some() {
+            callers.push(Caller::Nobody);
+        }
+    } else {
+        callers.push(Caller::User(uid));
+    }
+    let mut all = Vec::new();
+    for caller in callers {
+        for path in [ExecPath::Cold, ExecPath::Warm, ExecPath::Session] {
+            all.push(Combo { path, caller });
+        }
+    }
+    all
+}
+
+/// Run `check` over every combination of [`combos`], each even when another fails, then fail
+/// naming every combination that failed and its message.
+pub fn for_each_combo(check: impl Fn(Combo)) {
+    let all = combos();
+    let mut failures = Vec::new();
+    for c in &all {
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(*c)));
+        if let Err(payload) = result {
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            let message = if message.contains(&c.to_string()) {
+                message
+            } else {
+                format!("{c} {message}")
+            };
+            failures.push(message);
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "failed on {} of {} combinations:\n{}",
+        failures.len(),
+        all.len(),
+        failures.join("\n---\n")
+    );
+}
+
+/// What [`Combo::run_with`] adds to a run.
+#[derive(Default)]
+pub struct RunOpts<'a> {
+    /// Environment variables for the `pysandbox` process (through `env` after `setpriv`, which
+    /// resets the environment).
+    pub env: &'a [(&'a str, &'a str)],
+    /// The `pysandbox` process's working directory.
+    pub cwd: Option<&'a Path>,
+    /// A program (and its arguments) that starts everything else, e.g. `/usr/bin/time -f ...`.
+    pub wrapper: &'a [&'a str],
+}
+
+impl Combo {
+    /// Run `code` with [`BASE_ARGS`] and `extra` flags on this path as this caller.
+    pub fn run(&self, extra: &[&str], code: &str) -> Run {
+        self.run_with(extra, code, &RunOpts::default())
+    }
+
+    /// [`Combo::run`] with an environment, a working directory or a wrapper.
+    pub fn run_with(&self, extra: &[&str], code: &str, opts: &RunOpts<'_>) -> Run {
+        let binary = match self.caller {
+            Caller::Nobody => nobody_binary().expect("combos() offers nobody only with its copy"),
+            Caller::Root | Caller::User(_) => bin().to_string(),
+        };
+        let mut argv: Vec<String> = opts.wrapper.iter().map(|s| s.to_string()).collect();
+        if self.caller == Caller::Nobody {
+            argv.extend(SETPRIV.iter().map(|s| s.to_string()));
+            if !opts.env.is_empty() {
+                argv.push("env".into());
+                argv.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
+            }
+        }
+        argv.push(binary);
+        let mut lines = Vec::new();
+        match self.path {
+            ExecPath::Cold => argv.extend(["run".into(), "--json".into()]),
+            ExecPath::Warm => {
+                argv.extend(["batch", "--workers", "1"].map(String::from));
+                lines.push(serde_json::json!({"id": 1, "code": code}));
+            }
+            ExecPath::Session => {
+                argv.extend(["batch", "--workers", "1"].map(String::from));
+                lines.push(serde_json::json!({"id": 1, "code": "x = 1", "session": "s"}));
+                lines.push(serde_json::json!({"id": 2, "code": code, "session": "s"}));
+            }
+        }
+        argv.extend(BASE_ARGS.iter().map(|s| s.to_string()));
+        if self.caller == Caller::Nobody {
+            argv.extend(["--python".to_string(), NOBODY_PYTHON.to_string()]);
+        }
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        if self.path == ExecPath::Cold {
+            argv.extend(["-c".to_string(), code.to_string()]);
+        }
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if self.caller != Caller::Nobody {
+            cmd.envs(opts.env.iter().copied());
+        }
+        if let Some(dir) = opts.cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.stdin(if lines.is_empty() {
+            Stdio::null()
+        } else {
+            Stdio::piped()
+        });
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("{self}: starting {argv:?}: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+            stdin.write_all(input.as_bytes()).unwrap();
+        }
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let cli_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let status = out.status.code().unwrap_or(-1);
+        let context = || format!("{self}: stdout: {stdout}; stderr: {cli_stderr}");
+        let outcome: Outcome = match self.path {
+            ExecPath::Cold => serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+                panic!(
+                    "{self}: pysandbox gave no JSON outcome ({e}); {}",
+                    context()
+                )
+            }),
+            ExecPath::Warm | ExecPath::Session => {
+                let answers: Vec<serde_json::Value> = stdout
+                    .lines()
+                    .map(|l| {
+                        serde_json::from_str(l).unwrap_or_else(|e| {
+                            panic!("{self}: a batch line is not JSON ({e}); {}", context())
+                        })
+                    })
+                    .collect();
+                let answer = |id: i64| {
+                    let a = answers.iter().find(|a| a["id"] == id).unwrap_or_else(|| {
+                        panic!("{self}: no answer for line {id}; {}", context())
+                    });
+                    if let Some(e) = a.get("error") {
+                        panic!("{self}: line {id} got an error answer: {e}; {}", context());
+                    }
+                    serde_json::from_value::<Outcome>(a.clone()).unwrap_or_else(|e| {
+                        panic!("{self}: line {id} is no outcome ({e}); {}", context())
+                    })
+                };
+                if self.path == ExecPath::Session {
+                    let first = answer(1);
+                    assert_eq!(
+                        first.exit_code,
+                        Some(0),
+                        "{self}: the session's first call failed: {first:?}; {}",
+                        context()
+                    );
+                    answer(2)
+                } else {
+                    answer(1)
+                }
+            }
+        };
+        Run {
+            status,
+            outcome,
+            cli_stderr,
+        }
+    }
+
+    /// A host program started as this caller (e.g. a sentinel process the code should not be
+    /// able to signal: as nobody, one of nobody's own).
+    pub fn host_command(&self, program: &str) -> Command {
+        match self.caller {
+            Caller::Nobody => {
+                let mut cmd = Command::new(SETPRIV[0]);
+                cmd.args(&SETPRIV[1..]).arg(program);
+                cmd
+            }
+            Caller::Root | Caller::User(_) => Command::new(program),
+        }
+    }
+}
+
+/// The copy of the binary (and of any `libpysandbox_*.so` next to it) that nobody can run, in a
+/// directory of its own under the host's temp dir (mode 0755, owned by root). It is named after
+/// the binary's path, size and time, made once (copied by `cp`, so that no descriptor of it
+/// open for writing can reach a process this test forks: ETXTBSY), renamed into place whole and
+/// reused by later test processes of the same build. `None` (after [`skip`]) without `setpriv`
+/// or `/usr/bin/python3.11`.
+pub fn nobody_binary() -> Option<String> {
+    static COPY: OnceLock<Result<String, String>> = OnceLock::new();
+    let copy = COPY.get_or_init(|| {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            return Err("setpriv (util-linux) is needed to run as nobody".into());
+        }
+        if !Path::new(NOBODY_PYTHON).exists() {
+            return Err(format!(
+                "{NOBODY_PYTHON} is needed to run as nobody (pyenv's interpreter lives under \
+                 /root, mode 0700)"
+            ));
+        }
+        Ok(make_nobody_copy())
+    });
+    match copy {
+        Ok(path) => Some(path.clone()),
+        Err(reason) => {
+            skip(reason);
+            None
+        }
+    }
+}
+
+fn make_nobody_copy() -> String {
+    let original = Path::new(bin());
+    let here = original.parent().unwrap();
+    let mut files = vec![original.to_path_buf()];
+    for e in std::fs::read_dir(here).unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with("libpysandbox_") && name.ends_with(".so") {
+            files.push(e.path());
+        }
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    for f in &files {
+        let m = std::fs::metadata(f).unwrap();
+        std::hash::Hash::hash(&(f, m.len(), m.mtime(), m.mtime_nsec()), &mut hasher);
+    }
+    let tag = std::hash::Hasher::finish(&hasher);
+    let dir = std::env::temp_dir().join(format!("pysandbox-test-nobody-{tag:016x}"));
+    let copy = dir.join("pysandbox");
+    let trusted = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| {
+            m.uid() == euid() && m.mode() & 0o022 == 0 && !m.file_type().is_symlink()
+        })
+    };
+    if !(trusted(&dir) && trusted(&copy)) {
+        let staging = std::env::temp_dir().join(format!(
+            "pysandbox-test-nobody-{tag:016x}.{}",
+            random_hex(6)
+        ));
+        std::fs::create_dir(&staging).unwrap();
+        for f in &files {
+            let status = Command::new("cp")
+                .arg("--")
+                .arg(f)
+                .arg(&staging)
+                .status()
+                .unwrap();
+            assert!(status.success(), "copying {f:?} for nobody");
+        }
+        for e in std::fs::read_dir(&staging).unwrap().flatten() {
+            std::fs::set_permissions(e.path(), PermissionsExt::from_mode(0o755)).unwrap();
+        }
+        std::fs::set_permissions(&staging, PermissionsExt::from_mode(0o755)).unwrap();
+        if std::fs::rename(&staging, &dir).is_err() {
+            // Another test process put its (identical) copy there first, or an untrusted
+            // directory is in the way.
+            let _ = std::fs::remove_dir_all(&staging);
+            assert!(
+                trusted(&dir) && trusted(&copy),
+                "{dir:?} is in the way and not ours alone"
+            );
+        }
+    }
+    copy.to_string_lossy().into_owned()
 }
