@@ -1,9 +1,10 @@
 //! Shared by the end-to-end tests. A sandboxed run goes through [`Combo::run`], which runs the
 //! real `pysandbox` binary on one execution path (cold, warm, session) as one caller (root, an
 //! unprivileged user) and decodes its outcome; [`for_each_combo`] runs a check over every
-//! combination this machine offers. [`sandbox`] is the cold path as the tests' own user.
+//! combination this machine offers.
 #![allow(dead_code)]
 
+use serde_json::json;
 use std::fmt;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -53,41 +54,6 @@ impl Run {
 
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_pysandbox")
-}
-
-/// Run `code` in the sandbox with [`BASE_ARGS`] and `extra` flags.
-pub fn sandbox(extra: &[&str], code: &str) -> Run {
-    sandbox_as(bin(), &[], extra, code)
-}
-
-/// Like [`sandbox`], with `pysandbox` started as `prefix... BIN` (e.g. setpriv to another user).
-pub fn sandbox_as(binary: &str, prefix: &[&str], extra: &[&str], code: &str) -> Run {
-    let (program, pre) = match prefix.split_first() {
-        Some((p, rest)) => (*p, rest.to_vec()),
-        None => (binary, Vec::new()),
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(&pre);
-    if !prefix.is_empty() {
-        cmd.arg(binary);
-    }
-    cmd.arg("run")
-        .arg("--json")
-        .args(BASE_ARGS)
-        .args(extra)
-        .args(["-c", code])
-        .stdin(Stdio::null());
-    let out = cmd.output().expect("start pysandbox");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let cli_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    let outcome: Outcome = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-        panic!("pysandbox gave no JSON outcome ({e}); stdout: {stdout}; stderr: {cli_stderr}")
-    });
-    Run {
-        status: out.status.code().unwrap_or(-1),
-        outcome,
-        cli_stderr,
-    }
 }
 
 /// The real interpreter: PATH's `python3.11` may be a pyenv shim script.
@@ -233,8 +199,19 @@ pub enum Caller {
     User(u32),
 }
 
-/// Where the unprivileged uid runs from, and with which interpreter.
+impl fmt::Display for Caller {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Caller::Root => write!(f, "root"),
+            Caller::Nobody => write!(f, "nobody (uid 65534)"),
+            Caller::User(uid) => write!(f, "uid {uid}"),
+        }
+    }
+}
+
+/// The interpreter nobody runs (pyenv's lives under /root, mode 0700).
 const NOBODY_PYTHON: &str = "/usr/bin/python3.11";
+/// Starts a program as nobody, with a clean environment.
 const SETPRIV: &[&str] = &[
     "setpriv",
     "--reuid=65534",
@@ -257,11 +234,7 @@ impl fmt::Display for Combo {
             ExecPath::Warm => "warm",
             ExecPath::Session => "session",
         };
-        match self.caller {
-            Caller::Root => write!(f, "[{path} path, as root]"),
-            Caller::Nobody => write!(f, "[{path} path, as nobody (uid 65534)]"),
-            Caller::User(uid) => write!(f, "[{path} path, as uid {uid}]"),
-        }
+        write!(f, "[{path} path, as {}]", self.caller)
     }
 }
 
@@ -276,22 +249,26 @@ pub fn euid() -> u32 {
         .unwrap()
 }
 
-/// Every combination of path and caller this machine offers: as root, the three paths as root
-/// and as nobody (6); as an unprivileged user, the three paths as that user. A tool the nobody
-/// runs need that is missing is a [`skip`] (a failure under `PYSANDBOX_MUST_WORK=1`).
-pub fn combos() -> Vec<Combo> {
+/// The callers this machine offers: as root, root and nobody; as an unprivileged user, that
+/// user. A tool the nobody runs need that is missing is a [`skip`] (a failure under
+/// `PYSANDBOX_MUST_WORK=1`).
+pub fn callers() -> Vec<Caller> {
     let uid = euid();
-    let mut callers = Vec::new();
-    if uid == 0 {
-        callers.push(Caller::Root);
-        if nobody_binary().is_some() {
-            callers.push(Caller::Nobody);
-        }
-    } else {
-        callers.push(Caller::User(uid));
+    if uid != 0 {
+        return vec![Caller::User(uid)];
     }
+    let mut callers = vec![Caller::Root];
+    if nobody_binary().is_some() {
+        callers.push(Caller::Nobody);
+    }
+    callers
+}
+
+/// Every combination of path and caller this machine offers: the three paths for each of
+/// [`callers`] (6 as root, 3 as an unprivileged user).
+pub fn combos() -> Vec<Combo> {
     let mut all = Vec::new();
-    for caller in callers {
+    for caller in callers() {
         for path in [ExecPath::Cold, ExecPath::Warm, ExecPath::Session] {
             all.push(Combo { path, caller });
         }
@@ -341,6 +318,110 @@ pub struct RunOpts<'a> {
     pub wrapper: &'a [&'a str],
 }
 
+/// What `pysandbox batch` answered.
+pub struct Batch {
+    /// Its exit status (0 when every line got an answer that is not an error).
+    pub status: i32,
+    /// Its answers, in the order it wrote them.
+    pub answers: Vec<serde_json::Value>,
+    /// What it wrote on stderr.
+    pub cli_stderr: String,
+}
+
+impl Batch {
+    /// The answer to line `id`.
+    pub fn answer(&self, id: i64) -> Option<&serde_json::Value> {
+        self.answers.iter().find(|a| a["id"] == id)
+    }
+}
+
+impl Caller {
+    /// The binary this caller runs.
+    pub fn binary(&self) -> String {
+        match self {
+            Caller::Nobody => nobody_binary().expect("callers() offers nobody only with its copy"),
+            Caller::Root | Caller::User(_) => bin().to_string(),
+        }
+    }
+
+    /// `pysandbox ARGS` as this caller: `opts.wrapper`, then (as nobody) setpriv and `env` with
+    /// `opts.env`, the binary, `args`, [`BASE_ARGS`], `--python /usr/bin/python3.11` as nobody,
+    /// and `flags`.
+    fn command(&self, args: &[&str], flags: &[&str], opts: &RunOpts<'_>) -> Command {
+        let mut argv: Vec<String> = opts.wrapper.iter().map(|s| s.to_string()).collect();
+        if *self == Caller::Nobody {
+            argv.extend(SETPRIV.iter().map(|s| s.to_string()));
+            if !opts.env.is_empty() {
+                argv.push("env".into());
+                argv.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
+            }
+        }
+        argv.push(self.binary());
+        argv.extend(args.iter().chain(BASE_ARGS).map(|s| s.to_string()));
+        if *self == Caller::Nobody {
+            argv.extend(["--python".to_string(), NOBODY_PYTHON.to_string()]);
+        }
+        argv.extend(flags.iter().map(|s| s.to_string()));
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if *self != Caller::Nobody {
+            cmd.envs(opts.env.iter().copied());
+        }
+        if let Some(dir) = opts.cwd {
+            cmd.current_dir(dir);
+        }
+        cmd
+    }
+
+    /// `pysandbox batch` as this caller with [`BASE_ARGS`] and `flags`, fed `lines`.
+    pub fn batch(&self, flags: &[&str], lines: &[serde_json::Value], opts: &RunOpts<'_>) -> Batch {
+        let mut child = self
+            .command(&["batch"], flags, opts)
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("as {self}: starting pysandbox batch: {e}"));
+        let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+        let mut stdin = child.stdin.take().unwrap();
+        // Written from a thread: a batch's answers may fill its stdout before it has read all.
+        let writer = std::thread::spawn(move || {
+            let _ = stdin.write_all(input.as_bytes());
+        });
+        let out = child.wait_with_output().unwrap();
+        writer.join().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let cli_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let answers = stdout
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l).unwrap_or_else(|e| {
+                    panic!("as {self}: a batch line is not JSON ({e}): {l}; stderr: {cli_stderr}")
+                })
+            })
+            .collect();
+        Batch {
+            status: out.status.code().unwrap_or(-1),
+            answers,
+            cli_stderr,
+        }
+    }
+
+    /// A host program started as this caller (e.g. a sentinel process the code should not be
+    /// able to signal: as nobody, one of nobody's own).
+    pub fn host_command(&self, program: &str) -> Command {
+        match self {
+            Caller::Nobody => {
+                let mut cmd = Command::new(SETPRIV[0]);
+                cmd.args(&SETPRIV[1..]).arg(program);
+                cmd
+            }
+            Caller::Root | Caller::User(_) => Command::new(program),
+        }
+    }
+}
+
 impl Combo {
     /// Run `code` with [`BASE_ARGS`] and `extra` flags on this path as this caller.
     pub fn run(&self, extra: &[&str], code: &str) -> Run {
@@ -349,126 +430,68 @@ impl Combo {
 
     /// [`Combo::run`] with an environment, a working directory or a wrapper.
     pub fn run_with(&self, extra: &[&str], code: &str, opts: &RunOpts<'_>) -> Run {
-        let binary = match self.caller {
-            Caller::Nobody => nobody_binary().expect("combos() offers nobody only with its copy"),
-            Caller::Root | Caller::User(_) => bin().to_string(),
+        let session = |id: i64, code: &str| json!({"id": id, "code": code, "session": "s"});
+        let lines = match self.path {
+            ExecPath::Cold => return self.run_cold(extra, code, opts),
+            ExecPath::Warm => vec![json!({"id": 1, "code": code})],
+            ExecPath::Session => vec![session(1, "x = 1"), session(2, code)],
         };
-        let mut argv: Vec<String> = opts.wrapper.iter().map(|s| s.to_string()).collect();
-        if self.caller == Caller::Nobody {
-            argv.extend(SETPRIV.iter().map(|s| s.to_string()));
-            if !opts.env.is_empty() {
-                argv.push("env".into());
-                argv.extend(opts.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut flags = vec!["--workers", "1"];
+        flags.extend(extra);
+        let b = self.caller.batch(&flags, &lines, opts);
+        let context = || format!("answers: {:?}; stderr: {}", b.answers, b.cli_stderr);
+        let outcome = |id: i64| {
+            let a = b
+                .answer(id)
+                .unwrap_or_else(|| panic!("{self}: no answer to line {id}; {}", context()));
+            if let Some(e) = a.get("error") {
+                panic!("{self}: line {id} got an error answer: {e}; {}", context());
             }
-        }
-        argv.push(binary);
-        let mut lines = Vec::new();
-        match self.path {
-            ExecPath::Cold => argv.extend(["run".into(), "--json".into()]),
-            ExecPath::Warm => {
-                argv.extend(["batch", "--workers", "1"].map(String::from));
-                lines.push(serde_json::json!({"id": 1, "code": code}));
-            }
-            ExecPath::Session => {
-                argv.extend(["batch", "--workers", "1"].map(String::from));
-                lines.push(serde_json::json!({"id": 1, "code": "x = 1", "session": "s"}));
-                lines.push(serde_json::json!({"id": 2, "code": code, "session": "s"}));
-            }
-        }
-        argv.extend(BASE_ARGS.iter().map(|s| s.to_string()));
-        if self.caller == Caller::Nobody {
-            argv.extend(["--python".to_string(), NOBODY_PYTHON.to_string()]);
-        }
-        argv.extend(extra.iter().map(|s| s.to_string()));
-        if self.path == ExecPath::Cold {
-            argv.extend(["-c".to_string(), code.to_string()]);
-        }
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if self.caller != Caller::Nobody {
-            cmd.envs(opts.env.iter().copied());
-        }
-        if let Some(dir) = opts.cwd {
-            cmd.current_dir(dir);
-        }
-        cmd.stdin(if lines.is_empty() {
-            Stdio::null()
+            serde_json::from_value::<Outcome>(a.clone())
+                .unwrap_or_else(|e| panic!("{self}: line {id} is no outcome ({e}); {}", context()))
+        };
+        let outcome = if self.path == ExecPath::Session {
+            let first = outcome(1);
+            assert_eq!(
+                first.exit_code,
+                Some(0),
+                "{self}: the session's first call failed: {first:?}; {}",
+                context()
+            );
+            outcome(2)
         } else {
-            Stdio::piped()
-        });
-        let mut child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("{self}: starting {argv:?}: {e}"));
-        if let Some(mut stdin) = child.stdin.take() {
-            let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
-            stdin.write_all(input.as_bytes()).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let cli_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        let status = out.status.code().unwrap_or(-1);
-        let context = || format!("{self}: stdout: {stdout}; stderr: {cli_stderr}");
-        let outcome: Outcome = match self.path {
-            ExecPath::Cold => serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
-                panic!(
-                    "{self}: pysandbox gave no JSON outcome ({e}); {}",
-                    context()
-                )
-            }),
-            ExecPath::Warm | ExecPath::Session => {
-                let answers: Vec<serde_json::Value> = stdout
-                    .lines()
-                    .map(|l| {
-                        serde_json::from_str(l).unwrap_or_else(|e| {
-                            panic!("{self}: a batch line is not JSON ({e}); {}", context())
-                        })
-                    })
-                    .collect();
-                let answer = |id: i64| {
-                    let a = answers.iter().find(|a| a["id"] == id).unwrap_or_else(|| {
-                        panic!("{self}: no answer for line {id}; {}", context())
-                    });
-                    if let Some(e) = a.get("error") {
-                        panic!("{self}: line {id} got an error answer: {e}; {}", context());
-                    }
-                    serde_json::from_value::<Outcome>(a.clone()).unwrap_or_else(|e| {
-                        panic!("{self}: line {id} is no outcome ({e}); {}", context())
-                    })
-                };
-                if self.path == ExecPath::Session {
-                    let first = answer(1);
-                    assert_eq!(
-                        first.exit_code,
-                        Some(0),
-                        "{self}: the session's first call failed: {first:?}; {}",
-                        context()
-                    );
-                    answer(2)
-                } else {
-                    answer(1)
-                }
-            }
+            outcome(1)
         };
         Run {
-            status,
+            status: b.status,
+            outcome,
+            cli_stderr: b.cli_stderr,
+        }
+    }
+
+    fn run_cold(&self, extra: &[&str], code: &str, opts: &RunOpts<'_>) -> Run {
+        let mut flags = extra.to_vec();
+        flags.extend(["-c", code]);
+        let out = self
+            .caller
+            .command(&["run", "--json"], &flags, opts)
+            .output()
+            .unwrap_or_else(|e| panic!("{self}: starting pysandbox run: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let cli_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let outcome: Outcome = serde_json::from_str(stdout.trim()).unwrap_or_else(|e| {
+            panic!("{self}: pysandbox gave no JSON outcome ({e}); stdout: {stdout}; stderr: {cli_stderr}")
+        });
+        Run {
+            status: out.status.code().unwrap_or(-1),
             outcome,
             cli_stderr,
         }
     }
 
-    /// A host program started as this caller (e.g. a sentinel process the code should not be
-    /// able to signal: as nobody, one of nobody's own).
+    /// A host program started as this combination's caller.
     pub fn host_command(&self, program: &str) -> Command {
-        match self.caller {
-            Caller::Nobody => {
-                let mut cmd = Command::new(SETPRIV[0]);
-                cmd.args(&SETPRIV[1..]).arg(program);
-                cmd
-            }
-            Caller::Root | Caller::User(_) => Command::new(program),
-        }
+        self.caller.host_command(program)
     }
 }
 
