@@ -499,8 +499,9 @@ impl Combo {
 /// directory of its own under the host's temp dir (mode 0755, owned by root). It is named after
 /// the binary's path, size and time, made once (copied by `cp`, so that no descriptor of it
 /// open for writing can reach a process this test forks: ETXTBSY), renamed into place whole and
-/// reused by later test processes of the same build. `None` (after [`skip`]) without `setpriv`
-/// or `/usr/bin/python3.11`.
+/// reused by later test processes of the same build; a new build's copy removes the earlier
+/// builds' copies of the same binary. `None` (after [`skip`]) without `setpriv` or
+/// `/usr/bin/python3.11`.
 pub fn nobody_binary() -> Option<String> {
     static COPY: OnceLock<Result<String, String>> = OnceLock::new();
     let copy = COPY.get_or_init(|| {
@@ -565,8 +566,23 @@ fn make_nobody_copy() -> String {
         for e in std::fs::read_dir(&staging).unwrap().flatten() {
             std::fs::set_permissions(e.path(), PermissionsExt::from_mode(0o755)).unwrap();
         }
+        // What it is a copy of, for the next build's copy to find this one stale.
+        std::fs::write(staging.join("source"), bin()).unwrap();
         std::fs::set_permissions(&staging, PermissionsExt::from_mode(0o755)).unwrap();
-        if std::fs::rename(&staging, &dir).is_err() {
+        if std::fs::rename(&staging, &dir).is_ok() {
+            // Copies of earlier builds of the same binary are stale (another checkout's are not).
+            for e in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let source = std::fs::read_to_string(e.path().join("source"));
+                if name.starts_with("pysandbox-test-nobody-")
+                    && e.path() != dir
+                    && trusted(&e.path())
+                    && source.is_ok_and(|s| s == bin())
+                {
+                    let _ = std::fs::remove_dir_all(e.path());
+                }
+            }
+        } else {
             // Another test process put its (identical) copy there first, or an untrusted
             // directory is in the way.
             let _ = std::fs::remove_dir_all(&staging);
