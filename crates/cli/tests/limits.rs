@@ -11,8 +11,9 @@ fn assert_limit(c: Combo, r: &Run, name: &str) {
     assert_eq!(
         r.outcome.limit.as_deref(),
         Some(name),
-        "{c}: expected the {name} limit: {}",
-        r.all_output()
+        "{c}: expected the {name} limit: {:?}; pysandbox's stderr: {}",
+        r.outcome,
+        r.cli_stderr
     );
     // Path-specific: only a session outlives a call, and a tripped limit ends it.
     if c.path == ExecPath::Session {
