@@ -21,7 +21,8 @@ pub struct Line {
 enum State {
     /// Not opened yet: the name's first line opens it.
     New,
-    Open(Session),
+    /// Boxed: a session is much larger than the other states.
+    Open(Box<Session>),
     /// Ended (why); its later lines get an error answer.
     Ended(String),
 }
@@ -103,7 +104,7 @@ impl<'a> Sessions<'a> {
         let id = line.id;
         if matches!(state, Some(State::New)) {
             *state = Some(match Session::open(self.binary, self.policy, self.idle) {
-                Ok(s) => State::Open(s),
+                Ok(s) => State::Open(Box::new(s)),
                 Err(e) => {
                     let message = format!("opening the session: {e}");
                     *state = Some(State::Ended(format!("it could not be opened ({e})")));
