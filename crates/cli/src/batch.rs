@@ -1,10 +1,12 @@
 //! `pysandbox worker` (one warm jail, for the pool) and `pysandbox batch` (JSON lines through a
-//! pool of warm workers).
+//! pool of warm workers, or through named warm sessions: `sessions.rs`).
 
+use crate::sessions::{Line, Sessions};
 use crate::PolicyArgs;
 use anyhow::{Context, Result};
 use clap::Args;
 use pysandbox_core::isolate::Injection;
+use pysandbox_core::limits::parse_duration;
 use pysandbox_core::policy::Policy;
 use pysandbox_core::protocol::FromZygote;
 use pysandbox_core::run::{self, RunRequest, Source};
@@ -133,6 +135,9 @@ pub struct BatchArgs {
     /// Replace a worker after this many requests.
     #[arg(long, value_name = "K", default_value_t = 10_000)]
     recycle_after: u64,
+    /// A session ends after this long without a line of its own (lines naming a "session").
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "300s")]
+    session_idle: Duration,
 }
 
 #[derive(Deserialize)]
@@ -142,58 +147,111 @@ struct BatchRequest {
     code: String,
     #[serde(default)]
     stdin: Option<String>,
+    /// Lines naming the same session run in input order in one warm session (state kept).
+    #[serde(default)]
+    session: Option<String>,
+}
+
+/// What a thread does with the line it read.
+enum Next {
+    Pool(BatchRequest),
+    /// Run the queued lines of this session: no other thread is.
+    Drive(String),
+    /// Queued for a session another thread is running, or answered already.
+    Nothing,
 }
 
 /// `pysandbox batch < requests.jsonl > results.jsonl`: each line `{"id": ..., "code": "...",
-/// "stdin": "..."}` runs in a warm worker; each result line carries the id and the outcome
-/// fields of `run --json` (in completion order).
+/// "stdin": "..."}` runs in a fresh child of a warm worker, or, with `"session": "NAME"`, in the
+/// warm session of that name (lines of one session in input order, state kept); each result
+/// line carries the id and the outcome fields of `run --json` (in completion order).
 pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
     let policy = a.policy.policy()?;
     let exe = std::env::current_exe().context("finding the pysandbox binary")?;
-    let mut opts = PoolOptions::new(exe);
+    let mut opts = PoolOptions::new(exe.clone());
     if let Some(n) = a.workers {
         opts.workers = n.max(1);
     }
     opts.recycle_after = a.recycle_after;
     opts.inject = a.policy.injection()?;
     let threads = opts.workers;
-    let pool = Pool::new(policy, opts)?;
+    let pool = Pool::new(policy.clone(), opts)?;
+    let sessions = Sessions::new(&exe, &policy, a.session_idle);
     let input = Mutex::new(std::io::BufReader::new(std::io::stdin()).lines());
     let output = Mutex::new(std::io::stdout());
     let failed = Mutex::new(0u64);
+    let write = |answer: &serde_json::Value, failure: bool| {
+        if failure {
+            if let Ok(mut f) = failed.lock() {
+                *f += 1;
+            }
+        }
+        if let Ok(mut out) = output.lock() {
+            let _ = writeln!(out, "{answer}");
+        }
+    };
     std::thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| loop {
-                let line = match input.lock().map(|mut l| l.next()) {
-                    Ok(Some(Ok(l))) => l,
-                    _ => return,
-                };
-                if line.trim().is_empty() {
-                    continue;
-                }
-                let answer = match serde_json::from_str::<BatchRequest>(&line) {
-                    Err(e) => serde_json::json!({"error": format!("bad request: {e}")}),
-                    Ok(req) => match pool.run(&req.code, req.stdin.as_deref()) {
-                        Ok(mut o) => {
-                            o.id = req.id;
-                            serde_json::to_value(&o).unwrap_or_default()
-                        }
+                let next = {
+                    // Lines of a session are queued while the input is held: in input order.
+                    let Ok(mut lines) = input.lock() else { return };
+                    let line = match lines.next() {
+                        Some(Ok(l)) => l,
+                        _ => return,
+                    };
+                    if line.trim().is_empty() {
+                        continue;
+                    }
+                    match serde_json::from_str::<BatchRequest>(&line) {
                         Err(e) => {
-                            if let Ok(mut f) = failed.lock() {
-                                *f += 1;
-                            }
-                            let busy = matches!(e, WarmError::Busy(_));
-                            serde_json::json!({"id": req.id, "error": e.to_string(), "busy": busy})
+                            let e = format!("bad request: {e}");
+                            write(&serde_json::json!({ "error": e }), false);
+                            Next::Nothing
                         }
-                    },
+                        Ok(BatchRequest {
+                            id,
+                            code,
+                            stdin,
+                            session: Some(name),
+                        }) => {
+                            if sessions.enqueue(&name, Line { id, code, stdin }) {
+                                Next::Drive(name)
+                            } else {
+                                Next::Nothing
+                            }
+                        }
+                        Ok(req) => Next::Pool(req),
+                    }
                 };
-                if let Ok(mut out) = output.lock() {
-                    let _ = writeln!(out, "{answer}");
-                }
+                let req = match next {
+                    Next::Pool(req) => req,
+                    Next::Drive(name) => {
+                        sessions.drive(&name, &mut |a| write(&a.line, a.failed));
+                        continue;
+                    }
+                    Next::Nothing => continue,
+                };
+                let (answer, failure) = match pool.run(&req.code, req.stdin.as_deref()) {
+                    Ok(mut o) => {
+                        o.id = req.id;
+                        (serde_json::to_value(&o).unwrap_or_default(), false)
+                    }
+                    Err(e) => {
+                        let busy = matches!(e, WarmError::Busy(_));
+                        let e = e.to_string();
+                        (
+                            serde_json::json!({"id": req.id, "error": e, "busy": busy}),
+                            true,
+                        )
+                    }
+                };
+                write(&answer, failure);
             });
         }
     });
     let _ = std::io::stdout().flush();
+    sessions.close_all();
     pool.shutdown();
     let failed = failed.into_inner().unwrap_or(0);
     Ok(if failed == 0 {

@@ -5,6 +5,7 @@ mod batch;
 mod doctor;
 mod repl;
 mod serve;
+mod sessions;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};

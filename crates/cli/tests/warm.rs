@@ -7,6 +7,7 @@ use common::*;
 use pysandbox_core::limits::Limit;
 use pysandbox_core::policy::Policy;
 use pysandbox_core::warm::{Pool, PoolOptions, Session, WarmError};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 fn policy(preset: &str) -> Policy {
@@ -519,4 +520,83 @@ except OSError as e:
     );
     // ECONNREFUSED: no such socket where B is; it sees no process but itself.
     assert_eq!(rb.run.stdout, "connect failed 111\npids [1]\n", "{rb:?}");
+}
+
+/// `pysandbox batch` with these JSON lines on its stdin: its exit status and its answers by id.
+fn batch(flags: &[&str], lines: &[serde_json::Value]) -> (i32, BTreeMap<i64, serde_json::Value>) {
+    let mut child = std::process::Command::new(bin())
+        .arg("batch")
+        .args(flags)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let input: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, input.as_bytes()).unwrap();
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    let answers = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (v["id"].as_i64().unwrap(), v)
+        })
+        .collect();
+    (out.status.code().unwrap_or(-1), answers)
+}
+
+#[test]
+fn batch_lines_of_a_session_share_its_state_and_nothing_else() {
+    let line = |id: i64, session: Option<&str>, code: &str| match session {
+        Some(s) => serde_json::json!({"id": id, "code": code, "session": s}),
+        None => serde_json::json!({"id": id, "code": code}),
+    };
+    let seen = "print(globals().get('x'))";
+    let lines = [
+        line(1, Some("a"), "x = 'a'"),
+        line(2, Some("b"), "x = 'b'"),
+        line(3, None, "x = 'pool'"),
+        line(4, Some("a"), &format!("x += '1'\n{seen}")),
+        line(5, Some("b"), seen),
+        line(6, None, seen),
+        line(7, Some("b"), "while True: pass"),
+        line(8, Some("b"), seen),
+        line(9, Some("a"), &format!("x += '2'\n{seen}")),
+        line(10, None, seen),
+        // One name, one session; a name's lines run in input order.
+        line(11, Some("c"), "l = []"),
+        line(12, Some("c"), "l.append(12)"),
+        line(13, Some("c"), "l.append(13)"),
+        line(14, Some("c"), "l.append(14)\nprint(l)"),
+    ];
+    // Two threads, so that lines of one session could be taken by either.
+    let (status, answers) = batch(
+        &["--preset", "stdlib", "--timeout", "1s", "--workers", "2"],
+        &lines,
+    );
+    assert_eq!(answers.len(), lines.len(), "{answers:?}");
+    let stdout = |id: i64| answers[&id]["stdout"].as_str().unwrap_or("?").to_string();
+    // State kept between the lines of one session, not seen by another session or the pool.
+    assert_eq!(stdout(4), "a1\n", "{answers:?}");
+    assert_eq!(stdout(5), "b\n", "{answers:?}");
+    assert_eq!(stdout(6), "None\n", "{answers:?}");
+    assert_eq!(stdout(14), "[12, 13, 14]\n", "{answers:?}");
+    // A limit ends its session: that answer says so, later lines of it get an error.
+    assert_eq!(answers[&7]["limit"], "wall", "{answers:?}");
+    assert_eq!(answers[&7]["ended"], true, "{answers:?}");
+    let error = answers[&8]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("session has ended") && error.contains("wall"),
+        "{answers:?}"
+    );
+    // Only its session: a's state and the pool carry on.
+    assert_eq!(stdout(9), "a12\n", "{answers:?}");
+    assert_eq!(stdout(10), "None\n", "{answers:?}");
+    for id in [1, 2, 3, 4, 5, 6, 9, 10, 11, 12, 13, 14] {
+        assert!(answers[&id].get("ended").is_none(), "{id}: {answers:?}");
+        assert_eq!(answers[&id]["exit_code"], 0, "{id}: {answers:?}");
+    }
+    // A line got an error answer.
+    assert_eq!(status, 1);
 }
