@@ -147,16 +147,16 @@ fn sample<T>(f: impl FnOnce() -> T) -> (T, Growth) {
 
 /// Run `code` (which holds what it can, prints what it got, then holds it 0.5 s longer) and check
 /// the host's growth against [`bound`]; returns the run and the smallest growth measured.
-fn attack(name: &str, code: &str) -> (Run, Growth) {
+fn attack(c: Combo, name: &str, code: &str) -> (Run, Growth) {
     let _host = lock();
     let bound = bound();
     let mut seen = Vec::new();
     for _ in 0..3 {
-        let (r, g) = sample(|| sandbox(FLAGS, code));
+        let (r, g) = sample(|| c.run(FLAGS, code));
         // The run ended by itself: an exit, or the memory limit; not the wall clock.
         assert!(
             r.outcome.exit_code.is_some() || r.outcome.limit.as_deref() == Some("memory"),
-            "{name}: {:?} {}",
+            "{c} {name}: {:?} {}",
             r.outcome.limit,
             r.all_output()
         );
@@ -166,7 +166,7 @@ fn attack(name: &str, code: &str) -> (Run, Growth) {
             r.all_output()
         );
         eprintln!(
-            "{name}: Shmem +{} MiB, in use +{} MiB (bound {} MiB): {}",
+            "{c} {name}: Shmem +{} MiB, in use +{} MiB (bound {} MiB): {}",
             g.shmem / MIB,
             g.used / MIB,
             bound / MIB,
@@ -178,7 +178,7 @@ fn attack(name: &str, code: &str) -> (Run, Growth) {
         seen.push(g);
     }
     panic!(
-        "{name}: the host grew by more than {} MiB in every measurement: {seen:?}",
+        "{c} {name}: the host grew by more than {} MiB in every measurement: {seen:?}",
         bound / MIB
     );
 }
@@ -247,14 +247,16 @@ time.sleep(0.5)
 
 #[test]
 fn sysv_shared_memory_is_refused() {
-    let (r, _) = attack("sysv shm", SHM);
-    assert!(
-        r.outcome
-            .stdout
-            .contains("held 0 MiB; Operation not permitted"),
-        "{}",
-        r.all_output()
-    );
+    for_each_combo(|c| {
+        let (r, _) = attack(c, "sysv shm", SHM);
+        assert!(
+            r.outcome
+                .stdout
+                .contains("held 0 MiB; Operation not permitted"),
+            "{}",
+            r.all_output()
+        );
+    });
 }
 
 const MEMFD: &str = r#"
@@ -275,14 +277,16 @@ time.sleep(0.5)
 
 #[test]
 fn memfd_is_refused() {
-    let (r, _) = attack("memfd", MEMFD);
-    assert!(
-        r.outcome
-            .stdout
-            .contains("held 0 MiB; [Errno 1] Operation not permitted"),
-        "{}",
-        r.all_output()
-    );
+    for_each_combo(|c| {
+        let (r, _) = attack(c, "memfd", MEMFD);
+        assert!(
+            r.outcome
+                .stdout
+                .contains("held 0 MiB; [Errno 1] Operation not permitted"),
+            "{}",
+            r.all_output()
+        );
+    });
 }
 
 const TMP_FILL: &str = r#"
@@ -311,14 +315,16 @@ time.sleep(0.5)
 
 #[test]
 fn tmp_and_dev_shm_are_bounded_by_tmp_size() {
-    let (r, g) = attack("/tmp, /dev/shm, O_TMPFILE", TMP_FILL);
-    // Each of the three ways ran into the full tmpfs (ENOSPC).
-    assert!(
-        r.outcome.stdout.contains("errnos [28, 28, 28]"),
-        "{}",
-        r.all_output()
-    );
-    assert!(g.shmem <= TMP_SIZE + 4 * MIB, "{g:?}");
+    for_each_combo(|c| {
+        let (r, g) = attack(c, "/tmp, /dev/shm, O_TMPFILE", TMP_FILL);
+        // Each of the three ways ran into the full tmpfs (ENOSPC).
+        assert!(
+            r.outcome.stdout.contains("errnos [28, 28, 28]"),
+            "{}",
+            r.all_output()
+        );
+        assert!(g.shmem <= TMP_SIZE + 4 * MIB, "{g:?}");
+    });
 }
 
 /// Up to `CAP` pipes (until EMFILE when None), each grown to 1 MiB if the kernel lets it.
@@ -358,16 +364,18 @@ fn reported(r: &Run, word: &str) -> u64 {
 
 #[test]
 fn pipe_buffers_are_bounded() {
-    let (r, _) = attack("pipes", PIPES);
-    // The open-files limit ended the loop (EMFILE), and what the pipes hold stays within the
-    // per-user allowance (fs.pipe-user-pages-soft) plus 2 pages per pipe.
-    assert!(r.outcome.stdout.contains("errno 24"), "{}", r.all_output());
-    let soft = sysctl("/proc/sys/fs/pipe-user-pages-soft") * 4096;
-    assert!(
-        reported(&r, " held ") * MIB <= soft + OPEN_FILES * 8192,
-        "{}",
-        r.outcome.stdout
-    );
+    for_each_combo(|c| {
+        let (r, _) = attack(c, "pipes", PIPES);
+        // The open-files limit ended the loop (EMFILE), and what the pipes hold stays within the
+        // per-user allowance (fs.pipe-user-pages-soft) plus 2 pages per pipe.
+        assert!(r.outcome.stdout.contains("errno 24"), "{}", r.all_output());
+        let soft = sysctl("/proc/sys/fs/pipe-user-pages-soft") * 4096;
+        assert!(
+            reported(&r, " held ") * MIB <= soft + OPEN_FILES * 8192,
+            "{}",
+            r.outcome.stdout
+        );
+    });
 }
 
 /// Up to `CAP` unix socket pairs (until EMFILE when None), both ends' buffers asked to grow to
@@ -400,17 +408,19 @@ time.sleep(0.5)
 
 #[test]
 fn socket_buffers_are_bounded() {
-    let (r, _) = attack("socket pairs", SOCKETS);
-    assert!(r.outcome.stdout.contains("errno 24"), "{}", r.all_output());
-    // The buffer sizes asked for were ignored: the kernel's default stays.
-    let default = sysctl("/proc/sys/net/core/wmem_default");
-    assert_eq!(reported(&r, "sndbuf "), default, "{}", r.outcome.stdout);
-    // What the sockets hold: at most a send buffer per socket, and the last send's overshoot.
-    assert!(
-        reported(&r, " held ") * MIB <= OPEN_FILES * (default + 128 * 1024),
-        "{}",
-        r.outcome.stdout
-    );
+    for_each_combo(|c| {
+        let (r, _) = attack(c, "socket pairs", SOCKETS);
+        assert!(r.outcome.stdout.contains("errno 24"), "{}", r.all_output());
+        // The buffer sizes asked for were ignored: the kernel's default stays.
+        let default = sysctl("/proc/sys/net/core/wmem_default");
+        assert_eq!(reported(&r, "sndbuf "), default, "{}", r.outcome.stdout);
+        // What the sockets hold: at most a send buffer per socket, and the last send's overshoot.
+        assert!(
+            reported(&r, " held ") * MIB <= OPEN_FILES * (default + 128 * 1024),
+            "{}",
+            r.outcome.stdout
+        );
+    });
 }
 
 /// Everything at once in one run (the descriptors shared between pipes and sockets): the bound
@@ -426,13 +436,15 @@ fn all_at_once_stays_within_the_bound() {
         .collect::<Vec<_>>()
         .join("\n")
         + "\ntime.sleep(0.5)\n";
-    let (r, _) = attack("all at once", &code);
-    assert_eq!(r.outcome.exit_code, Some(0), "{}", r.all_output());
-    assert!(
-        r.outcome.stdout.contains("socket pairs 60"),
-        "{}",
-        r.all_output()
-    );
+    for_each_combo(|c| {
+        let (r, _) = attack(c, "all at once", &code);
+        assert_eq!(r.outcome.exit_code, Some(0), "{}", r.all_output());
+        assert!(
+            r.outcome.stdout.contains("socket pairs 60"),
+            "{}",
+            r.all_output()
+        );
+    });
 }
 
 /// sysinfo(2) would give the host's uptime, load, RAM and task count: it fails (EPERM), and
@@ -494,8 +506,20 @@ for name in ("SC_PHYS_PAGES", "SC_AVPHYS_PAGES"):
     assert!((f[2] as f64 - host_uptime()).abs() < 5.0, "{out}");
     assert_eq!(f[3] as u64, mem_total, "{out}");
 
-    let r = sandbox(&[], code);
-    assert_eq!(r.outcome.exit_code, Some(0), "{}", r.all_output());
+    for_each_combo(|c| sysinfo_in(c, code, mem_total));
+}
+
+fn sysinfo_in(c: Combo, code: &str, mem_total: u64) {
+    let fields = |out: &str| -> Vec<i64> {
+        out.lines()
+            .find_map(|l| l.strip_prefix("sysinfo "))
+            .unwrap_or_else(|| panic!("no sysinfo line: {out}"))
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect()
+    };
+    let r = c.run(&[], code);
+    assert_eq!(r.outcome.exit_code, Some(0), "{c} {}", r.all_output());
     let f = fields(&r.outcome.stdout);
     // -1 and errno 1 (EPERM).
     assert_eq!(&f[..2], &[-1, 1], "{}", r.outcome.stdout);

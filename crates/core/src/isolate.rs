@@ -10,6 +10,7 @@
 //!
 //! ```text
 //! step               cold jail  cold interp.  warm jail  warm request  warm session
+//! network limits         ✓                        ✓          (the jail's network namespace)
 //! ids                    ✓                        ✓ (0)
 //! mount view             ✓                        ✓
 //! hostname               ✓                        ✓
@@ -46,6 +47,7 @@ use std::path::Path;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Step {
+    NetworkLimits,
     Ids,
     MountView,
     Hostname,
@@ -66,6 +68,7 @@ impl Step {
     /// The name used in error messages and by the test switch.
     pub fn name(self) -> &'static str {
         match self {
+            Step::NetworkLimits => "network limits",
             Step::Ids => "ids",
             Step::MountView => "mount view",
             Step::Hostname => "hostname",
@@ -111,6 +114,7 @@ const STAGES: [Stage; 5] = [
 
 /// The table (columns in the order of [`STAGES`]); rows in the order the steps run.
 const PLAN: &[(Step, [bool; 5])] = &[
+    (Step::NetworkLimits, [true, false, true, false, false]),
     (Step::Ids, [true, false, true, false, false]),
     (Step::MountView, [true, false, true, false, false]),
     (Step::Hostname, [true, false, true, false, false]),
@@ -280,7 +284,7 @@ pub fn enter(s: &ChildSetup<'_>, report: &mut RawFd) -> Result<(), StepError> {
                     sys::seccomp::install(prog, false).map_err(fail)?;
                 }
             }
-            Step::Ids | Step::MountView | Step::Hostname => {
+            Step::NetworkLimits | Step::Ids | Step::MountView | Step::Hostname => {
                 unreachable!("jail steps are taken by the jail's init")
             }
         }
