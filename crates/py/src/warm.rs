@@ -8,7 +8,7 @@
 //! `WarmFailure(kind, message)`, which the package turns into its own exception types.
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pysandbox_core::policy::Policy;
@@ -22,7 +22,7 @@ create_exception!(
     WarmFailure,
     PyException,
     "A warm pool or session failed: args are (kind, message); kind is one of policy, setup, \
-     busy, closed, ended, worker, request."
+     busy, closed, ended, worker, request, malformed (the sandbox returned what is not data)."
 );
 
 fn failure(kind: &str, message: String) -> PyErr {
@@ -135,25 +135,38 @@ impl WarmPool {
         api.insert("input".into(), Value::Object(input));
         let mut req = Request::new(None, code, stdin);
         req.api = Some(Value::Object(api));
-        let out = py
-            .allow_threads(|| self.pool.run_request(&req))
+        // The result's JSON is parsed with the GIL released too; only building the Python
+        // value needs it.
+        let (out, parsed) = py
+            .allow_threads(|| {
+                let out = self.pool.run_request(&req)?;
+                let parsed = match &out.result {
+                    Some(text) if text.len() <= max_result => Some(crate::parse(text)),
+                    _ => None,
+                };
+                Ok((out, parsed))
+            })
             .map_err(warm_failure)?;
         let outcome = outcome_dict(py, &out)?;
         let has_result = out.result.is_some();
         let too_big = out.result.as_ref().is_some_and(|r| r.len() > max_result);
-        let payload = match &out.result {
-            Some(text) if !too_big => {
-                // Untrusted: anything but data is the sandbox's fault, not the caller's.
-                let malformed = |e: String| {
-                    failure(
-                        "worker",
-                        format!("the sandbox returned malformed data: {e}"),
-                    )
-                };
-                let v: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
-                crate::dec(py, &v, 0).map_err(|e| malformed(e.value(py).to_string()))?
-            }
-            _ => py.None(),
+        // Untrusted: anything but data is the sandbox's fault, not the caller's.
+        let malformed = |e: String| {
+            failure(
+                "malformed",
+                format!("the sandbox returned malformed data: {e}"),
+            )
+        };
+        let payload = match parsed {
+            Some(Ok(v)) => crate::decode_value(py, v).map_err(|e| {
+                if e.is_instance_of::<PyValueError>(py) {
+                    malformed(e.value(py).to_string())
+                } else {
+                    e
+                }
+            })?,
+            Some(Err(e)) => return Err(malformed(e)),
+            None => py.None(),
         };
         Ok((outcome, payload, has_result, too_big))
     }
