@@ -13,6 +13,7 @@ import pytest
 
 import pysandbox
 from pysandbox import (
+    MalformedResult,
     MemoryLimitExceeded,
     OutputLimitExceeded,
     PolicyError,
@@ -25,7 +26,7 @@ from pysandbox import (
     Timeout,
 )
 
-from conftest import interpreters, skip_or_fail, MUST_WORK
+from conftest import forged_result_code, interpreters, skip_or_fail, MUST_WORK
 
 
 @pytest.fixture(scope="module")
@@ -370,8 +371,8 @@ def test_warm_results_are_checked_like_cold_ones():
         with pytest.raises(TypeError, match=r"globals\['sock'\]: cannot pass"):
             s.execute("pass", globals={"sock": object()})
         # A result forged by the code (then no real one): refused as data, nothing evaluated.
-        forge = "__import__('os').write(4, b'\\0result\\n{\"x\": 1}') and __import__('os')._exit(0)"
-        with pytest.raises(SandboxError, match="malformed data: not pysandbox data: unknown tag 'x'"):
+        forge = forged_result_code('{"x": 1}')
+        with pytest.raises(MalformedResult, match="malformed data: not pysandbox data: unknown tag 'x'"):
             s.eval(forge)
         assert s.execute("import sys; sys.exit(3)").exit_code == 3
         assert s.eval("[1, (2, b'3')]") == [1, (2, b"3")]
