@@ -18,6 +18,7 @@ use pyo3::types::{
 };
 use serde_json::{Map, Value};
 use std::collections::HashMap;
+use std::fmt;
 
 mod warm;
 
@@ -29,7 +30,43 @@ const MAX_DEPTH: usize = 100;
 #[pyfunction]
 #[pyo3(signature = (obj, path = "value"))]
 fn encode(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<String> {
-    Ok(enc(obj, path, 0)?.to_string())
+    Ok(enc(obj, &Path::Root(path), 0)?.to_string())
+}
+
+/// Where a value sits in what is being encoded, written out only for an error message: text
+/// made for every value would cost time in the size times the depth, and a dict key's repr
+/// copied into the path of every value under it (or failing: the repr of an int of more than
+/// 4300 digits raises ValueError).
+pub(crate) enum Path<'a, 'py> {
+    /// A name given by the caller (`value`, `locals['data']`).
+    Root(&'a str),
+    /// `path[i]`: an item of a list or tuple.
+    Item(&'a Path<'a, 'py>, usize),
+    /// `path item`: a member of a set or frozenset.
+    Member(&'a Path<'a, 'py>),
+    /// `path key repr(key)`: a dict key.
+    Key(&'a Path<'a, 'py>, &'a Bound<'py, PyAny>),
+    /// `path[repr(key)]`: a dict value.
+    Value(&'a Path<'a, 'py>, &'a Bound<'py, PyAny>),
+}
+
+impl fmt::Display for Path<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let repr = |k: &Bound<'_, PyAny>| match k.repr() {
+            Ok(r) => r.to_string(),
+            Err(_) => format!(
+                "<{}>",
+                k.get_type().name().map_or("?".into(), |n| n.to_string())
+            ),
+        };
+        match self {
+            Path::Root(name) => f.write_str(name),
+            Path::Item(p, i) => write!(f, "{p}[{i}]"),
+            Path::Member(p) => write!(f, "{p} item"),
+            Path::Key(p, k) => write!(f, "{p} key {}", repr(k)),
+            Path::Value(p, k) => write!(f, "{p}[{}]", repr(k)),
+        }
+    }
 }
 
 fn tagged(tag: &str, v: Value) -> Value {
@@ -42,20 +79,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(crate) fn enc(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<Value> {
+pub(crate) fn enc(obj: &Bound<'_, PyAny>, path: &Path<'_, '_>, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(PyValueError::new_err(format!(
             "{path}: nested more than {MAX_DEPTH} levels deep"
         )));
     }
-    let items = |it: Bound<'_, pyo3::types::PyIterator>, what: &str| -> PyResult<Vec<Value>> {
+    let items = |it: Bound<'_, pyo3::types::PyIterator>, members: bool| -> PyResult<Vec<Value>> {
         let mut out = Vec::new();
         for (i, x) in it.enumerate() {
-            out.push(enc(
-                &x?,
-                &format!("{path}{}", what.replace("{i}", &i.to_string())),
-                depth + 1,
-            )?);
+            let at = if members {
+                Path::Member(path)
+            } else {
+                Path::Item(path, i)
+            };
+            out.push(enc(&x?, &at, depth + 1)?);
         }
         Ok(out)
     };
@@ -87,19 +125,21 @@ pub(crate) fn enc(obj: &Bound<'_, PyAny>, path: &str, depth: usize) -> PyResult<
     } else if let Ok(b) = obj.downcast::<PyByteArray>() {
         Ok(tagged("b", Value::String(hex(&b.to_vec()))))
     } else if obj.is_instance_of::<PyList>() {
-        Ok(Value::Array(items(obj.try_iter()?, "[{i}]")?))
+        Ok(Value::Array(items(obj.try_iter()?, false)?))
     } else if obj.is_instance_of::<PyTuple>() {
-        Ok(tagged("t", Value::Array(items(obj.try_iter()?, "[{i}]")?)))
+        Ok(tagged("t", Value::Array(items(obj.try_iter()?, false)?)))
     } else if obj.is_instance_of::<PyFrozenSet>() {
-        Ok(tagged("fs", Value::Array(items(obj.try_iter()?, " item")?)))
+        Ok(tagged("fs", Value::Array(items(obj.try_iter()?, true)?)))
     } else if obj.is_instance_of::<PySet>() {
-        Ok(tagged("s", Value::Array(items(obj.try_iter()?, " item")?)))
+        Ok(tagged("s", Value::Array(items(obj.try_iter()?, true)?)))
     } else if let Ok(d) = obj.downcast::<PyDict>() {
         let mut pairs = Vec::new();
         for (k, v) in d.iter() {
-            let key_path = format!("{path}[{}]", k.repr()?);
-            let key = enc(&k, &format!("{path} key {}", k.repr()?), depth + 1)?;
-            pairs.push(Value::Array(vec![key, enc(&v, &key_path, depth + 1)?]));
+            let key = enc(&k, &Path::Key(path, &k), depth + 1)?;
+            pairs.push(Value::Array(vec![
+                key,
+                enc(&v, &Path::Value(path, &k), depth + 1)?,
+            ]));
         }
         Ok(tagged("d", Value::Array(pairs)))
     } else {

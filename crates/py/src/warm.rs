@@ -125,7 +125,7 @@ impl WarmPool {
         let mut pairs = Vec::with_capacity(data.len());
         for (k, v) in data.iter() {
             let key: String = k.extract()?;
-            let value = crate::enc(&v, &key, 0)?;
+            let value = crate::enc(&v, &crate::Path::Root(&key), 0)?;
             pairs.push(Value::Array(vec![Value::String(key), value]));
         }
         let mut input = Map::new();
