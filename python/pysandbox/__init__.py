@@ -13,6 +13,7 @@ the security boundary.
 from ._config import FEATURES, SandboxConfig
 from ._errors import (
     LimitExceeded,
+    MalformedResult,
     MemoryLimitExceeded,
     OutputLimitExceeded,
     PolicyError,
@@ -30,6 +31,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "FEATURES",
     "LimitExceeded",
+    "MalformedResult",
     "MemoryLimitExceeded",
     "OutputLimitExceeded",
     "PolicyError",

@@ -39,6 +39,12 @@ class ProcessLimitExceeded(LimitExceeded):
     """The code started more processes or threads than ``processes`` allows."""
 
 
+class MalformedResult(SandboxError):
+    """What came back from the sandbox is not a result pysandbox sends: not data, or data of
+    the wrong shape. The sandboxed code can write its own result in place of the real one;
+    whatever it writes ends here, never as another exception type."""
+
+
 class SandboxCrashed(SandboxError):
     """The sandboxed interpreter was killed by a signal (a crash in C code, or a forbidden
     system call: SIGSYS)."""

@@ -13,7 +13,8 @@ def decode(text: str) -> object:
 
 class WarmFailure(Exception):
     """A warm pool or session failed; ``args`` are ``(kind, message)``, kind one of policy,
-    setup, busy, closed, ended, worker, request."""
+    setup, busy, closed, ended, worker, request, malformed (the sandbox returned what is not
+    data)."""
 
 class WarmPool:
     """Warm workers (``pysandbox worker`` processes), each keeping an isolated child ready."""

@@ -29,6 +29,7 @@ from . import _native
 from ._config import SandboxConfig
 from ._errors import (
     LimitExceeded,
+    MalformedResult,
     MemoryLimitExceeded,
     OutputLimitExceeded,
     PolicyError,
@@ -185,6 +186,8 @@ def _warm_call(fn: Callable[..., Any], *args: Any) -> Any:
             raise PolicyError(message) from None
         if kind == "setup":
             raise SandboxError(f"the sandbox could not start: {message}") from None
+        if kind == "malformed":
+            raise MalformedResult(message) from None
         raise SandboxError(message) from None
 
 
@@ -197,6 +200,61 @@ def _from_warm(resp: Dict[str, Any], max_result: int) -> Dict[str, Any]:
         "stdout_truncated", "stderr", "stderr_truncated")}  # fmt: skip
     return {"ok": True, "outcome": outcome, "result": None if too_big else result,
             "result_truncated": too_big, "report_error": resp.get("report_error")}  # fmt: skip
+
+
+#: The keys of a result (bootstrap/support.py, ``_pysandbox_api``).
+_RESULT_KEYS = ("value", "globals", "locals", "error", "exit")
+_ERROR_KEYS = ("type", "message", "traceback")
+
+
+def _checked(payload: Any) -> Dict[str, Any]:
+    """The decoded result if it has the shape the sandbox's side sends, else MalformedResult.
+
+    The sandboxed code can write a result of its own (data, but of any shape); it must not
+    surface as an AttributeError or TypeError here, nor as a Result that is not one.
+    """
+
+    def bad(what: str) -> MalformedResult:
+        return MalformedResult(f"the sandbox returned a malformed result: {what}")
+
+    def names(d: Dict[Any, Any], what: str) -> None:
+        for k in d:
+            if not isinstance(k, str):
+                raise bad(f"{what} has a key of type {type(k).__name__}, not str")
+
+    if not isinstance(payload, dict):
+        raise bad(f"it is of type {type(payload).__name__}, not dict")
+    names(payload, "the result")
+    for key in payload:
+        if key not in _RESULT_KEYS:
+            raise bad(f"unknown key {_short(key)}")
+    for key in ("globals", "locals"):
+        ns = payload.get(key)
+        if key in payload and not (isinstance(ns, dict) or (key == "locals" and ns is None)):
+            raise bad(f"{key} is of type {type(ns).__name__}, not dict")
+        if isinstance(ns, dict):
+            names(ns, key)
+    if "error" in payload:
+        e = payload["error"]
+        if not isinstance(e, dict):
+            raise bad(f"error is of type {type(e).__name__}, not dict")
+        names(e, "error")
+        for key in e:
+            if key not in _ERROR_KEYS:
+                raise bad(f"unknown key {_short(key)} in error")
+        for key in _ERROR_KEYS:
+            if key not in e:
+                raise bad(f"error has no {key}")
+            if not isinstance(e[key], str):
+                raise bad(f"error's {key} is of type {type(e[key]).__name__}, not str")
+    if "exit" in payload and not isinstance(payload["exit"], int):
+        raise bad(f"exit is of type {type(payload['exit']).__name__}, not int")
+    return payload
+
+
+def _short(s: str) -> str:
+    """``s`` quoted for a message, at most about 40 characters of it (it may be megabytes)."""
+    return repr(s[:40]) + ("..." if len(s) > 40 else "")
 
 
 def _signal_name(n: int) -> str:
@@ -347,9 +405,9 @@ class Sandbox:
             # One native call: the data encoded, the outcome and the decoded result back.
             o, payload, has_result, too_big = _warm_call(
                 self._warm.call, op, code, stdin, data, self.config.max_result)  # fmt: skip
-            if payload is not None and not isinstance(payload, dict):
-                raise SandboxError("the sandbox returned malformed data")
-            return self._finish(o, payload or {}, has_result, too_big)
+            # ``payload`` is None without a result, and when the result decoded to None.
+            return self._finish(o, payload if has_result and not too_big else {}, has_result,
+                                too_big)  # fmt: skip
         # Each value as tagged JSON text (the native codec), spliced into the request as is.
         pairs = ",".join(
             "[%s,%s]" % (json.dumps(key), _native.encode(value, key)) for key, value in data.items()
@@ -396,21 +454,20 @@ class Sandbox:
             raise SandboxError(f"the sandbox could not run the code: {message}")
         o = resp["outcome"]
         if resp.get("report_error"):
-            raise SandboxError("the sandbox returned malformed data: its report did not decode "
-                               f"({resp['report_error']})")  # fmt: skip
-        payload: Dict[str, Any] = {}
+            raise MalformedResult("the sandbox returned malformed data: its report did not "
+                                  f"decode ({resp['report_error']})")  # fmt: skip
+        payload: Any = {}
         if resp.get("result") is not None and not resp.get("result_truncated"):
             try:
                 payload = _native.decode(resp["result"])
             except ValueError as e:
-                raise SandboxError(f"the sandbox returned malformed data: {e}") from None
-            if not isinstance(payload, dict):
-                raise SandboxError("the sandbox returned malformed data")
+                raise MalformedResult(f"the sandbox returned malformed data: {e}") from None
         return self._finish(o, payload, resp.get("result") is not None,
                             bool(resp.get("result_truncated")))  # fmt: skip
 
-    def _finish(self, o: Dict[str, Any], payload: Dict[str, Any], has_result: bool,
+    def _finish(self, o: Dict[str, Any], payload: Any, has_result: bool,
                 too_big: bool) -> Result:  # fmt: skip
+        payload = _checked(payload)
         result = Result(
             stdout=o["stdout"],
             stderr=o["stderr"],
@@ -419,7 +476,7 @@ class Sandbox:
             cpu_time=o["cpu_time"],
             wall_time=o["wall_time"],
             peak_memory=o["peak_memory"],
-            exit_code=o["exit_code"] if "exit" not in payload else payload["exit"],
+            exit_code=o["exit_code"] if "exit" not in payload else int(payload["exit"]),
             value=payload.get("value"),
             globals=payload.get("globals") or {},
             locals=payload.get("locals"),
@@ -463,8 +520,7 @@ class Sandbox:
                 f"the sandboxed interpreter was killed by {_signal_name(n)}{why}", n)
         if "error" in payload:
             e = payload["error"]
-            raise SandboxedException(str(e.get("type")), str(e.get("message")),
-                                     str(e.get("traceback", "")))  # fmt: skip
+            raise SandboxedException(e["type"], e["message"], e["traceback"])
         if not has_result:
             raise SandboxError(
                 f"the code ended (exit status {o.get('exit_code')}) before returning a result"

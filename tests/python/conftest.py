@@ -31,3 +31,20 @@ def interpreters():
         if v and tuple(map(int, v.split("."))) >= (3, 8) and v not in found:
             found[v] = path
     return found
+
+
+def forged_result_code(payload_text):
+    """Python source (an expression, for exec and eval alike) that forges the API result
+    `payload_text` (tagged JSON, sent as is) and ends the run before the real one is sent.
+
+    The one place that knows how a result leaves the sandbox (a Result frame on the report pipe,
+    descriptor 4: docs/protocol.md), so that every forging test follows a change of protocol.
+    Needs a configuration that allows `os` (preset="stdlib").
+    """
+    payload = payload_text.encode()
+    body = b"\x02" + len(payload).to_bytes(4, "little") + payload
+    data = len(body).to_bytes(4, "little") + body
+    return (
+        "(lambda os, f: (f.write(%r), f.flush(), os._exit(0)))"
+        "(__import__('os'), __import__('os').fdopen(4, 'wb', closefd=False))" % (data,)
+    )

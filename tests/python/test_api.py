@@ -14,6 +14,7 @@ import pytest
 
 import pysandbox
 from pysandbox import (
+    MalformedResult,
     MemoryLimitExceeded,
     OutputLimitExceeded,
     PolicyError,
@@ -26,7 +27,7 @@ from pysandbox import (
     Timeout,
 )
 
-from conftest import interpreters, skip_or_fail, MUST_WORK
+from conftest import forged_result_code, interpreters, skip_or_fail, MUST_WORK
 
 
 @pytest.fixture(scope="module")
@@ -206,6 +207,25 @@ def test_non_data_is_refused_with_its_path(sandbox):
         sandbox.eval("lambda: 1")
 
 
+def key_bits(d):
+    return [k.bit_length() for k in d]
+
+
+def test_paths_are_written_out_only_for_errors(sandbox):
+    # A dict key's repr was copied into the path of every value under it: 100k items under a
+    # big key took 2.9 s to encode instead of 0.2.
+    start = time.monotonic()
+    pysandbox._native.encode({tuple(range(100_000)): list(range(100_000))})
+    assert time.monotonic() - start < 1.0
+    # An int key too long for repr() (4300 digits) goes in; in an error's path it is named.
+    big = 10**5000
+    assert sandbox.call(key_bits, {big: [1]}) == [big.bit_length()]
+    with pytest.raises(TypeError, match=r"locals\['x'\]\[<int>\]\[1\]: cannot pass a object"):
+        sandbox.execute("pass", locals={"x": {big: [1, object()]}})
+    with pytest.raises(TypeError, match=r"globals\['k'\] key \(1, <object object at \w+>\)\[1\]: cannot"):
+        sandbox.execute("pass", globals={"k": {(1, object()): 2}})
+
+
 def test_callers_objects_are_unchanged(stdlib):
     data = {"list": [1, 2, 3], "nested": {"k": [1, {"deep": "x"}]}}
     g = {"shared": ["a"]}
@@ -371,8 +391,8 @@ def test_warm_results_are_checked_like_cold_ones():
         with pytest.raises(TypeError, match=r"globals\['sock'\]: cannot pass"):
             s.execute("pass", globals={"sock": object()})
         # A result forged by the code (then no real one): refused as data, nothing evaluated.
-        forge = "__import__('os').write(4, b'\\0result\\n{\"x\": 1}') and __import__('os')._exit(0)"
-        with pytest.raises(SandboxError, match="malformed data: not pysandbox data: unknown tag 'x'"):
+        forge = forged_result_code('{"x": 1}')
+        with pytest.raises(MalformedResult, match="malformed data: not pysandbox data: unknown tag 'x'"):
             s.eval(forge)
         assert s.execute("import sys; sys.exit(3)").exit_code == 3
         assert s.eval("[1, (2, b'3')]") == [1, (2, b"3")]

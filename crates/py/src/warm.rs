@@ -8,7 +8,7 @@
 //! `WarmFailure(kind, message)`, which the package turns into its own exception types.
 
 use pyo3::create_exception;
-use pyo3::exceptions::PyException;
+use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use pysandbox_core::policy::Policy;
@@ -24,7 +24,8 @@ create_exception!(
     WarmFailure,
     PyException,
     "A warm pool or session failed: args are (kind, message); kind is one of policy, setup, \
-     busy, closed, ended, worker, isolation, request."
+     busy, closed, ended, worker, isolation, request, malformed (the sandbox returned what is \
+     not data)."
 );
 
 fn failure(kind: &str, message: String) -> PyErr {
@@ -128,7 +129,7 @@ impl WarmPool {
         let mut pairs = Vec::with_capacity(data.len());
         for (k, v) in data.iter() {
             let key: String = k.extract()?;
-            let value = crate::enc(&v, &key, 0)?;
+            let value = crate::enc(&v, &crate::Path::Root(&key), 0)?;
             pairs.push(Value::Array(vec![Value::String(key), value]));
         }
         let mut input = Map::new();
@@ -138,32 +139,42 @@ impl WarmPool {
         api.insert("input".into(), Value::Object(input));
         let mut req = Request::new(None, code, stdin);
         req.api = Some(Value::Object(api));
-        let out = py
-            .allow_threads(|| self.pool.run_request(&req))
+        // The result's JSON is parsed with the GIL released too; only building the Python
+        // value needs it.
+        let (out, parsed) = py
+            .allow_threads(|| {
+                let out = self.pool.run_request(&req)?;
+                let parsed = match &out.result {
+                    Some(text) if text.len() <= max_result => Some(crate::parse(text)),
+                    _ => None,
+                };
+                Ok((out, parsed))
+            })
             .map_err(warm_failure)?;
         let outcome = outcome_dict(py, &out)?;
+        // Untrusted: anything but data is the sandbox's fault, not the caller's.
+        let malformed = |e: String| {
+            failure(
+                "malformed",
+                format!("the sandbox returned malformed data: {e}"),
+            )
+        };
         if let Some(why) = &out.report_error {
-            return Err(failure(
-                "worker",
-                format!("the sandbox returned malformed data: its report did not decode ({why})"),
-            ));
+            return Err(malformed(format!("its report did not decode ({why})")));
         }
         let has_result = out.result.is_some() || out.result_truncated;
         let too_big =
             out.result_truncated || out.result.as_ref().is_some_and(|r| r.len() > max_result);
-        let payload = match &out.result {
-            Some(text) if !too_big => {
-                // Untrusted: anything but data is the sandbox's fault, not the caller's.
-                let malformed = |e: String| {
-                    failure(
-                        "worker",
-                        format!("the sandbox returned malformed data: {e}"),
-                    )
-                };
-                let v: Value = serde_json::from_str(text).map_err(|e| malformed(e.to_string()))?;
-                crate::dec(py, &v, 0).map_err(|e| malformed(e.value(py).to_string()))?
-            }
-            _ => py.None(),
+        let payload = match parsed {
+            Some(Ok(v)) => crate::decode_value(py, v).map_err(|e| {
+                if e.is_instance_of::<PyValueError>(py) {
+                    malformed(e.value(py).to_string())
+                } else {
+                    e
+                }
+            })?,
+            Some(Err(e)) => return Err(malformed(e)),
+            None => py.None(),
         };
         Ok((outcome, payload, has_result, too_big))
     }
