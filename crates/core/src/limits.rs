@@ -124,6 +124,15 @@ impl fmt::Display for Limit {
     }
 }
 
+/// Whether a SIGKILL the host did not send was the CPU limit's: `RLIMIT_CPU` has its hard limit
+/// equal to the soft one, so the kernel kills at the limit (a warm child, PID 1 of its namespace,
+/// cannot SIGKILL itself; a cold run's interpreter could, to misreport its own run). The CPU time the kernel reports afterwards
+/// (`wait4`'s rusage, scaled from tick samples) can fall short of the time the limit measured:
+/// 0.90 s for a 1 s limit was seen on a loaded machine; a quarter of the limit is allowed.
+pub fn cpu_killed(limit: Option<Duration>, cpu_seconds: f64) -> bool {
+    limit.is_some_and(|c| cpu_seconds >= c.as_secs_f64() * 0.75)
+}
+
 /// A value in human units that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid {what} '{value}': expected {expected}")]

@@ -309,10 +309,7 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
         match status {
             Status::Signaled(libc::SIGXCPU) => Some(Limit::Cpu),
             Status::Signaled(libc::SIGKILL)
-                if spec
-                    .limits
-                    .cpu
-                    .is_some_and(|c| cpu_time + Duration::from_millis(50) >= c) =>
+                if crate::limits::cpu_killed(spec.limits.cpu, cpu_time.as_secs_f64()) =>
             {
                 Some(Limit::Cpu)
             }

@@ -336,7 +336,7 @@ pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (Jso
     let (exit_code, signal, cpu, maxrss, mut limit) = match (x.done, exit) {
         (Some(d), _) if x.killed.is_none() => (Some(d.exit), None, d.cpu, d.maxrss_kib, reported),
         (_, Some(e)) => {
-            let cpu_limited = b.cpu.is_some_and(|c| e.cpu >= c as f64 - 0.05);
+            let cpu_limited = crate::limits::cpu_killed(b.cpu.map(Duration::from_secs), e.cpu);
             let limit = if x.killed.is_some() {
                 x.killed
             } else if e.signal == Some(libc::SIGXCPU)

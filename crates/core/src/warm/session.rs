@@ -13,6 +13,7 @@ use super::watchdog::{self, WatchId};
 use super::worker::Worker;
 use super::{Request, WarmError, WarmOutcome, WarmUp, ZygoteMode};
 use crate::isolate::Injection;
+use crate::limits::Limit;
 use crate::policy::Policy;
 use crate::protocol::ToZygote;
 use crate::sys;
@@ -170,8 +171,11 @@ impl Session {
         });
         tree::resume(&live.child.pidfd, std::mem::take(&mut live.stopped));
         let result = live.worker.serve(&live.child, req, cpu.as_ref());
+        // A tripped limit ends the session (the output limit only cuts the output), those the
+        // child reports from an exception (memory, processes, files) included.
+        let tripped = |o: &WarmOutcome| o.run.limit.is_some_and(|l| l != Limit::Output);
         match result {
-            Ok(o) if !o.ended && !o.anomaly => {
+            Ok(o) if !o.ended && !o.anomaly && !tripped(&o) => {
                 live.stopped = tree::stop(&live.child.pidfd);
                 match self.arm(&live.worker, &live.child) {
                     Ok(w) => {
