@@ -27,7 +27,7 @@ build:
 ## All tests: Rust unit and end-to-end tests, then the Python package's tests.
 test: build test-rust test-python
 
-test-rust:
+test-rust: build
 	$(CARGO) test --release --workspace
 
 ## The Python package, with the binary it runs inside (pip builds the native codec with maturin).

@@ -52,8 +52,22 @@ impl Run {
     }
 }
 
+/// The binary under test. Its warm workers load `libpysandbox_zygote.so` from beside it, which
+/// `cargo build --workspace` builds and `cargo test` alone does not (it is a cdylib): `make test`
+/// builds first.
 pub fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_pysandbox")
+    static CHECKED: OnceLock<()> = OnceLock::new();
+    let bin = env!("CARGO_BIN_EXE_pysandbox");
+    CHECKED.get_or_init(|| {
+        let lib = Path::new(bin).with_file_name("libpysandbox_zygote.so");
+        assert!(
+            lib.is_file(),
+            "{} is missing: run `cargo build --release --workspace` (or `make test`) before \
+             `cargo test`",
+            lib.display()
+        );
+    });
+    bin
 }
 
 /// The real interpreter: PATH's `python3.11` may be a pyenv shim script.
