@@ -169,11 +169,14 @@ impl Stream {
 /// Send `request` (an encoded frame) to the child and collect its output and report until it
 /// says it is done, it is gone, or a clock runs out (then the host kills it: its PID namespace
 /// goes with it).
+/// `after_write` runs once the request's first bytes are in the pipe (a stopped session is
+/// continued then: it wakes once, to a request already there).
 pub(crate) fn exchange(
     ch: &ChildChannel,
     request: &[u8],
     b: Bounds,
     cpu: Option<&CpuWatch>,
+    after_write: &dyn Fn(),
 ) -> Exchange {
     let start = Instant::now();
     let deadline = start + b.wall;
@@ -198,6 +201,7 @@ pub(crate) fn exchange(
         };
     // The request usually fits the pipe: write it before the first poll.
     write(&mut written);
+    after_write();
     let kill = |why: Limit, killed: &mut Option<(Limit, Instant)>| {
         let _ = sys::pidfd_kill(ch.pidfd.as_fd(), libc::SIGKILL);
         *killed = Some((why, Instant::now()));

@@ -53,8 +53,11 @@ struct Live {
     /// The child's process id in the host's PID namespace (for its CPU time).
     pid: libc::pid_t,
     stopped: tree::Stopped,
-    /// The idle-or-lifetime deadline being watched, and which of the two it is.
+    /// The session's watch (its child and worker killed at the deadline), and which deadline it
+    /// holds: the idle timeout or the lifetime.
     watch: (WatchId, &'static str),
+    /// A process limit of 1: no thread or child to look for when stopping it.
+    alone: bool,
 }
 
 /// A notebook-like session: one isolated child keeps its state between calls.
@@ -107,6 +110,10 @@ impl Session {
             .ok_or_else(|| WarmError::Worker("the session child has no process id".into()))?;
         let opened = Instant::now();
         let cpu = policy.effective_limits().cpu;
+        let targets = [child.pidfd.try_clone(), worker.pidfd()]
+            .into_iter()
+            .collect::<std::io::Result<Vec<OwnedFd>>>()
+            .map_err(|e| WarmError::Worker(format!("watching the session: {e}")))?;
         let mut s = Session {
             live: None,
             opts,
@@ -114,7 +121,9 @@ impl Session {
             cpu,
             ended: None,
         };
-        let watch = s.arm(&worker, &child)?;
+        let (deadline, why) = s.next_deadline();
+        let watch = (watchdog::watch(deadline, targets), why);
+        let alone = policy.effective_limits().processes <= 1;
         // No code has run in it yet (its warm-up is pysandbox's): it is stopped after calls.
         s.live = Some(Live {
             worker,
@@ -122,28 +131,21 @@ impl Session {
             pid,
             stopped: tree::Stopped::default(),
             watch,
+            alone,
         });
         Ok(s)
     }
 
-    /// Watch the session's next deadline: its idle timeout or its lifetime, whichever is first.
-    fn arm(
-        &self,
-        worker: &Worker,
-        child: &ChildChannel,
-    ) -> Result<(WatchId, &'static str), WarmError> {
+    /// The session's next deadline once a call has returned: its idle timeout or its lifetime,
+    /// whichever comes first.
+    fn next_deadline(&self) -> (Instant, &'static str) {
         let idle = Instant::now() + self.opts.idle;
         let end = self.opened + self.opts.lifetime;
-        let (deadline, why) = if idle <= end {
+        if idle <= end {
             (idle, "idle timeout")
         } else {
             (end, "lifetime")
-        };
-        let fd = |r: std::io::Result<OwnedFd>| {
-            r.map_err(|e| WarmError::Worker(format!("watching the session: {e}")))
-        };
-        let targets = vec![fd(child.pidfd.try_clone())?, fd(worker.pidfd())?];
-        Ok((watchdog::watch(deadline, targets), why))
+        }
     }
 
     /// Run `code` in the session. A limit tripped ends the session.
@@ -157,36 +159,41 @@ impl Session {
             let why = self.ended.clone().unwrap_or_else(|| "closed".into());
             return Err(WarmError::SessionEnded(why));
         };
-        if !watchdog::cancel(live.watch.0) {
-            // Its deadline passed: the watchdog has killed it.
+        // During a call only the lifetime runs (the call has its own clocks).
+        if !watchdog::reschedule(live.watch.0, self.opened + self.opts.lifetime) {
+            // A deadline passed: the watchdog has killed it.
             let why = live.watch.1.to_string();
             self.finish(live, &why);
             return Err(WarmError::SessionEnded(why));
         }
+        live.watch.1 = "lifetime";
         let cpu = self.cpu.map(|limit| CpuWatch {
             pid: live.pid,
             limit,
             start: tree::cpu(live.pid),
             processes: live.worker.processes,
         });
-        tree::resume(&live.child.pidfd, std::mem::take(&mut live.stopped));
-        let result = live.worker.serve(&live.child, req, cpu.as_ref());
+        let stopped = std::cell::Cell::new(Some(std::mem::take(&mut live.stopped)));
+        let resume = || {
+            if let Some(s) = stopped.take() {
+                tree::resume(&live.child.pidfd, s);
+            }
+        };
+        let result = live.worker.serve(&live.child, req, cpu.as_ref(), &resume);
+        resume();
         // A tripped limit ends the session (the output limit only cuts the output), those the
         // child reports from an exception (memory, processes, files) included.
         let tripped = |o: &WarmOutcome| o.run.limit.is_some_and(|l| l != Limit::Output);
         match result {
             Ok(o) if !o.ended && !o.anomaly && !tripped(&o) => {
-                live.stopped = tree::stop(&live.child.pidfd);
-                match self.arm(&live.worker, &live.child) {
-                    Ok(w) => {
-                        live.watch = w;
-                        self.live = Some(live);
-                    }
-                    Err(e) => {
-                        self.finish(live, "the host could not watch it");
-                        return Err(e);
-                    }
+                live.stopped = tree::stop(&live.child.pidfd, live.alone);
+                let (deadline, why) = self.next_deadline();
+                if !watchdog::reschedule(live.watch.0, deadline) {
+                    self.finish(live, "lifetime");
+                    return Err(WarmError::SessionEnded("lifetime".into()));
                 }
+                live.watch.1 = why;
+                self.live = Some(live);
                 Ok(o)
             }
             Ok(mut o) => {
@@ -203,6 +210,7 @@ impl Session {
 
     fn finish(&mut self, live: Live, why: &str) {
         self.ended = Some(why.to_string());
+        watchdog::cancel(live.watch.0);
         live.worker.stop();
     }
 
@@ -226,7 +234,6 @@ impl Session {
 
     pub fn close(&mut self) {
         if let Some(live) = self.live.take() {
-            watchdog::cancel(live.watch.0);
             self.finish(live, "closed");
         }
     }

@@ -70,9 +70,13 @@ pub(crate) struct Stopped(Vec<OwnedFd>);
 /// SIGSTOP the child `root` and every process of its tree. A stop signal cannot be caught,
 /// blocked or ignored, and one sent from an ancestor PID namespace reaches a namespace's init
 /// too; a stopped process cannot fork, so the walk ends once a pass finds nothing new.
-pub(crate) fn stop(root: &OwnedFd) -> Stopped {
+/// With `alone` (a process limit of 1: no thread, no child can exist), only the root.
+pub(crate) fn stop(root: &OwnedFd, alone: bool) -> Stopped {
     let _ = sys::pidfd_kill(root.as_fd(), libc::SIGSTOP);
     let mut done = Stopped::default();
+    if alone {
+        return done;
+    }
     let Some(pid) = sys::pidfd_pid(root.as_fd()) else {
         return done;
     };

@@ -89,13 +89,19 @@ pub(crate) fn watch(deadline: Instant, targets: Vec<OwnedFd>) -> WatchId {
     let mut st = lock(s);
     st.next += 1;
     let id = st.next;
+    // The thread sleeps until the earliest deadline: wake it only if this one comes first (a
+    // request's watch is usually later than the one it replaces, and a wake-up per request
+    // costs a context switch).
+    let earlier = st.entries.iter().all(|e| e.deadline > deadline);
     st.entries.push(Entry {
         id,
         deadline,
         targets,
     });
     drop(st);
-    s.changed.notify_all();
+    if earlier {
+        s.changed.notify_all();
+    }
     WatchId(id)
 }
 
@@ -110,6 +116,22 @@ pub(crate) fn cancel(id: WatchId) -> bool {
         st.fired.retain(|f| *f != id.0);
     }
     was_pending
+}
+
+/// Move a watch's deadline; false if its deadline had passed already (its targets were killed).
+pub(crate) fn reschedule(id: WatchId, deadline: Instant) -> bool {
+    let s = shared();
+    let mut st = lock(s);
+    let earlier = st.entries.iter().all(|e| e.deadline > deadline);
+    let Some(e) = st.entries.iter_mut().find(|e| e.id == id.0) else {
+        return false;
+    };
+    e.deadline = deadline;
+    drop(st);
+    if earlier {
+        s.changed.notify_all();
+    }
+    true
 }
 
 /// Whether a watch's deadline has passed and its targets were killed.

@@ -341,8 +341,9 @@ impl Worker {
         ch: &ChildChannel,
         req: &Request,
         cpu: Option<&CpuWatch>,
+        after_write: &dyn Fn(),
     ) -> Result<WarmOutcome, WarmError> {
-        let x = channel::exchange(ch, &req.encode(), self.bounds, cpu);
+        let x = channel::exchange(ch, &req.encode(), self.bounds, cpu, after_write);
         if let Some((step, message)) = x.setup_failed {
             return Err(WarmError::Isolation { step, message });
         }
@@ -378,7 +379,7 @@ impl Worker {
     pub fn run_request(&mut self, req: &Request) -> Result<WarmOutcome, WarmError> {
         let ch = self.next_child(false)?;
         let started = Instant::now();
-        let served = self.serve(&ch, req, None);
+        let served = self.serve(&ch, req, None, &|| ());
         self.served += 1;
         let mut o = served?;
         if !o.ended {
