@@ -196,14 +196,28 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
     drop(launch.extra_fds);
     drop(prepared);
 
-    if let Err(e) = write_id_maps(pid, if spec.warm { 0 } else { INSIDE_ID }) {
+    // Init may have failed already (opening a bind source, before the maps): then its own
+    // message says why, not the pipe or map that broke because it was gone.
+    let early_failure = |e: SupervisorError| {
         let _ = sys::pidfd_kill(pidfd.as_fd(), libc::SIGKILL);
         let _ = sys::wait4(pid, 0);
-        return Err(e);
+        let mut msg = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = sys::read(err_r.as_fd(), &mut buf) {
+            msg.extend_from_slice(&buf[..n]);
+        }
+        let msg = String::from_utf8_lossy(&msg).trim().to_string();
+        if msg.is_empty() {
+            e
+        } else {
+            SupervisorError::Setup(msg)
+        }
+    };
+    if let Err(e) = write_id_maps(pid, if spec.warm { 0 } else { INSIDE_ID }) {
+        return Err(early_failure(e));
     }
     if let Err(e) = sys::write_all(sync_w.as_raw_fd(), b"1") {
-        let _ = sys::wait4(pid, 0);
-        return Err(SupervisorError::Pipe(e));
+        return Err(early_failure(SupervisorError::Pipe(e)));
     }
 
     let mut streams = Streams {

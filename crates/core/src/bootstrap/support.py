@@ -330,8 +330,9 @@ def _pysandbox_is_data(v, depth):
 # str with lone surrogates {"su": hex of UTF-8 with surrogatepass}; tuple {"t": [...]};
 # list [...]; set {"s": [...]}; frozenset {"fs": [...]}; dict {"d": [[key, value], ...]}.
 def _pysandbox_encode(v, path="value", depth=0):
-    if depth > 200:
-        raise ValueError("%s: nested too deeply" % path)
+    if depth > 100:
+        # The host's decoder takes 100 levels (crates/py/src/lib.rs, MAX_DEPTH).
+        raise ValueError("%s: nested more than 100 levels deep" % path)
     if v is None or v is True or v is False:
         return v
     if isinstance(v, str):
