@@ -5,7 +5,8 @@
 //! ─────────────────                       ─────────────────────────────────────────
 //! open bind sources, pipes, memfds
 //! clone(NEWUSER|NEWNS|NEWPID|NEWIPC|NEWUTS[|NEWNET]) ──►  wait for the id maps
-//! write uid_map / gid_map, sync byte ──────────────────►  drop to the unprivileged id, die-with-parent
+//! write uid_map / gid_map, sync byte ──────────────────►  unix socket queues cut (its own network),
+//!                                                         drop to the unprivileged id, die-with-parent
 //!                                                         minimal root, pivot_root, old root detached
 //!                                                         hostname, no_new_privs, Landlock, seccomp
 //!                                                         fork the interpreter (PID 2):
