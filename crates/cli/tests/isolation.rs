@@ -28,28 +28,13 @@ fn policy(dir: &Path) -> Policy {
     p
 }
 
-/// A directory the sandbox may write: outside /tmp (a warm request's /tmp is its own), open to
-/// the sandbox's user (65534 when started as root).
-fn open_dir() -> TempDir {
-    let d = TempDir(
-        Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("isolation-{}", random_hex(6))),
-    );
-    std::fs::create_dir_all(d.path()).unwrap();
-    std::fs::set_permissions(
-        d.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    d
-}
-
 fn switch_name(step: Step) -> String {
     step.name().replace(' ', "_")
 }
 
 #[test]
 fn cold_runs_fail_closed_at_every_step() {
-    let dir = open_dir();
+    let dir = TempDir::new("isolation").writable_by_all();
     let all: Vec<Step> = steps(Stage::ColdJail)
         .chain(steps(Stage::ColdInterpreter))
         .collect();
@@ -89,7 +74,7 @@ fn cold_runs_fail_closed_at_every_step() {
 
 #[test]
 fn warm_requests_fail_closed_at_every_step_and_the_worker_is_replaced() {
-    let dir = open_dir();
+    let dir = TempDir::new("isolation").writable_by_all();
     let all: Vec<Step> = steps(Stage::WarmRequest).collect();
     assert!(all.contains(&Step::Landlock) && all.contains(&Step::IpcNamespace));
     for step in all {
@@ -126,7 +111,7 @@ fn warm_requests_fail_closed_at_every_step_and_the_worker_is_replaced() {
 
 #[test]
 fn sessions_fail_closed_at_every_step() {
-    let dir = open_dir();
+    let dir = TempDir::new("isolation").writable_by_all();
     let all: Vec<Step> = steps(Stage::WarmSession).collect();
     assert!(all.contains(&Step::MountNamespace));
     for step in all {

@@ -8,7 +8,7 @@ use common::*;
 use pysandbox_core::limits::Limit;
 use pysandbox_core::policy::Policy;
 use pysandbox_core::warm::{Session, SessionOptions, WarmError};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 fn policy(f: impl FnOnce(&mut Policy)) -> Policy {
@@ -22,20 +22,6 @@ fn open(p: &Policy, o: SessionOptions) -> Session {
     Session::open_with_options(Path::new(bin()), p, o).expect("open a session")
 }
 
-/// A directory outside /tmp the sandbox's user may write (host-side evidence goes there).
-fn shared_dir() -> TempDir {
-    let d = TempDir(
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("session-{}", random_hex(6))),
-    );
-    std::fs::create_dir_all(d.path()).unwrap();
-    std::fs::set_permissions(
-        d.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o777),
-    )
-    .unwrap();
-    d
-}
-
 fn size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
@@ -44,35 +30,6 @@ fn size(p: &Path) -> u64 {
 fn gone(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.is_empty() || stat.contains(") Z ")
-}
-
-/// CPU ticks of `pid` and its descendants.
-fn tree_ticks(pid: u32) -> u64 {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", all[i])) {
-            for t in tasks.flatten() {
-                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                all.extend(
-                    kids.split_whitespace()
-                        .filter_map(|k| k.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    all.iter()
-        .map(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
-            rest.split_whitespace()
-                .skip(11)
-                .take(2)
-                .filter_map(|f| f.parse::<u64>().ok())
-                .sum::<u64>()
-        })
-        .sum()
 }
 
 /// A forged Done frame ("exit 7") on the report pipe.
@@ -108,7 +65,7 @@ fn the_cpu_limit_of_a_call_cannot_be_lifted_by_the_code() {
 
 #[test]
 fn nothing_of_a_call_runs_after_it_returns() {
-    let dir = shared_dir();
+    let dir = TempDir::new("session").writable_by_all();
     let ticks = dir.join("ticks");
     let p = policy(|p| {
         p.limits.processes = 4;
@@ -146,9 +103,9 @@ fn nothing_of_a_call_runs_after_it_returns() {
         .unwrap();
     assert_eq!(r.run.exit_code, Some(7), "{r:?}");
     std::thread::sleep(Duration::from_millis(200));
-    let a = tree_ticks(worker);
+    let a = tree_cpu_ticks(worker);
     std::thread::sleep(Duration::from_millis(1000));
-    let b = tree_ticks(worker);
+    let b = tree_cpu_ticks(worker);
     assert!(b - a < 20, "the liar kept running: {a} -> {b} ticks");
 }
 

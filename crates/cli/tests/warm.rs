@@ -415,38 +415,6 @@ fn a_child_that_closes_its_pipes_is_stopped_at_its_wall_clock() {
     assert_eq!(p.run("print(5)", None).unwrap().run.stdout, "5\n");
 }
 
-/// CPU ticks (utime + stime + cutime + cstime) of `pid` and its descendants, from /proc.
-fn tree_cpu_ticks(pid: u32) -> u64 {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        let p = all[i];
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) {
-            for t in tasks.flatten() {
-                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                all.extend(
-                    kids.split_whitespace()
-                        .filter_map(|k| k.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    all.iter()
-        .map(|p| {
-            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
-            stat.rfind(')')
-                .map(|i| &stat[i + 2..])
-                .unwrap_or("")
-                .split_whitespace()
-                .skip(11)
-                .take(4)
-                .filter_map(|f| f.parse::<u64>().ok())
-                .sum::<u64>()
-        })
-        .sum()
-}
-
 #[test]
 fn warm_mode_refuses_allowed_paths_below_tmp() {
     // Every request gets a fresh /tmp: a path allowed below it would vanish after the first.

@@ -208,10 +208,7 @@ pub fn build_root(
         attach(b, fd)?;
         remount(b)?;
     }
-    // nr_inodes bounds kernel memory that `size=` does not count (empty files).
-    let nr_inodes = (tmp_size / 1024).max(1024);
-    let tmp_opts =
-        CString::new(format!("mode=1777,size={tmp_size},nr_inodes={nr_inodes}")).expect("no NUL");
+    let tmp_opts = crate::isolate::tmp_options(tmp_size);
     sys::mount(
         Some(Path::new("tmpfs")),
         &tmp,

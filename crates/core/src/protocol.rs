@@ -60,6 +60,16 @@ pub enum End {
     Signaled(i32),
 }
 
+impl End {
+    /// (exit code, signal): one of the two.
+    pub fn code_and_signal(self) -> (Option<i32>, Option<i32>) {
+        match self {
+            End::Exited(c) => (Some(c), None),
+            End::Signaled(s) => (None, Some(s)),
+        }
+    }
+}
+
 /// Zygote → host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FromZygote {

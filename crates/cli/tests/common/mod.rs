@@ -608,3 +608,33 @@ fn make_nobody_copy() -> String {
     }
     copy.to_string_lossy().into_owned()
 }
+
+/// CPU ticks (utime + stime, 100 a second) of `pid` and every descendant, from the host's /proc:
+/// host-side evidence of whether a sandbox still runs.
+pub fn tree_cpu_ticks(pid: u32) -> u64 {
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() {
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", all[i])) {
+            for t in tasks.flatten() {
+                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
+                all.extend(
+                    kids.split_whitespace()
+                        .filter_map(|k| k.parse::<u32>().ok()),
+                );
+            }
+        }
+        i += 1;
+    }
+    all.iter()
+        .map(|p| {
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|f| f.parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}

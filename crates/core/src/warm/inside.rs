@@ -106,17 +106,8 @@ struct Child {
 struct Zygote {
     cfg: ZygoteConfig,
     ctl: OwnedFd,
-    null: OwnedFd,
-    /// A pidfd of the zygote itself: `setns` to it returns to its own PID namespace.
-    own_pid_ns: OwnedFd,
-    rules: Vec<(OwnedFd, u64)>,
-    /// Landlock: handled filesystem and network rights, scopes, the rights of `/tmp`.
-    handled: u64,
-    net: u64,
-    scoped: u64,
-    tmp_rights: u64,
-    tmp_options: CString,
-    filter: Vec<libc::sock_filter>,
+    /// What every child's isolation needs, made once.
+    p: Prepared,
     children: Vec<Child>,
     ended: VecDeque<(u64, FromZygote)>,
     asked: Vec<u64>,
@@ -142,18 +133,10 @@ impl Zygote {
     /// Everything the children's isolation needs that can be done once.
     fn prepare(cfg: ZygoteConfig, ctl: OwnedFd) -> Result<Zygote, (OwnedFd, ZygoteError)> {
         match Zygote::prepare_inner(&cfg) {
-            Ok(parts) => Ok(Zygote {
+            Ok(p) => Ok(Zygote {
                 cfg,
                 ctl,
-                null: parts.null,
-                own_pid_ns: parts.own_pid_ns,
-                rules: parts.rules,
-                handled: parts.handled,
-                net: parts.net,
-                scoped: parts.scoped,
-                tmp_rights: parts.tmp_rights,
-                tmp_options: parts.tmp_options,
-                filter: parts.filter,
+                p,
                 children: Vec::new(),
                 ended: VecDeque::new(),
                 asked: Vec::new(),
@@ -304,7 +287,7 @@ impl Zygote {
             // The last request's /tmp is detached (nothing uses it any more: its whole PID
             // namespace has ended) and a new, empty one is mounted for the next.
             sys::umount_detach(Path::new("/tmp")).map_err(zerr("umount /tmp"))?;
-            isolate::mount_tmp(Some(&self.tmp_options)).map_err(zerr("mount /tmp"))?;
+            isolate::mount_tmp(Some(&self.p.tmp_options)).map_err(zerr("mount /tmp"))?;
         }
         if let Some(at) = self.asked.iter().position(|s| *s == c.seq) {
             self.asked.swap_remove(at);
@@ -330,12 +313,13 @@ impl Zygote {
     fn spawn(&mut self, session: bool, cpu: Option<u64>) -> Result<Option<i32>, ZygoteError> {
         self.seq += 1;
         let seq = self.seq;
-        let ruleset = landlock::prepare_ruleset(self.handled, self.net, self.scoped, &self.rules)
-            .map_err(zerr("Landlock ruleset"))?;
+        let ruleset =
+            landlock::prepare_ruleset(self.p.handled, self.p.net, self.p.scoped, &self.p.rules)
+                .map_err(zerr("Landlock ruleset"))?;
         let p = Pipes::new().map_err(zerr("pipes"))?;
         // A new PID namespace applies to the next child made; it can only be made from the
         // zygote's own namespace, to which setns returns first.
-        sys::setns(self.own_pid_ns.as_fd(), libc::CLONE_NEWPID)
+        sys::setns(self.p.own_pid_ns.as_fd(), libc::CLONE_NEWPID)
             .map_err(zerr("setns to the zygote's PID namespace"))?;
         sys::unshare(libc::CLONE_NEWPID).map_err(zerr("unshare(CLONE_NEWPID)"))?;
         let others = self.children.len() as u64;
@@ -386,7 +370,7 @@ impl Zygote {
         ruleset: OwnedFd,
     ) -> i32 {
         let l = &self.cfg.limits;
-        let null = self.null.as_raw_fd();
+        let null = self.p.null.as_raw_fd();
         // 0 stdin, 1 stdout, 2 stderr, 3 requests, 4 report; during the warm-up 1, 2 and 4
         // are /dev/null and the pipes wait at 5, 6 and 7 (the bootstrap moves them); 8 the
         // Landlock ruleset until it is enforced.
@@ -423,9 +407,9 @@ impl Zygote {
                 open_files: u64::from(l.open_files),
                 file_size: l.file_size,
             },
-            tmp_options: Some(&self.tmp_options),
-            landlock: Some((8, self.tmp_rights)),
-            seccomp: Some(&self.filter),
+            tmp_options: Some(&self.p.tmp_options),
+            landlock: Some((8, self.p.tmp_rights)),
+            seccomp: Some(&self.p.filter),
             inject: self.cfg.inject.filter(|i| i.child == seq).map(|i| i.step),
         };
         let mut report = p.res_w.as_raw_fd();
@@ -455,8 +439,10 @@ impl Zygote {
 
 struct Prepared {
     null: OwnedFd,
+    /// A pidfd of the zygote itself: `setns` to it returns to its own PID namespace.
     own_pid_ns: OwnedFd,
     rules: Vec<(OwnedFd, u64)>,
+    /// Landlock: handled filesystem and network rights, scopes, the rights of `/tmp`.
     handled: u64,
     net: u64,
     scoped: u64,

@@ -6,7 +6,7 @@ use super::watchdog::{self, WatchId};
 use super::{Request, WarmError, WarmOutcome, WarmUp, ZygoteMode, POLICY_ENV};
 use crate::isolate::Injection;
 use crate::policy::Policy;
-use crate::protocol::{End, FromZygote, ToZygote};
+use crate::protocol::{FromZygote, ToZygote};
 use crate::sys;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -104,10 +104,7 @@ fn read_message(ctl: BorrowedFd<'_>, buf: &mut [u8]) -> Result<Message, String> 
             cpu_micros,
             maxrss_kib,
         } => {
-            let (code, signal) = match end {
-                End::Exited(c) => (Some(c), None),
-                End::Signaled(s) => (None, Some(s)),
-            };
+            let (code, signal) = end.code_and_signal();
             Message::Exit(
                 seq,
                 ExitRecord {
