@@ -89,7 +89,10 @@ fn sysctl(path: &str) -> u64 {
 /// With the defaults here: 64 + 16 + 64 + 2 + 84 + 32 = 262 MiB.
 fn bound() -> u64 {
     let pipes = sysctl("/proc/sys/fs/pipe-user-pages-soft") * 4096 + OPEN_FILES * 8192;
-    let sockets = OPEN_FILES * (sysctl("/proc/sys/net/core/wmem_default") + 128 * 1024);
+    // A descriptor holds at most two send buffers: its own, or two queued connections (or
+    // datagrams) of closed peers (the jail's socket queues hold one waiting entry, and one more
+    // passes the kernel's check).
+    let sockets = OPEN_FILES * 2 * (sysctl("/proc/sys/net/core/wmem_default") + 128 * 1024);
     MEMORY + TMP_SIZE + pipes + sockets + 32 * MIB
 }
 
@@ -423,11 +426,78 @@ fn socket_buffers_are_bounded() {
     });
 }
 
+/// Listening unix sockets whose connections are never accepted, each connection's client
+/// writing a send buffer's worth and closing, then datagram sockets whose queues are filled by
+/// senders that close: the queued data stays, charged to nobody's rlimit. With the host's queue
+/// lengths (4096 connections, 10 datagrams) this held 4 GiB (the attack's own cap) in 11 s.
+const QUEUES: &str = r#"
+import socket, time
+print("IMPORTED")
+buf = b"x" * 65536
+listeners, receivers, held, err, n = [], [], 0, None, 0
+try:
+    while len(listeners) < 120 and held < (2 << 30):
+        l = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        l.bind("\0pysandbox-queue-%d" % n)
+        n += 1
+        l.listen(4096)
+        listeners.append(l)
+        for _ in range(4096):
+            c = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            c.setblocking(False)
+            try:
+                c.connect(l.getsockname())
+            except BlockingIOError:
+                c.close()
+                break
+            try:
+                while True:
+                    held += c.send(buf)
+            except BlockingIOError:
+                pass
+            c.close()
+            if held >= (2 << 30):
+                break
+    while held < (2 << 30):
+        r = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        r.bind("\0pysandbox-dgram-%d" % n)
+        n += 1
+        receivers.append(r)
+        for _ in range(4096):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            s.setblocking(False)
+            try:
+                while True:
+                    held += s.sendto(b"y" * 200000, r.getsockname())
+            except OSError:
+                break
+            finally:
+                s.close()
+except OSError as e:
+    err = e.errno
+print("listeners", len(listeners), "receivers", len(receivers), "held", held >> 20, "MiB; errno", err)
+time.sleep(0.5)
+"#;
+
+#[test]
+fn unix_socket_queues_are_bounded() {
+    for_each_combo(|c| {
+        let (r, _) = attack(c, "unix socket queues", QUEUES);
+        assert!(r.outcome.stdout.contains("errno 24"), "{}", r.all_output());
+        let default = sysctl("/proc/sys/net/core/wmem_default");
+        assert!(
+            reported(&r, " held ") * MIB <= OPEN_FILES * 2 * (default + 128 * 1024),
+            "{}",
+            r.outcome.stdout
+        );
+    });
+}
+
 /// Everything at once in one run (the descriptors shared between pipes and sockets): the bound
 /// is for a run, not for an attack.
 #[test]
 fn all_at_once_stays_within_the_bound() {
-    let code = [SHM, MEMFD, TMP_FILL, PIPES, SOCKETS]
+    let code = [SHM, MEMFD, TMP_FILL, PIPES, SOCKETS, QUEUES]
         .iter()
         .map(|c| {
             c.replace("time.sleep(0.5)", "")

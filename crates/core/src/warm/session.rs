@@ -51,7 +51,7 @@ struct Live {
     worker: Worker,
     child: ChildChannel,
     /// The child's process id in the host's PID namespace (for its CPU time).
-    pid: libc::pid_t,
+    pid: Option<libc::pid_t>,
     stopped: tree::Stopped,
     /// The session's watch (its child and worker killed at the deadline), and which deadline it
     /// holds: the idle timeout or the lifetime.
@@ -106,10 +106,19 @@ impl Session {
             .tell(&ToZygote::Session { cpu_seconds })
             .map_err(|e| WarmError::Worker(format!("asking for a session: {e}")))?;
         let child = worker.next_child(true)?;
-        let pid = sys::pidfd_pid(child.pidfd.as_fd())
-            .ok_or_else(|| WarmError::Worker("the session child has no process id".into()))?;
-        let opened = Instant::now();
+        // None once the child is gone (its isolation failed: its first call says why).
+        let pid = sys::pidfd_pid(child.pidfd.as_fd());
         let cpu = policy.effective_limits().cpu;
+        if pid.is_none() && cpu.is_some() && !gone(&child.pidfd) {
+            // Fail closed: a CPU limit per call the host cannot measure is no limit.
+            worker.stop();
+            return Err(WarmError::Worker(
+                "the host cannot read the session child's CPU time (is /proc mounted?), so it \
+                 cannot enforce the CPU limit per call; run without --cpu-time, or cold"
+                    .into(),
+            ));
+        }
+        let opened = Instant::now();
         let targets = [child.pidfd.try_clone(), worker.pidfd()]
             .into_iter()
             .collect::<std::io::Result<Vec<OwnedFd>>>()
@@ -167,10 +176,10 @@ impl Session {
             return Err(WarmError::SessionEnded(why));
         }
         live.watch.1 = "lifetime";
-        let cpu = self.cpu.map(|limit| CpuWatch {
-            pid: live.pid,
+        let cpu = self.cpu.zip(live.pid).map(|(limit, pid)| CpuWatch {
+            pid,
             limit,
-            start: tree::cpu(live.pid),
+            start: tree::cpu(pid),
             processes: live.worker.processes,
         });
         let stopped = std::cell::Cell::new(Some(std::mem::take(&mut live.stopped)));
@@ -237,6 +246,16 @@ impl Session {
             self.finish(live, "closed");
         }
     }
+}
+
+/// Whether the process behind `pidfd` has ended.
+fn gone(pidfd: &OwnedFd) -> bool {
+    let mut p = [libc::pollfd {
+        fd: std::os::fd::AsRawFd::as_raw_fd(pidfd),
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    sys::poll(&mut p, 0).is_ok_and(|n| n > 0)
 }
 
 impl Drop for Session {
