@@ -586,6 +586,32 @@ mod tests {
         assert!(reader.error.is_none() && reader.pending() == 0);
     }
 
+    /// The bytes the bootstrap's frames are checked against (tests/python/test_bootstrap.py).
+    #[test]
+    fn layouts_shared_with_the_bootstrap() {
+        let done = Report::Done {
+            exit: 7,
+            cpu_micros: 0,
+            maxrss_kib: 0,
+        };
+        let mut want = b"\x15\x00\x00\x00\x03\x07\x00\x00\x00".to_vec();
+        want.extend([0u8; 16]);
+        assert_eq!(done.encode(), want);
+        assert_eq!(
+            Report::Limit(Limit::Memory).encode(),
+            b"\x0b\x00\x00\x00\x01\x06\x00\x00\x00memory"
+        );
+        let r = Request {
+            code: b"print(1)".to_vec(),
+            name: "a.py".into(),
+            stdin: Some(b"in".to_vec()),
+            api: None,
+        };
+        let mut want = b"\x1d\x00\x00\x00\x01\x08\x00\x00\x00print(1)\x04\x00\x00\x00a.py".to_vec();
+        want.extend(b"\x01\x02\x00\x00\x00in\x00");
+        assert_eq!(r.encode(), want);
+    }
+
     #[test]
     fn reports_arrive_in_pieces() {
         let reports = [
