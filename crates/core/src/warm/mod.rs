@@ -1,14 +1,17 @@
 //! Warm mode: a jail and an interpreter set up once, then one isolated child per request.
 //!
 //! A [`Worker`] is a `pysandbox worker` process supervising one long-lived jail whose interpreter
-//! is a zygote (`bootstrap/warm.py`). The zygote keeps a request child forked and isolated before
-//! the request arrives: PID 1 of its own PID namespace, a fresh `/tmp`, no capabilities,
-//! its own Landlock domain (signals and abstract unix sockets scoped to it), the strict seccomp
-//! filter of a cold run on top of the zygote's, its own rlimits and fresh randomness. It hands
-//! the host its ends of the child's pipes over a control socket, so that a request is one write
-//! to the child and one read of its answer, with no process in between (`channel.rs`).
+//! is a zygote (`bootstrap/warm.py`: CPython with modules preloaded, whose loop is this crate's
+//! code, [`serve_inside`], loaded as `libpysandbox_zygote.so`). The zygote keeps a request child
+//! forked and isolated before the request arrives, by the same steps as a cold run
+//! ([`crate::isolate`]): PID 1 of its own PID namespace, its own IPC namespace, a fresh `/tmp`,
+//! no capabilities, its own Landlock domain (signals and abstract unix sockets scoped to it), the
+//! strict seccomp filter of a cold run on top of the zygote's, its own rlimits and fresh
+//! randomness. It hands the host its ends of the child's pipes and a pidfd over a control socket,
+//! so that a request is one frame written to the child and one read of its answer, with no process
+//! in between (`channel.rs`, [`crate::protocol`]); the host owns every clock (`watchdog.rs`).
 //! A [`Pool`] keeps N workers, bounds its queue and replaces workers after K requests or any
-//! anomaly. A [`Session`] keeps one child for many calls.
+//! anomaly. A [`Session`] keeps one child for many calls, stopped between them.
 //!
 //! Workers are separate processes because a jail is started with `clone`, which the supervisor
 //! refuses in a multi-threaded process, and a pool is used from threads.
