@@ -108,15 +108,28 @@ impl Session {
         let child = worker.next_child(true)?;
         // None once the child is gone (its isolation failed: its first call says why).
         let pid = sys::pidfd_pid(child.pidfd.as_fd());
-        let cpu = policy.effective_limits().cpu;
-        if pid.is_none() && cpu.is_some() && !gone(&child.pidfd) {
-            // Fail closed: a CPU limit per call the host cannot measure is no limit.
-            worker.stop();
-            return Err(WarmError::Worker(
+        let limits = policy.effective_limits();
+        let cpu = limits.cpu;
+        let alone = limits.processes <= 1;
+        // Fail closed: a CPU limit per call the host cannot measure is no limit, and processes
+        // it cannot find it cannot stop between calls.
+        let refused = if pid.is_none() && cpu.is_some() && !gone(&child.pidfd) {
+            Some(
                 "the host cannot read the session child's CPU time (is /proc mounted?), so it \
-                 cannot enforce the CPU limit per call; run without --cpu-time, or cold"
-                    .into(),
-            ));
+                 cannot enforce the CPU limit per call; run without --cpu-time, or cold",
+            )
+        } else if !alone && pid.is_some_and(|p| !tree::walkable(p)) {
+            Some(
+                "the host cannot list the session's processes (/proc/PID/task/TID/children, \
+                 CONFIG_PROC_CHILDREN), so it cannot stop them between calls; run with \
+                 --processes 1, or cold",
+            )
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            worker.stop();
+            return Err(WarmError::Worker(why.into()));
         }
         let opened = Instant::now();
         let targets = [child.pidfd.try_clone(), worker.pidfd()]
@@ -132,7 +145,6 @@ impl Session {
         };
         let (deadline, why) = s.next_deadline();
         let watch = (watchdog::watch(deadline, targets), why);
-        let alone = policy.effective_limits().processes <= 1;
         // No code has run in it yet (its warm-up is pysandbox's): it is stopped after calls.
         s.live = Some(Live {
             worker,

@@ -29,6 +29,12 @@ fn children(pid: libc::pid_t) -> Vec<libc::pid_t> {
     out
 }
 
+/// Whether the host can list `pid`'s children (`/proc/PID/task/TID/children` needs
+/// `CONFIG_PROC_CHILDREN`).
+pub(crate) fn walkable(pid: libc::pid_t) -> bool {
+    std::fs::metadata(format!("/proc/{pid}/task/{pid}/children")).is_ok()
+}
+
 /// `pid` and every descendant.
 fn tree(pid: libc::pid_t) -> Vec<libc::pid_t> {
     let mut all = vec![pid];
