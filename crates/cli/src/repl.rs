@@ -6,16 +6,19 @@
 //! is a separate process because a jail is started with `clone`, which the supervisor refuses in
 //! a multi-threaded process, and this side needs a thread to read the session's output.
 //!
-//! Protocol: each input line goes to the jail's stdin; the bootstrap answers on stdout with a line
-//! `\0TOKEN STATE`, STATE being `ready`, `more` (the statement is incomplete), `done` or `exit`.
-//! The token is random per session so ordinary output cannot look like an answer by accident.
-//! Untrusted code can print it on purpose: that only confuses its own session.
+//! Protocol: each input line goes to the jail's stdin; after it the bootstrap writes a `Repl`
+//! frame (ready, more: the statement is incomplete, done, exit) on its report pipe. The worker
+//! relays the jail's stdout, stderr and report to this side as typed frames on one ordered
+//! channel (`OutputMode::Relay`, `protocol::Relay`), so nothing the code prints can pass for an
+//! answer; the code can write its own frames on its report pipe, which only confuses its own
+//! session (a report that does not decode ends it).
 
 use crate::PolicyArgs;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pysandbox_core::limits;
 use pysandbox_core::policy::Policy;
+use pysandbox_core::protocol::{Relay, ReplState, Report, ReportReader};
 use pysandbox_core::run::{self, RunRequest, Source};
 use pysandbox_core::{OutputMode, Stdin};
 use std::io::{BufRead, IsTerminal, Read, Write};
@@ -41,14 +44,14 @@ pub struct ReplArgs {
     /// History file (default: ~/.pysandbox_history when the input is a terminal).
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
-    /// Internal: run the session's jail with this token.
-    #[arg(long, hide = true, value_name = "TOKEN")]
-    worker: Option<String>,
+    /// Internal: run the session's jail.
+    #[arg(long, hide = true)]
+    worker: bool,
 }
 
 pub fn run(a: &ReplArgs) -> Result<ExitCode> {
-    if let Some(token) = &a.worker {
-        return worker(token);
+    if a.worker {
+        return worker();
     }
     let mut policy = a.policy.policy()?;
     policy.enable("interpreter")?;
@@ -89,8 +92,8 @@ pub fn run(a: &ReplArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The worker: one jail for the session, stdin and stdout passed through.
-fn worker(token: &str) -> Result<ExitCode> {
+/// The worker: one jail for the session, stdin passed through, its streams relayed as frames.
+fn worker() -> Result<ExitCode> {
     let text =
         std::env::var(POLICY_ENV).context("the repl worker is started by `pysandbox repl`")?;
     let policy = Policy::from_json_str(&text)?;
@@ -103,12 +106,10 @@ fn worker(token: &str) -> Result<ExitCode> {
     let outcome = run::run(
         &resolved.spec,
         RunRequest {
-            source: Source::Repl {
-                token: token.to_string(),
-            },
+            source: Source::Repl,
             args: Vec::new(),
             stdin: Stdin::Forward(fd),
-            output: OutputMode::Stream,
+            output: OutputMode::Relay,
             guard: resolved.guard.clone(),
             api: None,
             warm: None,
@@ -142,10 +143,9 @@ struct Session {
 
 impl Session {
     fn start(policy_json: &str) -> Result<Session> {
-        let token = random_token()?;
         let exe = std::env::current_exe().context("finding the pysandbox binary")?;
         let mut child = Command::new(exe)
-            .args(["repl", "--worker", &token])
+            .args(["repl", "--worker"])
             .env(POLICY_ENV, policy_json)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -155,7 +155,7 @@ impl Session {
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().context("the worker's stdout")?;
         let (tx, answers) = mpsc::channel();
-        std::thread::spawn(move || relay(stdout, &token, tx));
+        std::thread::spawn(move || relay(stdout, tx));
         let s = Session {
             child,
             stdin,
@@ -185,6 +185,14 @@ impl Session {
         match self.answers.recv_timeout(limit) {
             Ok(s) if s == "more" => Ok(Answer::More),
             Ok(s) if s == "exit" => Ok(Answer::Exit),
+            Ok(s) if s == "malformed" => {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                Ok(Answer::Ended(
+                    "the session's report did not decode (the code wrote on its descriptor 4)"
+                        .into(),
+                ))
+            }
             Ok(_) => Ok(Answer::Done),
             Err(RecvTimeoutError::Timeout) => {
                 let _ = self.child.kill();
@@ -217,57 +225,60 @@ impl Session {
     }
 }
 
-/// Copy the session's stdout to ours, turning answer lines into messages.
-fn relay(mut from: impl Read, token: &str, to: mpsc::Sender<String>) {
-    let marker = format!("\0{token} ");
+/// Copy the session's output to ours and turn its `Repl` frames into messages, from the
+/// worker's relay frames. Ends with the worker, or with a report that does not decode.
+fn relay(mut from: impl Read, to: mpsc::Sender<String>) {
     let mut pending: Vec<u8> = Vec::new();
-    let mut buf = [0u8; 16 * 1024];
-    let mut out = std::io::stdout();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut report = ReportReader::without_results();
+    let mut frames = Vec::new();
     loop {
         let n = match from.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
         pending.extend_from_slice(&buf[..n]);
+        let mut at = 0;
         loop {
-            let Some(at) = find(&pending, marker.as_bytes()) else {
-                // Keep a tail that could be the start of a marker; print the rest.
-                let keep = pending
-                    .iter()
-                    .rposition(|&b| b == 0)
-                    .filter(|&z| pending.len() - z < marker.len())
-                    .unwrap_or(pending.len());
-                let _ = out.write_all(&pending[..keep]);
-                let _ = out.flush();
-                pending.drain(..keep);
-                break;
+            let (frame, len) = match Relay::decode_prefix(&pending[at..]) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                // The worker's own frames: a bad one is a bug; nothing after it is believed.
+                Err(_) => return,
             };
-            let Some(nl) = pending[at..].iter().position(|&b| b == b'\n') else {
-                break;
-            };
-            let _ = out.write_all(&pending[..at]);
-            let _ = out.flush();
-            let state = String::from_utf8_lossy(&pending[at + marker.len()..at + nl]).into_owned();
-            pending.drain(..at + nl + 1);
-            if to.send(state).is_err() {
-                return;
+            at += len;
+            match frame {
+                Relay::Stdout(d) => {
+                    let mut out = std::io::stdout();
+                    let _ = out.write_all(&d);
+                    let _ = out.flush();
+                }
+                Relay::Stderr(d) => {
+                    let _ = std::io::stderr().write_all(&d);
+                }
+                Relay::Report(d) => {
+                    report.feed(&d, &mut frames);
+                    if report.error.is_some() {
+                        let _ = to.send("malformed".into());
+                        return;
+                    }
+                    for f in frames.drain(..) {
+                        let state = match f {
+                            Report::Repl(ReplState::Ready) => "ready",
+                            Report::Repl(ReplState::More) => "more",
+                            Report::Repl(ReplState::Done) => "done",
+                            Report::Repl(ReplState::Exit) => "exit",
+                            _ => continue,
+                        };
+                        if to.send(state.to_string()).is_err() {
+                            return;
+                        }
+                    }
+                }
             }
         }
+        pending.drain(..at);
     }
-    let _ = out.write_all(&pending);
-    let _ = out.flush();
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
-
-fn random_token() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("reading /dev/urandom")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 /// Lines from the terminal (with editing and history) or from a pipe.

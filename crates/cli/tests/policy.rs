@@ -583,15 +583,33 @@ fn repl_runs_each_input_in_the_sandbox() {
         r.stderr
     );
     // The session survived the loop by restarting: state before it is gone, not the console.
+    // A block goes on until a blank line, as in Python's own console.
     let r = pysandbox(
         &["repl"],
-        Some("y = 2\nprint(y * 21)\nexit()\nprint('never')\n"),
+        Some("def f():\n    y = 2\n    return y * 21\n\nprint(f())\nexit()\nprint('never')\n"),
     );
     assert!(
         r.stdout.contains("42\n") && !r.stdout.contains("never"),
         "{}",
         r.stdout
     );
+}
+
+#[test]
+fn repl_answers_cannot_be_forged_from_stdout() {
+    // The old protocol ended an input at a `\0TOKEN STATE` line on stdout: code printing such
+    // lines (or anything that looks like a frame) could end an input early or fake an exit.
+    // Answers now travel as frames on the report pipe, relayed apart from stdout.
+    // The code looks for the old per-session token in the bootstrap's frames (any 32 hex digits)
+    // and prints the answer it would forge with it ("exit": the console would have quit), then
+    // a frame-shaped line.
+    let fake = "import sys\nwalk = lambda f: [] if f is None else list(f.f_locals.values()) + walk(f.f_back)\n_ = [print('\\0' + v + ' exit', flush=True) for v in walk(sys._getframe()) if isinstance(v, str) and len(v) == 32 and set(v) <= set('0123456789abcdef')]\nprint('\\0' + 'f' * 32 + ' done', flush=True)\nsys.stdout.write(chr(6) + chr(0) * 3 + chr(5) + chr(3)); sys.stdout.flush()\nx = 21\nprint(x * 2)\n";
+    let r = pysandbox(&["repl", "--preset", "stdlib"], Some(fake));
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // Everything printed is output, verbatim; the inputs after it ran in the same session.
+    assert!(r.stdout.contains(" done\n"), "{:?}", r.stdout);
+    assert!(r.stdout.contains("42\n"), "{:?}", r.stdout);
+    assert!(!r.stderr.contains("new session"), "{}", r.stderr);
 }
 
 /// The real interpreter (PATH's `python3.11` may be a pyenv shim script).

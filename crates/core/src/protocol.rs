@@ -120,6 +120,67 @@ pub enum Report {
     },
     /// An isolation step failed in the child: nothing of the request ran.
     SetupFailed { step: String, message: String },
+    /// `pysandbox repl`: the state after an input line.
+    Repl(ReplState),
+}
+
+/// Where a `pysandbox repl` session is after an input line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplState {
+    /// Started, waiting for the first input.
+    Ready,
+    /// The statement is incomplete: more lines.
+    More,
+    /// The statement ran.
+    Done,
+    /// The code asked to leave (`exit()`).
+    Exit,
+}
+
+/// A supervisor relaying a jail's streams as they arrive (`OutputMode::Relay`: the repl's
+/// worker to its front process), each chunk tagged with the stream it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Relay {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    /// Bytes of the report pipe (frames of their own, [`ReportReader`]).
+    Report(Vec<u8>),
+}
+
+impl Relay {
+    pub fn encode(&self) -> Vec<u8> {
+        let (tag, data) = match self {
+            Relay::Stdout(d) => (RELAY_STDOUT, d),
+            Relay::Stderr(d) => (RELAY_STDERR, d),
+            Relay::Report(d) => (RELAY_REPORT, d),
+        };
+        Writer::new(tag).bytes(data).finish()
+    }
+
+    /// The next whole frame at the start of `buf`: `Ok(None)` if it has not all arrived.
+    /// Returns the frame and its length.
+    pub fn decode_prefix(buf: &[u8]) -> Result<Option<(Relay, usize)>, FrameError> {
+        if buf.len() < 4 {
+            return Ok(None);
+        }
+        let len = u32::from_le_bytes(buf[..4].try_into().expect("4 bytes")) as usize;
+        if len > MAX_FRAME + 5 {
+            return Err(FrameError::TooLong(len));
+        }
+        if buf.len() < 4 + len {
+            return Ok(None);
+        }
+        let (tag, mut f) = open_frame(&buf[..4 + len], MAX_FRAME + 5)?;
+        let data = f.bytes()?.to_vec();
+        f.end()?;
+        let r = match tag {
+            RELAY_STDOUT => Relay::Stdout(data),
+            RELAY_STDERR => Relay::Stderr(data),
+            RELAY_REPORT => Relay::Report(data),
+            t => return Err(FrameError::Tag(t)),
+        };
+        Ok(Some((r, 4 + len)))
+    }
 }
 
 const TO_SESSION: u8 = 1;
@@ -133,6 +194,10 @@ pub(crate) const REPORT_LIMIT: u8 = 1;
 pub(crate) const REPORT_RESULT: u8 = 2;
 const REPORT_DONE: u8 = 3;
 const REPORT_SETUP_FAILED: u8 = 4;
+const REPORT_REPL: u8 = 5;
+const RELAY_STDOUT: u8 = 1;
+const RELAY_STDERR: u8 = 2;
+const RELAY_REPORT: u8 = 3;
 
 /// Builds one frame.
 struct Writer(Vec<u8>);
@@ -404,6 +469,12 @@ impl Report {
             Report::SetupFailed { step, message } => Writer::new(REPORT_SETUP_FAILED)
                 .bytes(step.as_bytes())
                 .bytes(truncated(message).as_bytes()),
+            Report::Repl(state) => Writer::new(REPORT_REPL).u8(match state {
+                ReplState::Ready => 0,
+                ReplState::More => 1,
+                ReplState::Done => 2,
+                ReplState::Exit => 3,
+            }),
         }
         .finish()
     }
@@ -424,6 +495,13 @@ impl Report {
                 step: f.text()?,
                 message: f.text()?,
             },
+            REPORT_REPL => Report::Repl(match f.u8()? {
+                0 => ReplState::Ready,
+                1 => ReplState::More,
+                2 => ReplState::Done,
+                3 => ReplState::Exit,
+                _ => return Err(FrameError::Value("an unknown repl state")),
+            }),
             t => return Err(FrameError::Tag(t)),
         };
         f.end()?;
@@ -437,7 +515,8 @@ impl Report {
 /// more is decoded ([`ReportReader::error`]).
 pub struct ReportReader {
     buf: Vec<u8>,
-    result_max: usize,
+    /// `None`: no `Result` frame is expected (one is an error).
+    result_max: Option<usize>,
     /// Bytes of an oversized `Result` frame still to be skipped.
     skipping: usize,
     pub result_truncated: bool,
@@ -448,10 +527,18 @@ impl ReportReader {
     pub fn new(result_max: usize) -> ReportReader {
         ReportReader {
             buf: Vec::new(),
-            result_max,
+            result_max: Some(result_max),
             skipping: 0,
             result_truncated: false,
             error: None,
+        }
+    }
+
+    /// A reader of a report that carries no `Result` (the repl's): one is an error.
+    pub fn without_results() -> ReportReader {
+        ReportReader {
+            result_max: None,
+            ..ReportReader::new(0)
         }
     }
 
@@ -474,11 +561,14 @@ impl ReportReader {
             }
             let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
             let tag = rest[4];
-            let max = if tag == REPORT_RESULT {
+            let max = match (tag, self.result_max) {
+                (REPORT_RESULT, None) => {
+                    self.error = Some(FrameError::Tag(tag));
+                    break;
+                }
                 // The result's own bound, and room for its length field.
-                self.result_max.saturating_add(5)
-            } else {
-                MAX_FRAME
+                (REPORT_RESULT, Some(m)) => m.saturating_add(5),
+                _ => MAX_FRAME,
             };
             if len > max {
                 if tag == REPORT_RESULT {
@@ -579,6 +669,7 @@ mod tests {
                 step: "landlock".into(),
                 message: "injected".into(),
             },
+            Report::Repl(ReplState::More),
         ];
         let bytes: Vec<u8> = reports.iter().flat_map(|r| r.encode()).collect();
         let (got, reader) = decode_reports(&bytes, 1024);
@@ -610,6 +701,21 @@ mod tests {
         let mut want = b"\x1d\x00\x00\x00\x01\x08\x00\x00\x00print(1)\x04\x00\x00\x00a.py".to_vec();
         want.extend(b"\x01\x02\x00\x00\x00in\x00");
         assert_eq!(r.encode(), want);
+    }
+
+    #[test]
+    fn relay_frames_round_trip_and_wait_for_their_end() {
+        let mut bytes = Relay::Stdout(b"out".to_vec()).encode();
+        bytes.extend(Relay::Report(Report::Repl(ReplState::Done).encode()).encode());
+        let (a, n) = Relay::decode_prefix(&bytes).unwrap().unwrap();
+        assert_eq!(a, Relay::Stdout(b"out".to_vec()));
+        assert!(Relay::decode_prefix(&bytes[n..bytes.len() - 1])
+            .unwrap()
+            .is_none());
+        let (b, m) = Relay::decode_prefix(&bytes[n..]).unwrap().unwrap();
+        assert_eq!(n + m, bytes.len());
+        let Relay::Report(r) = b else { panic!() };
+        assert_eq!(decode_reports(&r, 0).0, vec![Report::Repl(ReplState::Done)]);
     }
 
     #[test]

@@ -24,8 +24,9 @@ pub enum Source {
     /// A host file, read by the supervisor with the caller's rights; the jail never sees its path.
     File(PathBuf),
     /// An interactive session (`pysandbox repl`): inputs arrive one line at a time on stdin, and
-    /// after each the bootstrap writes a line `\0TOKEN STATE` (ready, more, done, exit) on stdout.
-    Repl { token: String },
+    /// after each the bootstrap writes a `Repl` frame (ready, more, done, exit) on the report
+    /// pipe; run it with [`OutputMode::Relay`] to follow it as it happens.
+    Repl,
 }
 
 pub struct RunRequest {
@@ -36,7 +37,7 @@ pub struct RunRequest {
     /// The guard's configuration ([`crate::policy::Resolved::guard`]); `None`: no guard.
     pub guard: Option<String>,
     /// API mode (`pysandbox serve`, the Python package): the request's data (JSON, see
-    /// `bootstrap/support.py`); the result comes back after a `result` line of the report, at
+    /// `bootstrap/support.py`); the result comes back as a `Result` frame of the report, at
     /// most this many bytes.
     pub api: Option<(String, u64)>,
     /// Warm mode: the worker's configuration (JSON, descriptor 6); the code is not used.
@@ -62,7 +63,7 @@ pub enum RunError {
 pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     let (name, code) = match &req.source {
         Source::Code(c) => ("<string>".to_string(), c.as_bytes().to_vec()),
-        Source::Repl { token } => ("<stdin>".to_string(), token.as_bytes().to_vec()),
+        Source::Repl => ("<stdin>".to_string(), Vec::new()),
         Source::File(p) => (
             p.to_string_lossy().into_owned(),
             std::fs::read(p).map_err(|source| RunError::ReadSource {
@@ -89,7 +90,12 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
         extra_fds.push(sys::sealed_memfd(c"guard", cfg.as_bytes()).map_err(RunError::Code)?);
         modes.push("guard");
     }
-    let mut report_max = REPORT_MAX;
+    // Relayed as it arrives (the repl), the report is not kept: no bound on its length.
+    let mut report_max = if req.output == OutputMode::Relay {
+        u64::MAX
+    } else {
+        REPORT_MAX
+    };
     if let Some((input, max)) = &req.api {
         if req.guard.is_none() {
             // Keep the numbering: the API input is always descriptor 7.
@@ -99,7 +105,7 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
         modes.push("api");
         report_max = REPORT_MAX + max;
     }
-    if matches!(req.source, Source::Repl { .. }) {
+    if matches!(req.source, Source::Repl) {
         modes.push("repl");
     }
     let mode = if modes.is_empty() {
@@ -159,7 +165,7 @@ pub fn reported(report: &[u8], result_max: usize) -> Reported {
                 r.limit.get_or_insert(l);
             }
             Report::Result(data) => r.result = Some(data),
-            Report::Done { .. } | Report::SetupFailed { .. } => {}
+            Report::Done { .. } | Report::SetupFailed { .. } | Report::Repl(_) => {}
         }
     }
     if reader.pending() > 0 && r.error.is_none() {

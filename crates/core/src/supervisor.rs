@@ -4,6 +4,7 @@
 use crate::jail::{self, InitFds, JailSpec, Prepared, INSIDE_ID};
 use crate::limits::Limit;
 use crate::mounts::MountError;
+use crate::protocol::Relay;
 use crate::sys;
 use serde::Serialize;
 use std::io;
@@ -30,6 +31,10 @@ pub enum OutputMode {
     Stream,
     /// Kept in memory (up to the limit) and returned in the [`Outcome`].
     Capture,
+    /// Written to the supervisor's own stdout as it arrives (up to the limit), stdout, stderr
+    /// and the report pipe each in [`crate::protocol::Relay`] frames of its own: one ordered
+    /// channel in which nothing the code writes can pass for something else (`pysandbox repl`).
+    Relay,
 }
 
 /// Descriptors and modes of one launch.
@@ -227,7 +232,14 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
         status: Sink::new(status_r, OutputMode::Capture, -1, jail::STATUS_LEN as u64)?,
         report: launch
             .report
-            .map(|r| Sink::new(r, OutputMode::Capture, -1, launch.report_max))
+            .map(|r| {
+                let mode = if launch.output == OutputMode::Relay {
+                    OutputMode::Relay
+                } else {
+                    OutputMode::Capture
+                };
+                Sink::new(r, mode, 3, launch.report_max)
+            })
             .transpose()?,
         forward: forward.map(|(host, pipe)| Forwarder {
             host,
@@ -465,6 +477,15 @@ impl Sink {
                 let _ = sys::write_all(self.host_fd, keep);
             }
             OutputMode::Capture => c.data.extend_from_slice(keep),
+            OutputMode::Relay => {
+                let data = keep.to_vec();
+                let frame = match self.host_fd {
+                    1 => Relay::Stdout(data),
+                    2 => Relay::Stderr(data),
+                    _ => Relay::Report(data),
+                };
+                let _ = sys::write_all(1, &frame.encode());
+            }
         }
     }
 }

@@ -34,7 +34,7 @@ def run(mode, main, src, name, boot):
         builtins.exit = builtins.quit = sys.exit
         builtins.help = _pysandbox_help
     if "repl" in mode:
-        return _pysandbox_repl(ns, src.decode(), boot)
+        return _pysandbox_repl(ns, boot)
     if "api" in mode:
         return _pysandbox_api(ns, src, name, boot)
     if "warm" in mode:
@@ -194,11 +194,13 @@ def _pysandbox_guard(ns, text):
     _RECURSION[0] = cfg["recursion_limit"]
 
 
-def _pysandbox_repl(ns, token, boot):
+def _pysandbox_repl(ns, boot):
     # `pysandbox repl`'s side in the jail: read an input line by line until it is a complete
-    # statement, run it in the session's namespace, then tell the host with the token line.
+    # statement, run it in the session's namespace, then tell the host on the report pipe (a
+    # Repl frame: docs/protocol.md) where the session is: 0 ready, 1 more, 2 done, 3 exit.
     import codeop
     import io
+    import os
     import sys
 
     commands = open(0, "r", encoding="utf-8", errors="replace", closefd=False)
@@ -207,17 +209,19 @@ def _pysandbox_repl(ns, token, boot):
     show = _pysandbox_traceback
     lines = []
     count = 0
+    write, states = os.write, {"ready": 0, "more": 1, "done": 2, "exit": 3}
 
     def reply(state):
         sys.stdout.flush()
         sys.stderr.flush()
-        sys.stdout.write("\0" + token + " " + state + "\n")
-        sys.stdout.flush()
+        write(4, _pysandbox_frame(5, states[state].to_bytes(1, "little")))
 
     reply("ready")
     for line in commands:
         lines.append(line.rstrip("\n"))
-        src = "\n".join(lines) + "\n"
+        # As code.InteractiveConsole does: no newline after the last line, or a block would
+        # end after its first line.
+        src = "\n".join(lines)
         name = "<input-%d>" % (count + 1)
         try:
             code = compiler(src, name, "single")

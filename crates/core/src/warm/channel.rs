@@ -326,6 +326,8 @@ pub(crate) fn exchange(
                 })
             }
             Report::SetupFailed { step, message } => x.setup_failed = Some((step, message)),
+            // Not a warm request's (the repl's): the code's own bytes, ignored.
+            Report::Repl(_) => {}
         }
     }
     x
