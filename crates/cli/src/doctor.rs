@@ -95,10 +95,12 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 true,
                 "python",
                 format!(
-                    "{} ({}), {} read-only binds",
+                    "{} ({}), {} read-only binds (+ {} libraries for site-packages' extension \
+                     modules with the full preset)",
                     interpreter.executable.display(),
                     interpreter.version,
-                    interpreter.binds.len()
+                    interpreter.binds.len(),
+                    interpreter.site_libraries.len()
                 ),
             );
             let spec = JailSpec {

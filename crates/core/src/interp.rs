@@ -6,9 +6,14 @@
 //!
 //! What the jail needs is learned from one query run of the interpreter (its standard library,
 //! `lib-dynload`, site-packages) and from `ldd` on the executable and every extension module (the
-//! shared libraries, at the paths the dynamic loader will look for them). The result is cached in
-//! `$XDG_CACHE_HOME/pysandbox` (or `~/.cache/pysandbox`), keyed by the executable's path, size,
-//! modification time and inode, so a warm lookup costs a `stat` and a small JSON read.
+//! shared libraries, at the paths the dynamic loader will look for them). Extension modules of
+//! site-packages link libraries the interpreter itself does not (numpy's wheels `libstdc++`,
+//! pillow's `libpthread`; PITFALLS.md): those are resolved too, kept apart
+//! ([`Interpreter::site_libraries`]) and bound only when site-packages are (the `full` preset).
+//! The result is cached in `$XDG_CACHE_HOME/pysandbox` (or `~/.cache/pysandbox`), keyed by the
+//! executable's path, size, modification time and inode and by each site-packages directory's
+//! modification time and inode (installing or removing a package changes it), so a warm lookup
+//! costs a few `stat`s and a small JSON read.
 
 use serde::{Deserialize, Serialize};
 use std::ffi::OsString;
@@ -17,8 +22,10 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Bumped whenever the cached layout or the way it is computed changes.
-const CACHE_VERSION: u32 = 1;
+/// Bumped whenever the cached layout or the way it is computed changes. It is part of the cache
+/// file's name too, so that binaries of two versions on one machine do not overwrite each
+/// other's entry on every run.
+const CACHE_VERSION: u32 = 2;
 
 /// Environment variable naming the interpreter when `--python` is not given.
 pub const PYTHON_ENV: &str = "PYSANDBOX_PYTHON";
@@ -38,6 +45,12 @@ pub struct Interpreter {
     /// The interpreter's site-packages directories that exist (bound only by the `full` preset).
     #[serde(default)]
     pub site_packages: Vec<PathBuf>,
+    /// Shared libraries that site-packages' extension modules link and that are neither in
+    /// [`Interpreter::binds`] nor inside a site-packages directory (bound with site-packages
+    /// only). A wheel's own copies (`numpy.libs/`, `pillow.libs/`) live in site-packages and
+    /// need no bind of their own.
+    #[serde(default)]
+    pub site_libraries: Vec<Bind>,
     /// `sys.prefix`.
     #[serde(default)]
     pub prefix: PathBuf,
@@ -101,9 +114,9 @@ pub fn resolve(explicit: Option<&Path>) -> Result<Interpreter, InterpError> {
     if let Some(hit) = dir.as_deref().and_then(|d| cache_load(d, &key)) {
         return Ok(hit);
     }
-    let found = inspect(&exe)?;
+    let (found, site) = inspect(&exe)?;
     if let Some(d) = &dir {
-        cache_store(d, &key, &found);
+        cache_store(d, &key, &found, &site);
     }
     Ok(found)
 }
@@ -277,8 +290,9 @@ print(json.dumps({
 }))
 "#;
 
-/// One query run and `ldd`: the interpreter's binds.
-fn inspect(exe: &Path) -> Result<Interpreter, InterpError> {
+/// One query run and `ldd`: the interpreter's binds, and the stamps of the site-packages
+/// directories it reports (existing or not) for the cache.
+fn inspect(exe: &Path) -> Result<(Interpreter, Vec<DirStamp>), InterpError> {
     let out = run(exe, &["-I", "-S", "-c", QUERY])?;
     let layout: Layout = serde_json::from_str(out.trim()).map_err(|e| InterpError::Query {
         path: exe.to_path_buf(),
@@ -345,15 +359,130 @@ fn inspect(exe: &Path) -> Result<Interpreter, InterpError> {
     for lib in &libs {
         add(lib, false);
     }
-    let site_packages = layout.site.into_iter().filter(|p| p.is_dir()).collect();
-    Ok(Interpreter {
+    // Stamped before the walk: a package installed during it makes the next run look again.
+    let stamps = layout.site.iter().map(|d| DirStamp::of(d)).collect();
+    let site_packages: Vec<PathBuf> = layout.site.into_iter().filter(|p| p.is_dir()).collect();
+    let site_libraries = site_libraries(&site_packages, &binds)?;
+    let found = Interpreter {
         executable: exe.to_path_buf(),
         version: layout.version,
         binds,
         site_packages,
+        site_libraries,
         prefix: layout.prefix,
         stdlib: layout.stdlib,
-    })
+    };
+    Ok((found, stamps))
+}
+
+/// Deepest directory level searched for extension modules below a site-packages directory.
+const SITE_DEPTH: usize = 16;
+
+/// The shared libraries that the extension modules of `site` (every `*.so` below it) link,
+/// as `ldd` resolves them, less those already in `binds` and those inside `site` itself (a
+/// wheel's `<name>.libs/`, reached through `$ORIGIN/..` run paths: bound with site-packages).
+fn site_libraries(site: &[PathBuf], binds: &[Bind]) -> Result<Vec<Bind>, InterpError> {
+    let mut objects = Vec::new();
+    for d in site {
+        extension_modules(d, SITE_DEPTH, &mut objects);
+    }
+    if objects.is_empty() {
+        return Ok(Vec::new());
+    }
+    objects.sort();
+    let inside: Vec<PathBuf> = site
+        .iter()
+        .filter_map(|d| std::fs::canonicalize(d).ok())
+        .collect();
+    let mut libs: Vec<Bind> = Vec::new();
+    for lib in ldd_all(&objects)? {
+        let target = normalize(&lib);
+        let Ok(source) = std::fs::canonicalize(&target) else {
+            continue;
+        };
+        let bound = |b: &Bind| b.target == target || (b.is_dir && target.starts_with(&b.target));
+        if inside.iter().any(|d| source.starts_with(d))
+            || binds.iter().any(bound)
+            || libs.iter().any(bound)
+        {
+            continue;
+        }
+        libs.push(Bind {
+            source,
+            target,
+            is_dir: false,
+        });
+    }
+    libs.sort_by(|a, b| a.target.cmp(&b.target));
+    Ok(libs)
+}
+
+/// Every `*.so` file below `dir` (extension modules, and the libraries wheels ship), without
+/// following symbolic links.
+fn extension_modules(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Ok(kind) = e.file_type() else { continue };
+        let path = e.path();
+        if kind.is_dir() && depth > 0 && e.file_name() != "__pycache__" {
+            extension_modules(&path, depth - 1, out);
+        } else if kind.is_file() && path.extension().is_some_and(|x| x == "so") {
+            out.push(path);
+        }
+    }
+}
+
+/// `ldd` over many objects, in a few processes at once (site-packages hold a hundred or more
+/// extension modules: ~0.8 s in one `ldd` here). Paths of every process's answer, together.
+fn ldd_all(objects: &[PathBuf]) -> Result<Vec<PathBuf>, InterpError> {
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get().min(4));
+    let chunk = objects.len().div_ceil(n).max(1);
+    let children: Vec<_> = objects
+        .chunks(chunk)
+        .map(|c| {
+            Command::new("ldd")
+                .args(c)
+                .env_clear()
+                .env("PATH", "/usr/bin:/bin")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| InterpError::Ldd {
+                    path: c[0].clone(),
+                    message: format!("{e} (is ldd, from libc-bin, installed?)"),
+                })
+        })
+        .collect();
+    let mut libs = Vec::new();
+    for child in children {
+        let out = child?.wait_with_output().map_err(|e| InterpError::Ldd {
+            path: objects[0].clone(),
+            message: e.to_string(),
+        })?;
+        libs.extend(parse_ldd(&String::from_utf8_lossy(&out.stdout)));
+    }
+    libs.sort();
+    libs.dedup();
+    Ok(libs)
+}
+
+/// `path` without `.` and `..` components, resolved by name (`ldd` prints the loader's path,
+/// `.../numpy/_core/../../numpy.libs/x.so`; a bind's target has to be plain).
+fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 /// The libraries `ldd` resolves for `objects`, at the paths the loader uses.
@@ -423,9 +552,39 @@ impl CacheKey {
     }
 
     fn file(&self, dir: &Path) -> PathBuf {
-        // One cache file per interpreter path.
+        // One cache file per interpreter path and cache version.
         let h = fnv(self.path.as_os_str().as_encoded_bytes());
-        dir.join(format!("interp-{h:016x}.json"))
+        dir.join(format!("interp-v{}-{h:016x}.json", self.version))
+    }
+}
+
+/// A site-packages directory's state: installing or removing a package adds or removes entries
+/// in it (pip replaces a package's directory and its `.dist-info` on every install), which
+/// changes its modification time. A directory that does not exist is stamped 0.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct DirStamp {
+    path: PathBuf,
+    mtime_ns: i128,
+    inode: u64,
+}
+
+impl DirStamp {
+    fn of(path: &Path) -> DirStamp {
+        let (mtime_ns, inode) = std::fs::metadata(path).map_or((0, 0), |m| {
+            (
+                i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec()),
+                m.ino(),
+            )
+        });
+        DirStamp {
+            path: path.to_path_buf(),
+            mtime_ns,
+            inode,
+        }
+    }
+
+    fn current(&self) -> bool {
+        DirStamp::of(&self.path) == *self
     }
 }
 
@@ -433,6 +592,7 @@ impl CacheKey {
 struct CacheEntry {
     key: CacheKey,
     interpreter: Interpreter,
+    site: Vec<DirStamp>,
 }
 
 fn cache_dir() -> Option<PathBuf> {
@@ -459,7 +619,7 @@ fn cache_load(dir: &Path, key: &CacheKey) -> Option<Interpreter> {
         return None;
     }
     let entry: CacheEntry = serde_json::from_slice(&std::fs::read(&file).ok()?).ok()?;
-    (entry.key == *key).then_some(entry.interpreter)
+    (entry.key == *key && entry.site.iter().all(DirStamp::current)).then_some(entry.interpreter)
 }
 
 fn trusted_dir(dir: &Path) -> bool {
@@ -469,11 +629,12 @@ fn trusted_dir(dir: &Path) -> bool {
 }
 
 /// Best effort: a cache that cannot be written only costs the next run a query.
-fn cache_store(dir: &Path, key: &CacheKey, interpreter: &Interpreter) {
+fn cache_store(dir: &Path, key: &CacheKey, interpreter: &Interpreter, site: &[DirStamp]) {
     let file = key.file(dir);
     let entry = CacheEntry {
         key: key.clone(),
         interpreter: interpreter.clone(),
+        site: site.to_vec(),
     };
     if let Ok(text) = serde_json::to_vec_pretty(&entry) {
         write_atomic(dir, &file, &text);
@@ -572,7 +733,7 @@ mod tests {
         let key = CacheKey::of(&exe).unwrap();
         let mut interp = resolve(None).unwrap();
         interp.version = "9.9.9".into();
-        cache_store(&d, &key, &interp);
+        cache_store(&d, &key, &interp, &[]);
         assert_eq!(cache_load(&d, &key).unwrap().version, "9.9.9");
         // A changed binary: size and mtime differ.
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -580,7 +741,7 @@ mod tests {
         let key2 = CacheKey::of(&exe).unwrap();
         assert!(cache_load(&d, &key2).is_none());
         // A cache file others can write is ignored.
-        cache_store(&d, &key2, &interp);
+        cache_store(&d, &key2, &interp, &[]);
         let file = key2.file(&d);
         assert!(cache_load(&d, &key2).is_some());
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
@@ -590,5 +751,93 @@ mod tests {
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
         assert!(cache_load(&d, &key2).is_none());
         let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Installing or removing a package changes its site-packages directory: the entry made
+    /// before is not used, and one made for a missing directory is not used once it exists.
+    #[test]
+    fn cache_misses_when_site_packages_change() {
+        let d = scratch("site");
+        let exe = d.join("fake-python");
+        std::fs::write(&exe, b"\x7fELF").unwrap();
+        let site = d.join("site-packages");
+        let key = CacheKey::of(&exe).unwrap();
+        let interp = resolve(None).unwrap();
+        cache_store(&d, &key, &interp, &[DirStamp::of(&site)]);
+        assert!(cache_load(&d, &key).is_some());
+        std::fs::create_dir(&site).unwrap();
+        assert!(cache_load(&d, &key).is_none());
+        cache_store(&d, &key, &interp, &[DirStamp::of(&site)]);
+        assert!(cache_load(&d, &key).is_some());
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::create_dir(site.join("newpkg")).unwrap();
+        assert!(cache_load(&d, &key).is_none());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn loader_paths_are_normalized_by_name() {
+        assert_eq!(
+            normalize(Path::new("/sp/numpy/_core/../../numpy.libs/./libx.so")),
+            PathBuf::from("/sp/numpy.libs/libx.so")
+        );
+    }
+
+    /// Extension modules are found below site-packages; a symbolic link (to a directory
+    /// elsewhere, or to a library) is not followed.
+    #[test]
+    fn extension_modules_are_found_without_following_links() {
+        let d = scratch("walk");
+        std::fs::create_dir_all(d.join("pkg/sub")).unwrap();
+        std::fs::create_dir_all(d.join("elsewhere")).unwrap();
+        for f in [
+            "pkg/a.cpython-311-x86_64-linux-gnu.so",
+            "pkg/sub/b.abi3.so",
+            "pkg/c.py",
+        ] {
+            std::fs::write(d.join(f), b"").unwrap();
+        }
+        std::fs::write(d.join("elsewhere/hidden.so"), b"").unwrap();
+        std::os::unix::fs::symlink(d.join("elsewhere"), d.join("pkg/link")).unwrap();
+        std::os::unix::fs::symlink(d.join("elsewhere/hidden.so"), d.join("pkg/l.so")).unwrap();
+        let mut found = Vec::new();
+        extension_modules(&d.join("pkg"), SITE_DEPTH, &mut found);
+        found.sort();
+        assert_eq!(
+            found,
+            vec![
+                d.join("pkg/a.cpython-311-x86_64-linux-gnu.so"),
+                d.join("pkg/sub/b.abi3.so")
+            ]
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// With numpy installed (`make deps`), its `libstdc++` is a site library, and the
+    /// libraries numpy ships in `numpy.libs` are not (site-packages holds them).
+    #[test]
+    fn site_libraries_are_what_extension_modules_link_outside_site_packages() {
+        let i = resolve(None).unwrap();
+        assert!(i
+            .site_libraries
+            .iter()
+            .all(|b| !b.is_dir && b.source.exists() && b.target.is_absolute()));
+        for b in &i.site_libraries {
+            assert!(
+                !i.site_packages.iter().any(|s| b.source.starts_with(s)),
+                "{b:?} is inside site-packages"
+            );
+            assert!(!i.binds.iter().any(|x| x.target == b.target), "{b:?} twice");
+        }
+        let numpy = i.site_packages.iter().any(|s| s.join("numpy").is_dir());
+        if numpy {
+            assert!(
+                i.site_libraries
+                    .iter()
+                    .any(|b| b.target.to_string_lossy().contains("libstdc++")),
+                "{:?}",
+                i.site_libraries
+            );
+        }
     }
 }

@@ -799,9 +799,13 @@ impl Policy {
     }
 
     /// [`Policy::resolve`] with an interpreter already found (validation is the caller's).
-    pub fn resolve_with(&self, interpreter: interp::Interpreter) -> Resolved {
+    pub fn resolve_with(&self, mut interpreter: interp::Interpreter) -> Resolved {
         let features = self.effective_features();
+        // The libraries site-packages' extension modules link are bound with site-packages, and
+        // only then: the view holds what the importable modules need.
+        let site_libraries = std::mem::take(&mut interpreter.site_libraries);
         let site_packages = if self.preset == Preset::Full {
+            interpreter.binds.extend(site_libraries);
             interpreter.site_packages.clone()
         } else {
             Vec::new()
