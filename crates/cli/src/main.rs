@@ -96,7 +96,7 @@ pub(crate) struct PolicyArgs {
     /// CPU-time limit, rounded up to whole seconds.
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     cpu_time: Option<std::time::Duration>,
-    /// Address-space limit (e.g. 256M), or `none`.
+    /// Address-space limit (e.g. 256M), or `none` (default 250M; 512M with the full preset).
     #[arg(long, value_name = "SIZE")]
     memory: Option<String>,
     /// Bytes kept of each of stdout and stderr (e.g. 64K).
@@ -170,6 +170,7 @@ impl PolicyArgs {
         l.wall = self.timeout.unwrap_or(l.wall);
         l.cpu = self.cpu_time.or(l.cpu);
         if let Some(m) = &self.memory {
+            p.memory_pinned = true;
             l.memory = match m.as_str() {
                 "none" | "unlimited" => None,
                 m => Some(parse_size(m).map_err(|e| PolicyError::Invalid {
@@ -305,6 +306,7 @@ fn cmd_policy_show(a: &PolicyArgs) -> Result<ExitCode> {
     effective.features = p.effective_features();
     effective.limits = p.effective_limits();
     effective.network = Some(p.effective_network());
+    effective.env = p.effective_env();
     print!(
         "# effective policy: preset, file and flags combined; features include their dependencies\n{}",
         effective.to_toml_string()

@@ -7,6 +7,7 @@
 use crate::interp;
 use crate::jail::{JailSpec, Network};
 use crate::limits::{self, Limits};
+use crate::packages;
 use crate::paths;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,12 @@ pub const MIN_MEMORY: u64 = 32 * 1024 * 1024;
 
 /// Process limit the `threads` and `subprocess` features raise a limit of 1 to.
 pub const FEATURE_PROCESSES: u32 = 32;
+
+/// Address-space limit of the `full` preset unless one is given. numpy, pandas and matplotlib
+/// map ~200 MB before any data (their libraries, OpenBLAS' 32 MB buffer; measured with
+/// `crates/cli/tests/packages.rs`), so the old pysandbox's 250 MB left them ~50 MB; this leaves
+/// them about the room 250 MB leaves plain CPython (~230 MB).
+pub const FULL_MEMORY: u64 = 512 * 1024 * 1024;
 
 /// A pysandbox feature. The names are the old pysandbox's, plus `network`, `subprocess`, `threads`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -487,6 +494,10 @@ pub struct Policy {
     /// the `threads` and `subprocess` features then leave it as it is.
     #[serde(skip)]
     pub processes_pinned: bool,
+    /// Set when the memory limit was given explicitly: the `full` preset then leaves it as it
+    /// is (see [`FULL_MEMORY`]).
+    #[serde(skip)]
+    pub memory_pinned: bool,
 }
 
 /// A policy turned into what runs: the jail, and the guard's configuration (if any).
@@ -506,13 +517,12 @@ impl Policy {
         let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             PolicyError::Parse(e.message().to_string() + &location(text, e.span()))
         })?;
-        let pinned = table
-            .get("limits")
-            .and_then(|l| l.get("processes"))
-            .is_some();
+        let given = |key: &str| table.get("limits").and_then(|l| l.get(key)).is_some();
+        let (processes, memory) = (given("processes"), given("memory"));
         let mut p: Policy = serde_path_to_error::deserialize(toml::Value::Table(table))
             .map_err(|e| schema_error(&e))?;
-        p.processes_pinned = pinned;
+        p.processes_pinned = processes;
+        p.memory_pinned = memory;
         Ok(p)
     }
 
@@ -521,10 +531,15 @@ impl Policy {
         let mut p: Policy =
             serde_path_to_error::deserialize(&mut de).map_err(|e| schema_error(&e))?;
         de.end().map_err(|e| PolicyError::Parse(e.to_string()))?;
-        p.processes_pinned = serde_json::from_str::<serde_json::Value>(text)
-            .ok()
-            .and_then(|v| v.get("limits")?.get("processes").cloned())
-            .is_some();
+        let value = serde_json::from_str::<serde_json::Value>(text).ok();
+        let given = |key: &str| {
+            value
+                .as_ref()
+                .and_then(|v| v.get("limits")?.get(key))
+                .is_some()
+        };
+        p.processes_pinned = given("processes");
+        p.memory_pinned = given("memory");
         Ok(p)
     }
 
@@ -608,6 +623,16 @@ impl Policy {
         out
     }
 
+    /// The environment the code gets: the policy's `env`, on top of the `full` preset's
+    /// ([`packages::PACKAGE_ENV`]).
+    pub fn effective_env(&self) -> BTreeMap<String, String> {
+        if self.preset == Preset::Full {
+            packages::environment(&self.env)
+        } else {
+            self.env.clone()
+        }
+    }
+
     pub fn effective_network(&self) -> Network {
         match self.network {
             Some(n) => n,
@@ -616,9 +641,16 @@ impl Policy {
         }
     }
 
-    /// Limits after the features that need more than one process raised a limit of 1.
+    /// Limits after the features that need more than one process raised a limit of 1, and the
+    /// `full` preset the default memory limit to [`FULL_MEMORY`].
     pub fn effective_limits(&self) -> Limits {
         let mut l = self.limits.clone();
+        if !self.memory_pinned
+            && self.preset == Preset::Full
+            && l.memory == Some(limits::DEFAULT_MEMORY)
+        {
+            l.memory = Some(FULL_MEMORY);
+        }
         let f = self.effective_features();
         if !self.processes_pinned
             && l.processes == 1
@@ -812,14 +844,11 @@ impl Policy {
         };
         let mut read_paths = self.allow_read.clone();
         read_paths.extend(site_packages.iter().filter(|p| p.is_dir()).cloned());
+        let env = self.effective_env().into_iter().collect();
         let spec = JailSpec {
             interpreter,
             args: PYTHON_FLAGS.iter().map(|s| s.to_string()).collect(),
-            env: self
-                .env
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            env,
             limits: self.effective_limits(),
             read_paths,
             write_paths: self.allow_write.clone(),
@@ -1044,6 +1073,55 @@ mod tests {
         assert!(e.contains("unknown feature 'nope'"), "{e}");
     }
 
+    /// Site-packages' libraries and environment come with the `full` preset only.
+    #[test]
+    fn full_preset_binds_site_libraries_and_sets_the_package_environment() {
+        let interp = interp::resolve(None).unwrap();
+        for preset in [Preset::Default, Preset::Stdlib, Preset::Full] {
+            let p = Policy {
+                preset,
+                ..Policy::default()
+            };
+            let r = p.resolve_with(interp.clone());
+            let full = preset == Preset::Full;
+            let has_env = r
+                .spec
+                .env
+                .iter()
+                .any(|(k, v)| k == "MPLBACKEND" && v == "Agg");
+            assert_eq!(has_env, full, "{preset:?}");
+            for lib in &interp.site_libraries {
+                let bound = r
+                    .spec
+                    .interpreter
+                    .binds
+                    .iter()
+                    .any(|b| b.target == lib.target);
+                assert_eq!(bound, full, "{preset:?} {lib:?}");
+            }
+            assert!(r.spec.interpreter.site_libraries.is_empty());
+        }
+    }
+
+    #[test]
+    fn full_preset_raises_the_default_memory_limit_only() {
+        let mut p = Policy {
+            preset: Preset::Full,
+            ..Policy::default()
+        };
+        assert_eq!(p.effective_limits().memory, Some(FULL_MEMORY));
+        p.preset = Preset::Stdlib;
+        assert_eq!(p.effective_limits().memory, Some(limits::DEFAULT_MEMORY));
+        // Given explicitly (a file, a flag), it stays, even at the default's value.
+        let p = Policy::from_toml_str("preset = \"full\"\n[limits]\nmemory = \"250M\"").unwrap();
+        assert_eq!(p.effective_limits().memory, Some(limits::DEFAULT_MEMORY));
+        let p =
+            Policy::from_json_str(r#"{"preset": "full", "limits": {"memory": "none"}}"#).unwrap();
+        assert_eq!(p.effective_limits().memory, None);
+        let p = Policy::from_json_str(r#"{"preset": "full"}"#).unwrap();
+        assert_eq!(p.effective_limits().memory, Some(FULL_MEMORY));
+    }
+
     #[test]
     fn toml_policy_reads_and_round_trips() {
         let text = r#"
@@ -1071,6 +1149,7 @@ LANG = "C.UTF-8"
         // A shown policy states every limit, so reading it back pins the process limit.
         let mut again = Policy::from_toml_str(&p.to_toml_string()).unwrap();
         assert!(again.processes_pinned && !p.processes_pinned);
+        assert!(again.memory_pinned && p.memory_pinned);
         again.processes_pinned = false;
         assert_eq!(p, again);
         let json = serde_json::to_string(&p).unwrap();
