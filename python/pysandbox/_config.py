@@ -17,8 +17,13 @@ FEATURES = (
 _KEYWORDS = (
     "timeout", "max_memory", "cpu_time", "max_output", "max_result", "processes",
     "recursion_limit", "preset", "network", "python", "env", "allow_write", "open_files",
-    "file_size", "tmp_size", "use_subprocess", "cpython_restricted",
+    "file_size", "tmp_size", "use_subprocess", "cpython_restricted", "preload",
 )  # fmt: skip
+
+#: The default address-space limit in MB (pysandbox's), and the "full" preset's: numpy, pandas
+#: and matplotlib map ~200 MB before any data (docs/policy.md).
+DEFAULT_MEMORY = 250
+FULL_MEMORY = 512
 
 Size = Union[int, str, None]
 
@@ -65,11 +70,14 @@ class SandboxConfig:
     pysandbox._errors.PolicyError: Unknown feature: sockets (valid: codecs, datetime, ...)
 
     Limits: ``timeout`` (seconds, default 5), ``max_memory`` (MB as an int, or a string such as
-    ``"128M"``; default 250 MB), ``cpu_time``, ``max_output`` (bytes kept of stdout and of
-    stderr), ``max_result`` (bytes of the returned data), ``processes``, ``open_files``,
-    ``file_size``, ``tmp_size``, ``recursion_limit``. Others: ``preset`` (``"default"``,
-    ``"stdlib"``, ``"full"``), ``network`` (``"none"``/``"host"``), ``python`` (the interpreter
-    to run), ``env`` (variables the code sees), ``allow_write`` (writable host paths).
+    ``"128M"``; default 250 MB, 512 MB with the ``"full"`` preset), ``cpu_time``, ``max_output``
+    (bytes kept of stdout and of stderr), ``max_result`` (bytes of the returned data),
+    ``processes``, ``open_files``, ``file_size``, ``tmp_size``, ``recursion_limit``. Others:
+    ``preset`` (``"default"``, ``"stdlib"``, ``"full"``), ``network`` (``"none"``/``"host"``),
+    ``python`` (the interpreter to run), ``env`` (variables the code sees), ``allow_write``
+    (writable host paths), ``preload`` (modules imported before the code: by a warm pool's
+    workers once, so that every call finds them in ``sys.modules``; only modules the policy
+    allows, e.g. ``preload=["numpy", "pandas"]`` with ``preset="full"``).
     """
 
     def __init__(self, *features: str, **kwargs: Any) -> None:
@@ -86,7 +94,8 @@ class SandboxConfig:
         self._read: List[str] = []
         self._write: List[str] = [os.fspath(p) for p in kwargs.get("allow_write") or ()]
         self.timeout: Union[int, float, str] = kwargs.get("timeout", 5.0)
-        self.max_memory: Size = kwargs.get("max_memory", 250)
+        self._max_memory: Size = kwargs.get("max_memory")
+        self._memory_given = "max_memory" in kwargs
         self.cpu_time: Union[int, float, str, None] = kwargs.get("cpu_time")
         self.max_output: Size = kwargs.get("max_output")
         self.max_result: int = int(kwargs.get("max_result", 16 << 20))
@@ -100,8 +109,37 @@ class SandboxConfig:
         self.python: Optional[str] = kwargs.get("python")
         self.env: Dict[str, str] = dict(kwargs.get("env") or {})
         self.cpython_restricted: bool = bool(kwargs.get("cpython_restricted", False))
+        self._preload: List[str] = []
+        self.preload = kwargs.get("preload") or []
         for f in features:
             self.enable(f)
+
+    @property
+    def max_memory(self) -> Size:
+        """The address-space limit (MB, or a size string; None: none). Unless set, the policy's
+        default: 250 MB, 512 MB with the "full" preset."""
+        if self._memory_given:
+            return self._max_memory
+        return FULL_MEMORY if self.preset == "full" else DEFAULT_MEMORY
+
+    @max_memory.setter
+    def max_memory(self, value: Size) -> None:
+        self._max_memory = value
+        self._memory_given = True
+
+    @property
+    def preload(self) -> List[str]:
+        """Modules imported before the code (a warm pool's workers: once, for every call)."""
+        return list(self._preload)
+
+    @preload.setter
+    def preload(self, names: Any) -> None:
+        if isinstance(names, (str, bytes)) or not all(isinstance(n, str) for n in names):
+            raise PolicyError(
+                f"preload: expected a list of module names such as ['numpy', 'pandas'], "
+                f"got {names!r}"
+            )
+        self._preload = list(names)
 
     # pysandbox's API ---------------------------------------------------------------------
 
@@ -171,9 +209,10 @@ class SandboxConfig:
         ):
             if value is not None:
                 limits[key] = value
-        limits["memory"] = (
-            "none" if self.max_memory is None else _size(self.max_memory, True, "max_memory")
-        )
+        if self._memory_given:
+            limits["memory"] = (
+                "none" if self._max_memory is None else _size(self._max_memory, True, "max_memory")
+            )
         if self.processes is not None:
             limits["processes"] = self.processes
         if self.open_files is not None:
@@ -187,6 +226,8 @@ class SandboxConfig:
             "limits": limits,
             "env": dict(self.env),
         }
+        if self._preload:
+            policy["preload"] = list(self._preload)
         if self.network is not None:
             policy["network"] = self.network
         if self.recursion_limit is not None:

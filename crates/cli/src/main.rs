@@ -90,6 +90,10 @@ pub(crate) struct PolicyArgs {
     /// Allow a module, or only some of its names: `json`, `math:sqrt,pi`; repeatable.
     #[arg(long = "allow-module", value_name = "MODULE[:NAMES]")]
     modules: Vec<String>,
+    /// Import a module before the code (a warm worker: once, for every request); repeatable,
+    /// or comma-separated. Only modules the policy allows.
+    #[arg(long = "preload", value_name = "MODULE", value_delimiter = ',')]
+    preload: Vec<String>,
     /// Wall-clock limit (e.g. 2s, 250ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<std::time::Duration>,
@@ -166,6 +170,7 @@ impl PolicyArgs {
         for m in &self.modules {
             p.allow_module_spec(m)?;
         }
+        p.preload_modules(&self.preload)?;
         let l = &mut p.limits;
         l.wall = self.timeout.unwrap_or(l.wall);
         l.cpu = self.cpu_time.or(l.cpu);

@@ -472,6 +472,10 @@ pub struct Policy {
     pub preset: Preset,
     /// Features on top of the preset's (dependencies follow).
     pub features: BTreeSet<Feature>,
+    /// Modules imported before the code: once by a warm worker's zygote (every request child
+    /// finds them in `sys.modules`), before the code of a cold run (the same state on every
+    /// path). Only modules the policy lets the code import.
+    pub preload: Vec<String>,
     /// `allow_module(name, *symbols)`: an empty list allows the whole module.
     pub modules: BTreeMap<String, Vec<String>>,
     /// Host paths readable at the same place inside (`allow_path`).
@@ -509,6 +513,8 @@ pub struct Resolved {
     /// Whether the caller's input may reach the code (the `stdin` feature).
     pub stdin: bool,
     pub features: BTreeSet<Feature>,
+    /// The policy's `preload` (the guard's configuration imports them).
+    pub preload: Vec<String>,
 }
 
 impl Policy {
@@ -571,7 +577,7 @@ impl Policy {
     /// pysandbox's `allowModule(name, *symbols)`: no symbols allows the whole module. Symbols add
     /// up over calls; allowing the whole module wins.
     pub fn allow_module(&mut self, name: &str, symbols: &[&str]) -> Result<(), PolicyError> {
-        check_module_name(name)?;
+        check_module_name("allow_module", name)?;
         for s in symbols {
             check_identifier("allow_module symbol", s)?;
         }
@@ -587,6 +593,65 @@ impl Policy {
                     o.get_mut().extend(symbols.iter().map(|s| s.to_string()));
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Add modules to `preload` (each once, in order).
+    pub fn preload_modules<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), PolicyError> {
+        for n in names {
+            let n = n.as_ref().trim();
+            check_module_name("preload", n)?;
+            if !self.preload.iter().any(|p| p == n) {
+                self.preload.push(n.to_string());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every preload is a module name the code may import: with the `default` preset, one a
+    /// feature or `allow_module` grants (the module or a package holding it, as the guard
+    /// decides); the `stdlib` and `full` presets do not restrict imports. Whether the module
+    /// exists is the import's business: a worker that cannot import it refuses to start, a cold
+    /// run stops before the code.
+    fn check_preload(&self) -> Result<(), PolicyError> {
+        for name in &self.preload {
+            check_module_name("preload", name)?;
+        }
+        if self.preset != Preset::Default {
+            return Ok(());
+        }
+        let features = self.effective_features();
+        let granted = |m: &str| {
+            self.modules.contains_key(m)
+                || features
+                    .iter()
+                    .any(|f| f.def().modules.iter().any(|(g, _)| *g == m))
+        };
+        for name in &self.preload {
+            let mut prefixes = name.match_indices('.').map(|(i, _)| &name[..i]);
+            if granted(name) || prefixes.any(granted) {
+                continue;
+            }
+            let top = name.split('.').next().unwrap_or(name);
+            let feature = FEATURES
+                .iter()
+                .find(|d| d.modules.iter().any(|(g, _)| *g == top || *g == name));
+            let fix = match feature {
+                Some(d) => format!("enable the '{}' feature, which grants it", d.name),
+                None => format!(
+                    "allow it too (--allow-module {name}, [modules] {name} = [], \
+                     allow_module('{name}'))"
+                ),
+            };
+            return Err(PolicyError::Invalid {
+                field: "preload".into(),
+                value: name.clone(),
+                expected: format!(
+                    "a module the policy lets the code import: with the 'default' preset, \
+                     {fix}, or use the 'stdlib' or 'full' preset"
+                ),
+            });
         }
         Ok(())
     }
@@ -664,11 +729,12 @@ impl Policy {
     /// Refuse every invalid value, naming the field, the value and what is accepted.
     pub fn validate(&self) -> Result<(), PolicyError> {
         for (name, symbols) in &self.modules {
-            check_module_name(name)?;
+            check_module_name("allow_module", name)?;
             for s in symbols {
                 check_identifier("allow_module symbol", s)?;
             }
         }
+        self.check_preload()?;
         for (field, paths) in [
             ("allow_read", &self.allow_read),
             ("allow_write", &self.allow_write),
@@ -864,6 +930,7 @@ impl Policy {
             guard,
             stdin: features.contains(&F::Stdin),
             features,
+            preload: self.preload.clone(),
         }
     }
 
@@ -874,7 +941,11 @@ impl Policy {
         site_packages: &[PathBuf],
     ) -> Option<String> {
         let restrict = self.preset == Preset::Default;
-        if !restrict && self.recursion_limit.is_none() && site_packages.is_empty() {
+        if !restrict
+            && self.recursion_limit.is_none()
+            && site_packages.is_empty()
+            && self.preload.is_empty()
+        {
             return None;
         }
         let mut modules: BTreeMap<String, Option<BTreeSet<String>>> = BTreeMap::new();
@@ -933,6 +1004,7 @@ impl Policy {
             "exit": features.contains(&F::Exit),
             "recursion_limit": self.recursion_limit,
             "site_packages": site_packages,
+            "preload": self.preload,
         });
         Some(cfg.to_string())
     }
@@ -1000,12 +1072,12 @@ fn check_identifier(field: &str, s: &str) -> Result<(), PolicyError> {
     }
 }
 
-fn check_module_name(name: &str) -> Result<(), PolicyError> {
+fn check_module_name(field: &str, name: &str) -> Result<(), PolicyError> {
     if name.split('.').all(|p| check_identifier("x", p).is_ok()) {
         Ok(())
     } else {
         Err(PolicyError::Invalid {
-            field: "allow_module".into(),
+            field: field.into(),
             value: name.into(),
             expected: "a module name such as 'math' or 'xml.etree'".into(),
         })
@@ -1127,6 +1199,7 @@ mod tests {
         let text = r#"
 preset = "stdlib"
 features = ["network"]
+preload = ["json", "xml.etree"]
 allow_read = ["/etc"]
 recursion_limit = 200
 [modules]
@@ -1144,6 +1217,7 @@ LANG = "C.UTF-8"
         assert_eq!(p.limits.wall, std::time::Duration::from_secs(2));
         assert_eq!(p.limits.memory, Some(128 << 20));
         assert_eq!(p.modules["math"], vec!["sqrt", "pi"]);
+        assert_eq!(p.preload, vec!["json", "xml.etree"]);
         assert_eq!(p.effective_network(), Network::Host);
         p.validate().unwrap();
         // A shown policy states every limit, so reading it back pins the process limit.
@@ -1212,6 +1286,71 @@ LANG = "C.UTF-8"
         assert_eq!(p.effective_limits().processes, FEATURE_PROCESSES);
         p.limits.processes = 4;
         assert_eq!(p.effective_limits().processes, 4);
+    }
+
+    #[test]
+    fn preload_names_modules_the_policy_allows() {
+        let refused = |p: &Policy| p.validate().unwrap_err().to_string();
+        let mut p = Policy::default();
+        p.preload_modules(&["numpy"]).unwrap();
+        let e = refused(&p);
+        for needle in [
+            "preload",
+            "'numpy'",
+            "--allow-module numpy",
+            "'full' preset",
+        ] {
+            assert!(e.contains(needle), "{e} lacks {needle}");
+        }
+        let mut p = Policy::default();
+        p.preload_modules(&["socket"]).unwrap();
+        assert!(refused(&p).contains("enable the 'network' feature"));
+        // A feature's module, an allowed package's submodule, a module allowed with symbols.
+        let mut p = Policy::default();
+        p.enable("math").unwrap();
+        p.allow_module("xml", &[]).unwrap();
+        p.allow_module("json", &["dumps"]).unwrap();
+        p.preload_modules(&["math", "xml.etree.ElementTree", "json", "math"])
+            .unwrap();
+        p.validate().unwrap();
+        assert_eq!(p.preload, vec!["math", "xml.etree.ElementTree", "json"]);
+        // A package's module does not allow the package.
+        let mut p = Policy::default();
+        p.allow_module("xml.etree", &[]).unwrap();
+        p.preload_modules(&["xml"]).unwrap();
+        assert!(refused(&p).contains("'xml'"));
+        // The other presets do not restrict imports.
+        for preset in [Preset::Stdlib, Preset::Full] {
+            let mut p = Policy {
+                preset,
+                ..Policy::default()
+            };
+            p.preload_modules(&["numpy", "matplotlib.pyplot"]).unwrap();
+            p.validate().unwrap();
+        }
+        // Names: from a file too.
+        let e = Policy::from_toml_str("preset = \"full\"\npreload = [\"os;rm\"]")
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("invalid preload 'os;rm'"), "{e}");
+        assert!(Policy::default().preload_modules(&["a..b"]).is_err());
+    }
+
+    #[test]
+    fn preload_reaches_the_guard() {
+        let mut p = Policy {
+            preset: Preset::Stdlib,
+            ..Policy::default()
+        };
+        let interp = interp::resolve(None).unwrap();
+        assert!(p.resolve_with(interp.clone()).guard.is_none());
+        p.preload_modules(&["json"]).unwrap();
+        let r = p.resolve_with(interp);
+        let guard: serde_json::Value = serde_json::from_str(&r.guard.unwrap()).unwrap();
+        assert_eq!(guard["preload"], serde_json::json!(["json"]));
+        assert_eq!(r.preload, vec!["json"]);
     }
 
     /// The parser never panics, whatever the input; errors are values.

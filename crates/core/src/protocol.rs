@@ -18,8 +18,9 @@
 
 use crate::limits::Limit;
 
-/// Bumped whenever a frame's layout changes; the zygote library refuses another version.
-pub const VERSION: u32 = 2;
+/// Bumped whenever a frame's layout or the zygote's configuration (`warm::ZygoteConfig`)
+/// changes; the zygote library refuses another version.
+pub const VERSION: u32 = 3;
 
 /// Frames longer than this are refused on every channel except a report's `Result`, which has
 /// its own bound ([`ReportReader::new`]).

@@ -29,7 +29,14 @@ def run(mode, main, src, name, boot):
     ns = main.__dict__
     if "guard" in mode and "warm" not in mode:
         with open(6, "rb") as f:
-            _pysandbox_guard(ns, f.read().decode())
+            text = f.read().decode()
+        try:
+            _pysandbox_guard(ns, text)
+        except _PreloadFailed as exc:
+            # Nothing of the code ran: say why, as a limit when it was one.
+            _pysandbox_report_limit(exc.__cause__)
+            print("pysandbox: " + str(exc), file=sys.stderr)
+            sys.exit(125)
     else:
         builtins.exit = builtins.quit = sys.exit
         builtins.help = _pysandbox_help
@@ -115,6 +122,7 @@ def _pysandbox_guard(ns, text):
 
         for path in cfg["site_packages"]:
             site.addsitedir(path)
+    _pysandbox_preload(cfg.get("preload") or (), bool(cfg["site_packages"]))
     if cfg["restrict"]:
         allowed, hidden, hints = cfg["modules"], cfg["hidden"], cfg["hints"]
         real_import = builtins.__import__
@@ -192,6 +200,33 @@ def _pysandbox_guard(ns, text):
     # Set right before the code runs (see _pysandbox_limited): the bootstrap's own imports need
     # more frames than a small limit leaves.
     _RECURSION[0] = cfg["recursion_limit"]
+
+
+class _PreloadFailed(Exception):
+    # A module of the policy's `preload` did not import (the cause is the import's exception).
+    pass
+
+
+def _pysandbox_preload(names, site):
+    # The policy's `preload`, imported with the real import before the code: by a warm zygote
+    # once for all its requests, before the code in a cold run (the same state on every path).
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:
+            if isinstance(exc, ImportError) and not site:
+                hint = " (site-packages are importable with the 'full' preset only)"
+            else:
+                hint = ""
+            try:
+                why = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[-1])
+            except BaseException:
+                why = type(exc).__name__
+            raise _PreloadFailed(
+                "preload: importing '%s' failed: %s%s" % (name, why, hint)
+            ) from exc
 
 
 def _pysandbox_repl(ns, boot):
@@ -423,12 +458,32 @@ def _pysandbox_help(*args, **kwargs):
     return pydoc.help(*args, **kwargs)
 
 
+# What the dynamic loader says when the address space is full (glibc's dl-load.c, dl-map-segments.h):
+# an extension module that cannot be mapped is an ImportError, not a MemoryError.
+_NO_ROOM = ("failed to map segment", "cannot map zero-fill pages", "annot allocate memory")
+
+
+def _pysandbox_out_of_room(exc):
+    # An ImportError (or one it was raised from, as numpy wraps its own) from a mapping that
+    # did not fit.
+    try:
+        for _ in range(8):
+            if exc is None:
+                break
+            if isinstance(exc, ImportError) and any(m in str(exc) for m in _NO_ROOM):
+                return True
+            exc = exc.__cause__ or exc.__context__
+    except BaseException:
+        pass
+    return False
+
+
 def _pysandbox_report_limit(exc):
     import errno
     import os
 
     limit = None
-    if isinstance(exc, MemoryError):
+    if isinstance(exc, MemoryError) or _pysandbox_out_of_room(exc):
         limit = "memory"
     elif isinstance(exc, OSError):
         limit = {

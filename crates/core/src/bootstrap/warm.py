@@ -67,11 +67,40 @@ def _warm_prepare(cfg):
     guard = cfg.get("guard")
     tmpl = {}
     if guard:
-        _pysandbox_guard(tmpl, guard)
+        # Also imports the policy's preloads, after making site-packages importable.
+        try:
+            _pysandbox_guard(tmpl, guard)
+        except _PreloadFailed as exc:
+            _warm_refuse(str(exc))
+        _warm_join_threads()
     else:
         builtins.exit = builtins.quit = sys.exit
     _W["builtins"] = tmpl.get("__builtins__")
     _W["saved"] = (dict(vars(builtins)), sys.stdout, sys.stderr)
+
+
+def _warm_refuse(message):
+    # The policy cannot be served: a Failed frame (docs/protocol.md; `policy` set) on the
+    # control socket, which the host reports as the policy's error, and the zygote ends.
+    import os
+
+    text = message[:8000].encode("utf-8", "replace")
+    os.write(0, _pysandbox_frame(4, b"\1" + _pysandbox_field(text)))
+    os._exit(125)
+
+
+def _warm_join_threads():
+    # A preload may leave a Python thread finishing (matplotlib's font cache starts a timer
+    # and cancels it): let it end, so that the library's check (one thread, or no fork) judges
+    # what stays. A thread that does not end within 2 s makes the worker refuse to start.
+    import sys
+
+    threading = sys.modules.get("threading")
+    if threading is None:
+        return
+    for t in threading.enumerate():
+        if t is not threading.main_thread():
+            t.join(2)
 
 
 def _warm_child(session):

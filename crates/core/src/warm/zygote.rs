@@ -60,6 +60,9 @@ pub struct ZygoteConfig {
     pub api: bool,
     /// Modules imported once by the zygote (an import that fails is skipped).
     pub preload: Vec<String>,
+    /// The policy's `preload`, imported by the guard (one that fails refuses the worker); the
+    /// library then checks that they leave each request room under its memory limit.
+    pub policy_preload: Vec<String>,
     /// The guard's configuration (JSON), or none.
     pub guard: Option<String>,
     /// Each request's limits (the jail itself runs with wide ones).
@@ -134,6 +137,7 @@ pub fn zygote_config(
         prefork: mode == ZygoteMode::Pool,
         api: warm_up == WarmUp::Api,
         preload: preload.to_vec(),
+        policy_preload: resolved.preload.clone(),
         guard: resolved.guard.clone(),
         limits: spec.limits.clone(),
         rules,
