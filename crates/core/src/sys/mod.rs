@@ -265,6 +265,39 @@ pub(crate) fn setrlimit(
     Ok(())
 }
 
+pub(crate) fn getrlimit(resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid out-pointer to an rlimit for the duration of the call.
+    cvt(unsafe { libc::getrlimit(resource, &mut lim) })?;
+    Ok((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Whether `len` more bytes of address space can be mapped now: an inaccessible anonymous
+/// mapping, made and removed at once (`RLIMIT_AS` counts it as any other).
+pub(crate) fn can_map(len: usize) -> bool {
+    // SAFETY: a new private anonymous mapping at an address the kernel chooses overlaps no
+    // existing memory and is never accessed.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_NONE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+            -1,
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return false;
+    }
+    // SAFETY: `p` and `len` are exactly the mapping made above, which nothing else refers to.
+    unsafe { libc::munmap(p, len) };
+    true
+}
+
 pub(crate) fn setsid() -> io::Result<()> {
     // SAFETY: no arguments.
     cvt(unsafe { libc::setsid() })?;
@@ -766,6 +799,18 @@ pub(crate) fn unshare(flags: libc::c_int) -> io::Result<()> {
     // SAFETY: plain syscall with integer arguments.
     cvt(unsafe { libc::unshare(flags) })?;
     Ok(())
+}
+
+/// Whether the calling process has one thread, asked of the kernel without `/proc` (a jail has
+/// none): `unshare(CLONE_VM)` is refused with `EINVAL` by a process with another thread or
+/// another process sharing its memory, and is a no-op otherwise ("not implemented, but pretend
+/// it works if there is nothing to unshare": `check_unshare_flags` in kernel/fork.c).
+pub(crate) fn single_threaded() -> io::Result<bool> {
+    match unshare(libc::CLONE_VM) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// `umount2(path, MNT_DETACH)`.

@@ -70,6 +70,9 @@ pub fn serve(config_fd: RawFd, ctl_fd: RawFd) -> i32 {
             ),
         );
     }
+    if let Err(message) = check_preloaded(&cfg) {
+        return fail(true, message);
+    }
     let mut z = match Zygote::prepare(cfg, ctl) {
         Ok(z) => z,
         Err((ctl, e)) => {
@@ -94,6 +97,92 @@ pub fn serve(config_fd: RawFd, ctl_fd: RawFd) -> i32 {
             ROLE_FAILED
         }
     }
+}
+
+/// How long the zygote waits for threads its preloads left finishing (a timer cancelled at the
+/// end of an import) before it refuses to serve.
+const THREADS_SETTLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Room a request must have under its memory limit beyond what the zygote maps when the policy
+/// preloads modules: as much as the smallest limit accepted ([`crate::policy::MIN_MEMORY`],
+/// what CPython needs to start), so that a request can do that much work of its own.
+const PRELOAD_ROOM: u64 = crate::policy::MIN_MEMORY;
+
+/// What the zygote checks once its modules are imported, before it forks anything: it has one
+/// thread (`fork` copies only the calling thread; a lock another thread held stays locked in
+/// every child, and OpenBLAS and others start threads at import: PITFALLS.md), and a policy's
+/// preloads leave each request [`PRELOAD_ROOM`] under its address-space limit (a child starts
+/// with everything the zygote maps). The message says what to change.
+fn check_preloaded(cfg: &ZygoteConfig) -> Result<(), String> {
+    let preloads = if cfg.policy_preload.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", cfg.policy_preload.join(", "))
+    };
+    let settle = std::time::Instant::now() + THREADS_SETTLE;
+    loop {
+        match sys::single_threaded() {
+            Ok(true) => break,
+            Ok(false) if std::time::Instant::now() < settle => {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Ok(false) => {
+                return Err(format!(
+                    "the warm zygote has more than one thread after importing its modules\
+                     {preloads}, and forking it would be unsafe: a preloaded module started \
+                     threads at import; drop it from preload, or keep its library \
+                     single-threaded through the policy's env (OPENBLAS_NUM_THREADS=1, \
+                     OMP_NUM_THREADS=1, MKL_NUM_THREADS=1 are the `full` preset's defaults)"
+                ))
+            }
+            Err(e) => return Err(format!("counting the zygote's threads: {e}")),
+        }
+    }
+    let Some(limit) = cfg.limits.memory else {
+        return Ok(());
+    };
+    if cfg.policy_preload.is_empty() {
+        return Ok(());
+    }
+    let used = address_space_used().map_err(|e| format!("measuring the zygote: {e}"))?;
+    if limit.saturating_sub(used) < PRELOAD_ROOM {
+        let mib = |b: u64| b.div_ceil(1 << 20);
+        return Err(format!(
+            "the preloaded modules{preloads} and the interpreter take {} MiB of address space, \
+             which leaves {} MiB of the memory limit of {} to each request (at least {} MiB \
+             are needed); raise limits.memory (--memory, max_memory) to {}M or more, or \
+             preload less",
+            mib(used),
+            mib(limit.saturating_sub(used)),
+            crate::limits::format_size(limit),
+            mib(PRELOAD_ROOM),
+            mib(used + PRELOAD_ROOM).div_ceil(16) * 16
+        ));
+    }
+    Ok(())
+}
+
+/// The address space this process maps, which a forked child starts with: a ceiling less the
+/// largest mapping that still fits once `RLIMIT_AS` is lowered to that ceiling (no `/proc` in a
+/// jail to read it from; ~20 probes). The zygote's own limit is put back afterwards; it has one
+/// thread, so nothing else maps meanwhile.
+fn address_space_used() -> std::io::Result<u64> {
+    const STEP: u64 = 1 << 20;
+    let (soft, hard) = sys::getrlimit(libc::RLIMIT_AS)?;
+    let ceiling = hard.min(1 << 40);
+    sys::setrlimit(libc::RLIMIT_AS, ceiling, hard)?;
+    // Invariant: `fits` bytes can be mapped, `fails` cannot (or is the whole ceiling).
+    let (mut fits, mut fails) = (0u64, ceiling);
+    while fails - fits > STEP {
+        let mid = ((fits + (fails - fits) / 2) & !(STEP - 1)).max(fits + STEP);
+        if sys::can_map(mid as usize) {
+            fits = mid;
+        } else {
+            fails = mid;
+        }
+    }
+    sys::setrlimit(libc::RLIMIT_AS, soft, hard)?;
+    Ok(ceiling - fits)
 }
 
 struct Child {
@@ -179,6 +268,11 @@ impl Zygote {
         let own_pid_ns = sys::pidfd_open(std::process::id() as libc::pid_t)
             .map_err(zerr("pidfd of the zygote"))?;
         std::env::set_current_dir("/").map_err(zerr("chdir /"))?;
+        // The first request gets an empty /tmp too: what the zygote's imports wrote there
+        // (matplotlib's font cache) is left behind, as every request's /tmp is after it.
+        let tmp_options = isolate::tmp_options(cfg.limits.tmp_size);
+        sys::umount_detach(Path::new("/tmp")).map_err(zerr("umount /tmp"))?;
+        isolate::mount_tmp(Some(&tmp_options)).map_err(zerr("mount /tmp"))?;
         Ok(Prepared {
             null,
             own_pid_ns,
@@ -187,7 +281,7 @@ impl Zygote {
             net,
             scoped,
             tmp_rights: landlock::rights(Access::ReadWrite, handled),
-            tmp_options: isolate::tmp_options(cfg.limits.tmp_size),
+            tmp_options,
             filter: seccomp::request_program(),
         })
     }
@@ -323,6 +417,15 @@ impl Zygote {
             .map_err(zerr("setns to the zygote's PID namespace"))?;
         sys::unshare(libc::CLONE_NEWPID).map_err(zerr("unshare(CLONE_NEWPID)"))?;
         let others = self.children.len() as u64;
+        // Checked before every fork, not only at start: a thread started since (by nothing of
+        // the zygote's own) would make the child inherit a copy of its locks in any state.
+        if !sys::single_threaded().map_err(zerr("counting the zygote's threads"))? {
+            return Err(ZygoteError(
+                "refusing to fork: the zygote has more than one thread (forking it would copy \
+                 only this one, and any lock another holds would stay locked in the child)"
+                    .into(),
+            ));
+        }
         match sys::fork().map_err(zerr("fork"))? {
             None => {
                 let role = self.isolate_child(seq, session, cpu, others, &p, ruleset);
@@ -483,5 +586,58 @@ impl Pipes {
             res_r,
             res_w,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The kernel's answer changes with a second thread (the test harness has threads of its
+    /// own: asked in a forked child, which has one).
+    #[test]
+    fn one_thread_is_asked_of_the_kernel() {
+        let code = sys::in_child(|| {
+            if sys::single_threaded().ok() != Some(true) {
+                return 1;
+            }
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            let t = std::thread::spawn(move || {
+                let _ = rx.recv();
+            });
+            let two = sys::single_threaded().ok() == Some(false);
+            drop(tx);
+            let _ = t.join();
+            if two {
+                0
+            } else {
+                2
+            }
+        })
+        .unwrap();
+        assert_eq!(code, 0);
+    }
+
+    /// What a mapping adds is measured, and the process's own limit is put back.
+    #[test]
+    fn address_space_is_measured_without_proc() {
+        let code = sys::in_child(|| {
+            let before = sys::getrlimit(libc::RLIMIT_AS).unwrap();
+            let a = address_space_used().unwrap();
+            let block = std::hint::black_box(vec![0u8; 64 << 20]);
+            let b = address_space_used().unwrap();
+            drop(block);
+            let grew = b.saturating_sub(a) >> 20;
+            if sys::getrlimit(libc::RLIMIT_AS).unwrap() != before {
+                return 1;
+            }
+            if (63..=66).contains(&grew) {
+                0
+            } else {
+                2
+            }
+        })
+        .unwrap();
+        assert_eq!(code, 0);
     }
 }
