@@ -15,11 +15,14 @@ demo: deps build
 	@echo '# warm pool: 200 fresh, isolated runs through `pysandbox batch` (JSON lines in and out)'
 	@seq 200 | awk '{printf "{\"id\": %d, \"code\": \"print(%d ** 2)\"}\n", $$1, $$1}' | /usr/bin/time -f '200 runs in %e s' ./target/release/pysandbox batch | tail -1
 
-## System packages and Python tools the tests use (idempotent).
+## System packages and Python tools the tests use (idempotent), and the packages with C
+## extensions the tests import in the sandbox (crates/cli/tests/packages.rs,
+## tests/python/test_packages.py) in the interpreter the tests use.
 deps:
 	@if ! command -v bwrap >/dev/null || ! command -v hyperfine >/dev/null || [ ! -x /usr/bin/python3.11 ] || [ ! -x /usr/bin/time ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap hyperfine python3.11 time >/dev/null; fi
 	$(PY) -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout
+	$(PY) -m pip install -q --disable-pip-version-check numpy pandas matplotlib pillow
 
 build:
 	$(CARGO) build --release --workspace

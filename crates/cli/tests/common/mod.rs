@@ -330,6 +330,8 @@ pub struct RunOpts<'a> {
     pub cwd: Option<&'a Path>,
     /// A program (and its arguments) that starts everything else, e.g. `/usr/bin/time -f ...`.
     pub wrapper: &'a [&'a str],
+    /// Arguments in place of [`BASE_ARGS`] (another preset: a flag may be given once only).
+    pub base_args: Option<&'a [&'a str]>,
 }
 
 /// What `pysandbox batch` answered.
@@ -359,8 +361,8 @@ impl Caller {
     }
 
     /// `pysandbox ARGS` as this caller: `opts.wrapper`, then (as nobody) setpriv and `env` with
-    /// `opts.env`, the binary, `args`, [`BASE_ARGS`], `--python /usr/bin/python3.11` as nobody,
-    /// and `flags`.
+    /// `opts.env`, the binary, `args`, [`BASE_ARGS`] (or `opts.base_args`), `--python
+    /// /usr/bin/python3.11` as nobody, and `flags`.
     fn command(&self, args: &[&str], flags: &[&str], opts: &RunOpts<'_>) -> Command {
         let mut argv: Vec<String> = opts.wrapper.iter().map(|s| s.to_string()).collect();
         if *self == Caller::Nobody {
@@ -371,7 +373,8 @@ impl Caller {
             }
         }
         argv.push(self.binary());
-        argv.extend(args.iter().chain(BASE_ARGS).map(|s| s.to_string()));
+        let base = opts.base_args.unwrap_or(BASE_ARGS);
+        argv.extend(args.iter().chain(base).map(|s| s.to_string()));
         if *self == Caller::Nobody {
             argv.extend(["--python".to_string(), NOBODY_PYTHON.to_string()]);
         }

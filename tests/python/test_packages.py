@@ -1,0 +1,110 @@
+"""Third-party packages through the Python package: numpy, pandas, matplotlib and pillow (installed
+by `make deps` into the interpreter the sandbox runs) with the "full" preset, cold, warm and in a
+session; `preload`; a preload the policy does not allow is a PolicyError before anything runs."""
+
+import subprocess
+
+import pytest
+
+from pysandbox import PolicyError, Sandbox, SandboxConfig
+from pysandbox._config import DEFAULT_MEMORY, FULL_MEMORY
+
+from conftest import skip_or_fail
+
+
+@pytest.fixture(scope="module", autouse=True)
+def packages():
+    # The sandbox runs python3.11 from PATH, as the package does by default.
+    probe = subprocess.run(
+        ["python3.11", "-c", "import numpy, pandas, matplotlib, PIL"], capture_output=True
+    )
+    if probe.returncode != 0:
+        skip_or_fail("numpy, pandas, matplotlib and pillow are needed in python3.11 (make deps)")
+
+
+def plot_png():
+    # Runs in the sandbox (it travels as its source): a line plot, as PNG bytes.
+    import io
+
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(3, 2))
+    ax.plot([0, 1, 2], [2, 0, 1])
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def image_png():
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 4), (0, 128, 255)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+DESCRIBE = """(lambda pd: (lambda d: (list(d.shape), float(d.loc["mean", "x"])))(
+    pd.DataFrame({"x": list(range(10)), "y": [v % 3 for v in range(10)]}).describe()
+))(__import__("pandas"))"""
+
+
+SESSION = """
+d = pd.DataFrame({"x": list(range(10))}).describe()
+fig, ax = plt.subplots()
+ax.plot([1, 2])
+buf = io.BytesIO()
+fig.savefig(buf, format="png")
+print(int(np.arange(4).sum()), float(d.loc["mean", "x"]), len(buf.getvalue()) > 1000,
+      buf.getvalue()[:4].hex())
+"""
+
+
+def check(s):
+    assert s.eval(DESCRIBE) == ([8, 2], 4.5)
+    assert s.eval("int(__import__('numpy').arange(5).sum())") == 10
+    png = s.call(plot_png)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 1000
+    assert s.call(image_png)[:4] == b"\x89PNG"
+
+
+def test_packages_cold():
+    check(Sandbox(SandboxConfig(preset="full", timeout=30)))
+
+
+def test_packages_warm_with_preload():
+    config = SandboxConfig(preset="full", timeout=30, preload=["pandas", "matplotlib.pyplot"])
+    with Sandbox(config, pool=True, workers=1) as s:
+        assert s.eval("[m in __import__('sys').modules for m in ('pandas', 'matplotlib.pyplot')]") == [True, True]
+        check(s)
+        with s.session() as ses:
+            # A session keeps state between calls (and returns output, not values).
+            ses.execute("import io, numpy as np, pandas as pd, matplotlib.pyplot as plt")
+            out = ses.execute(SESSION).stdout
+            assert out == "6 4.5 True 89504e47\n", out
+
+
+def test_cold_runs_import_the_preloads_too():
+    s = Sandbox(SandboxConfig(preset="full", timeout=30, preload=["numpy"]))
+    assert s.eval("'numpy' in __import__('sys').modules") is True
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_a_preload_the_policy_does_not_allow_is_refused(pool):
+    with pytest.raises(PolicyError, match="preload 'numpy'.*allow_module\\('numpy'\\)"):
+        Sandbox(SandboxConfig(preload=["numpy"]), pool=pool).eval("print('RAN')")
+    with pytest.raises(PolicyError, match="preload: expected a list"):
+        SandboxConfig(preload="numpy")
+
+
+def test_memory_default_follows_the_preset():
+    c = SandboxConfig(preset="full")
+    assert c.max_memory == FULL_MEMORY and "memory" not in c.to_policy()["limits"]
+    c.preset = "stdlib"
+    assert c.max_memory == DEFAULT_MEMORY
+    c.max_memory = 100
+    assert c.to_policy()["limits"]["memory"] == "100M"
+    assert SandboxConfig(max_memory=None).to_policy()["limits"]["memory"] == "none"
+    assert SandboxConfig(preload=["json"]).to_policy()["preload"] == ["json"]
