@@ -2,7 +2,7 @@
 //! with plain `python -I -S -c` and with bubblewrap given equivalent isolation, interleaved so that
 //! machine noise hits every row alike. Prints median, p99 and the ratio to plain python; then the
 //! warm pool: latency from the Rust API, `pysandbox batch` throughput, CPU-bound overhead and the
-//! unique memory of an idle worker.
+//! unique memory of an idle worker; then a pandas request with and without preloaded packages.
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
@@ -208,11 +208,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
     // Unique memory of the idle worker: every process of its tree (worker, init, zygote and the
     // request child waiting in advance).
     std::thread::sleep(Duration::from_millis(200));
-    let (dirty, clean) = pool
-        .worker_pids()
-        .iter()
-        .map(|p| tree_uss_kib(*p))
-        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+    let (dirty, clean) = idle_uss_kib(&pool);
     pool.shutdown();
 
     // CPU-bound pure Python: fib(27) in plain python and in a warm request.
@@ -285,6 +281,164 @@ fn warm(runs: usize, python: &str, base: Duration) {
         dirty as f64 / 1024.0,
         clean as f64 / 1024.0
     );
+    packages(runs, python);
+}
+
+/// Unique memory of an idle pool's workers, every process of their trees (worker, init, zygote
+/// and the request child waiting in advance): (dirty, clean) KiB, see [`tree_uss_kib`].
+fn idle_uss_kib(pool: &pysandbox_core::warm::Pool) -> (u64, u64) {
+    std::thread::sleep(Duration::from_millis(200));
+    pool.worker_pids()
+        .iter()
+        .map(|p| tree_uss_kib(*p))
+        .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+}
+
+/// Modules the packages rows preload.
+const PRELOAD: &[&str] = &["numpy", "pandas", "matplotlib.pyplot"];
+/// A pandas request: a DataFrame built and described.
+const DESCRIBE: &str = "import pandas as pd\n\
+    df = pd.DataFrame({'x': range(1000), 'y': [i % 7 for i in range(1000)]})\n\
+    print(df.describe().shape)";
+const DESCRIBED: &str = "(8, 2)\n";
+
+/// Packages ready before the request: [`DESCRIBE`] in a fresh warm request of a `full` pool
+/// with [`PRELOAD`] preloaded, the same without the preload, in a bare `python -I -c` (which
+/// pays the imports) and in one already-running interpreter that imported pandas (no sandbox,
+/// no fork); then the unique memory of an idle worker with the preloads. Skipped without the
+/// packages (`make deps`).
+fn packages(runs: usize, python: &str) {
+    use pysandbox_core::policy::Policy;
+    use pysandbox_core::warm::{Pool, PoolOptions};
+    let have = Command::new(python)
+        .args(["-I", "-c", "import numpy, pandas, matplotlib"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        println!("\n(packages rows skipped: numpy, pandas, matplotlib are not installed for {python}: make deps)");
+        return;
+    }
+    let pool = |preload: &[&str]| {
+        let mut policy = Policy::from_toml_str("preset = \"full\"").expect("policy");
+        policy.python = Some(PathBuf::from(python));
+        policy.preload_modules(preload).expect("preload");
+        policy.limits.wall = Duration::from_secs(30);
+        let mut opts = PoolOptions::new(pysandbox_binary());
+        opts.workers = 1;
+        Pool::new(policy, opts).expect("start a warm worker")
+    };
+    let pause = Duration::from_millis(5);
+    let slow = runs.clamp(1, 20);
+    let time = |n: usize, call: &mut dyn FnMut() -> String| {
+        let mut t = Vec::with_capacity(n);
+        for _ in 0..n {
+            std::thread::sleep(pause);
+            let start = Instant::now();
+            let out = call();
+            t.push(start.elapsed());
+            assert_eq!(out, DESCRIBED);
+        }
+        t.sort();
+        t
+    };
+    let warm = |p: &Pool, n: usize| {
+        let mut call = || p.run(DESCRIBE, None).expect("warm run").run.stdout;
+        time(3, &mut call);
+        time(n, &mut call)
+    };
+    let started = Instant::now();
+    let preloaded = pool(PRELOAD);
+    let start_secs = started.elapsed().as_secs_f64();
+    let with = warm(&preloaded, runs);
+    let (dirty, clean) = idle_uss_kib(&preloaded);
+    preloaded.shutdown();
+    let plain = pool(&[]);
+    let without = warm(&plain, slow);
+    plain.shutdown();
+    let bare = time(slow, &mut || {
+        let out = Command::new(python)
+            .args(["-I", "-c", DESCRIBE])
+            .output()
+            .expect("python");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    });
+    let running = running_interpreter(python, "import pandas", DESCRIBE, runs, pause);
+    let base = percentile(&running, 0.5);
+    println!();
+    println!(
+        "pandas DataFrame(1000 rows).describe(), 5 ms apart; preloads: {}",
+        PRELOAD.join(", ")
+    );
+    println!(
+        "{:<44} {:>8} {:>10} {:>10} {:>12}",
+        "command", "runs", "p50 ms", "p99 ms", "p50 / running"
+    );
+    for (name, t) in [
+        ("one running interpreter (no sandbox)", &running),
+        ("warm pool, preloaded", &with),
+        ("warm pool, not preloaded", &without),
+        ("bare python -I -c (pays the imports)", &bare),
+    ] {
+        let p50 = percentile(t, 0.5);
+        println!(
+            "{:<44} {:>8} {:>10.2} {:>10.2} {:>11.2}x",
+            name,
+            t.len(),
+            ms(p50),
+            ms(percentile(t, 0.99)),
+            p50.as_secs_f64() / base.as_secs_f64()
+        );
+    }
+    println!(
+        "idle warm worker with these preloads: {:.1} MiB unique memory (USS, all its processes): {:.1} MiB written by it (what each further worker adds), {:.1} MiB of file pages no other process maps; it started in {start_secs:.2} s",
+        (dirty + clean) as f64 / 1024.0,
+        dirty as f64 / 1024.0,
+        clean as f64 / 1024.0
+    );
+}
+
+/// `code` in one plain interpreter that ran `setup` first and then reads code from a pipe: no
+/// sandbox, no fork (what the work alone costs). The times of `runs` runs, sorted.
+fn running_interpreter(
+    python: &str,
+    setup: &str,
+    code: &str,
+    runs: usize,
+    pause: Duration,
+) -> Vec<Duration> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let script = format!(
+        "import os, sys\n{setup}\nr = sys.stdin.buffer\nwhile True:\n    n = r.readline()\n    if not n:\n        break\n    exec(compile(r.read(int(n)), '<string>', 'exec'), {{'__name__': '__main__'}})\n    sys.stdout.flush()\n    os.write(2, b'done\\n')\n"
+    );
+    let mut child = Command::new(python)
+        .args(["-I", "-c", &script])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut stdout = child.stdout.take().expect("stdout");
+    let mut marks = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut t = Vec::with_capacity(runs);
+    for i in 0..runs + 3 {
+        std::thread::sleep(pause);
+        let start = Instant::now();
+        write!(stdin, "{}\n{code}", code.len()).expect("write");
+        stdin.flush().expect("flush");
+        let mut line = String::new();
+        marks.read_line(&mut line).expect("marker");
+        let mut out = vec![0u8; DESCRIBED.len()];
+        stdout.read_exact(&mut out).expect("output");
+        if i >= 3 {
+            t.push(start.elapsed());
+        }
+        assert_eq!(out, DESCRIBED.as_bytes());
+    }
+    drop(stdin);
+    let _ = child.wait();
+    t.sort();
+    t
 }
 
 /// The ceiling of any design that forks a fresh child per run, on this machine: plain python
