@@ -23,12 +23,13 @@ from ._errors import (
     SandboxError,
     Timeout,
 )
-from ._sandbox import Result, Sandbox, Session, helper_binary
+from ._sandbox import DisplayResult, Result, Sandbox, Session, helper_binary
 
 DEFAULT_TIMEOUT = 5.0
 
 __all__ = [
     "DEFAULT_TIMEOUT",
+    "DisplayResult",
     "FEATURES",
     "LimitExceeded",
     "MalformedResult",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import functools
 import inspect
 import json
@@ -64,7 +65,8 @@ def helper_binary() -> str:
 
 @dataclass(frozen=True)
 class Result:
-    """What a run produced."""
+    """What a run produced: the outcome every front end shows (docs/outcome.md), and the data
+    of exec/eval/call."""
 
     stdout: str
     stderr: str
@@ -80,6 +82,30 @@ class Result:
     globals: Dict[str, Any] = field(default_factory=dict)
     #: The locals after the run when ``locals`` was given.
     locals: Optional[Dict[str, Any]] = None
+    #: ``"ok"``, ``"error"`` (a non-zero exit), ``"limit"``, ``"crashed"``, ``"sandbox_error"``.
+    status: str = "ok"
+    #: The limit that stopped the run or cut its output (``"output"``), if any.
+    limit: Optional[str] = None
+    #: The signal that ended the run, if one did.
+    signal: Optional[int] = None
+    #: Rich outputs (MIME bundles: :class:`DisplayResult`).
+    results: List["DisplayResult"] = field(default_factory=list)
+    #: Files collected after the run: name → bytes.
+    files: Dict[str, bytes] = field(default_factory=dict)
+    #: Some files were left out (count or size bounds).
+    files_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class DisplayResult:
+    """A rich output: a MIME bundle (``data``: MIME type → text, binary types base64, as
+    Jupyter's), the cell's main result or a ``display()``. Notebooks show it natively."""
+
+    data: Dict[str, str]
+    is_main_result: bool = False
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Dict[str, str]:
+        return dict(self.data)
 
 
 class _Helper:
@@ -197,7 +223,8 @@ def _from_warm(resp: Dict[str, Any], max_result: int) -> Dict[str, Any]:
     too_big = bool(resp.get("result_truncated")) or (result is not None and len(result) > max_result)
     outcome = {k: resp.get(k) for k in (
         "exit_code", "signal", "limit", "cpu_time", "wall_time", "peak_memory", "stdout",
-        "stdout_truncated", "stderr", "stderr_truncated")}  # fmt: skip
+        "stdout_truncated", "stderr", "stderr_truncated", "status", "error", "results", "files",
+        "files_truncated")}  # fmt: skip
     return {"ok": True, "outcome": outcome, "result": None if too_big else result,
             "result_truncated": too_big, "report_error": resp.get("report_error")}  # fmt: skip
 
@@ -480,6 +507,15 @@ class Sandbox:
             value=payload.get("value"),
             globals=payload.get("globals") or {},
             locals=payload.get("locals"),
+            # The API path catches the code's sys.exit(n) and ends normally: n is the code's.
+            status=(("error" if int(payload["exit"]) else "ok") if "exit" in payload
+                    else str(o.get("status") or "ok")),  # fmt: skip
+            limit=o.get("limit"),
+            signal=o.get("signal"),
+            results=[DisplayResult(dict(r.get("data") or {}), bool(r.get("is_main_result")))
+                     for r in o.get("results") or ()],  # fmt: skip
+            files={str(k): base64.b64decode(v) for k, v in (o.get("files") or {}).items()},
+            files_truncated=bool(o.get("files_truncated")),
         )
         self._raise_for(o, payload, result, has_result, too_big)
         return result

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use pysandbox_core::isolate::Injection;
 use pysandbox_core::limits::parse_duration;
+use pysandbox_core::outcome::{ErrorKind, Outcome};
 use pysandbox_core::policy::Policy;
 use pysandbox_core::protocol::FromZygote;
 use pysandbox_core::run::{self, RunRequest, Source};
@@ -206,7 +207,8 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
                     match serde_json::from_str::<BatchRequest>(&line) {
                         Err(e) => {
                             let e = format!("bad request: {e}");
-                            write(&serde_json::json!({ "error": e }), false);
+                            let line = error_line(serde_json::Value::Null, ErrorKind::Policy, e);
+                            write(&line, false);
                             Next::Nothing
                         }
                         Ok(BatchRequest {
@@ -237,14 +239,7 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
                         o.id = req.id;
                         (serde_json::to_value(&o).unwrap_or_default(), false)
                     }
-                    Err(e) => {
-                        let busy = matches!(e, WarmError::Busy(_));
-                        let e = e.to_string();
-                        (
-                            serde_json::json!({"id": req.id, "error": e, "busy": busy}),
-                            true,
-                        )
-                    }
+                    Err(e) => (error_line(req.id, e.kind(), e.to_string()), true),
                 };
                 write(&answer, failure);
             });
@@ -347,4 +342,16 @@ pub fn run_files(policy: &PolicyArgs, files: &[String], json: bool) -> Result<Ex
         worst = worst.max(code);
     }
     Ok(ExitCode::from(worst))
+}
+
+/// An answer line for a request the sandbox could not carry out: the outcome schema with
+/// `status = sandbox_error` and `error` naming the kind (docs/outcome.md), and the request's id.
+pub(crate) fn error_line(
+    id: serde_json::Value,
+    kind: ErrorKind,
+    message: String,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(Outcome::sandbox_error(kind, message)).unwrap_or_default();
+    v["id"] = id;
+    v
 }

@@ -11,8 +11,9 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use pysandbox_core::isolate::Injection;
 use pysandbox_core::limits::{self, parse_duration, parse_size, Limit};
+use pysandbox_core::outcome::{ErrorKind, Outcome as RunOutcome};
 use pysandbox_core::policy::{Feature, Policy, PolicyError};
-use pysandbox_core::run::{self, JsonOutcome, RunRequest, Source};
+use pysandbox_core::run::{self, RunRequest, Source};
 use pysandbox_core::{Limits, Network, Outcome, OutputMode, Status, Stdin};
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -71,6 +72,12 @@ enum Command {
     Doctor {
         #[arg(long)]
         python: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of a run's outcome (`run --json`, `batch` lines; docs/outcome.md).
+    Schema {
+        /// Print the error-kind table instead (Markdown).
+        #[arg(long)]
+        errors: bool,
     },
 }
 
@@ -281,6 +288,14 @@ fn main() -> ExitCode {
         } => batch::worker(sessions, api, inject_failure.as_deref()),
         Command::Batch(a) => batch::batch(&a),
         Command::Doctor { python } => doctor::run(python.as_deref()),
+        Command::Schema { errors } => {
+            if errors {
+                print!("{}", pysandbox_core::outcome::error_table_markdown());
+            } else {
+                print!("{}", pysandbox_core::outcome::schema());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -326,6 +341,26 @@ fn cmd_features() -> Result<ExitCode> {
 }
 
 fn cmd_run(a: RunArgs) -> Result<ExitCode> {
+    let json = a.json && !a.warm;
+    match cmd_run_inner(a) {
+        // With --json the answer is always an outcome: a sandbox error is one too.
+        Err(e) if json => {
+            let (kind, code) = match e.downcast_ref::<PolicyError>() {
+                Some(p) if !matches!(p, PolicyError::Interpreter(_)) => {
+                    (ErrorKind::Policy, EXIT_USAGE)
+                }
+                _ => (ErrorKind::Setup, EXIT_SETUP),
+            };
+            eprintln!("pysandbox: {e:#}");
+            let o = RunOutcome::sandbox_error(kind, format!("{e:#}"));
+            println!("{}", serde_json::to_string(&o)?);
+            Ok(ExitCode::from(code))
+        }
+        r => r,
+    }
+}
+
+fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
     if a.warm {
         return batch::run_files(&a.policy, &a.script, a.json);
     }
@@ -366,7 +401,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     )?;
     if a.json {
         let mut out = std::io::stdout().lock();
-        serde_json::to_writer(&mut out, &JsonOutcome::from(&outcome))?;
+        serde_json::to_writer(&mut out, &run::outcome(&outcome))?;
         writeln!(out)?;
     } else if let Some(limit) = outcome.limit {
         eprintln!(

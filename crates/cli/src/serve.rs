@@ -12,7 +12,7 @@
 
 use anyhow::Result;
 use pysandbox_core::policy::{Policy, PolicyError};
-use pysandbox_core::run::{self, JsonOutcome, RunError, RunRequest, Source};
+use pysandbox_core::run::{self, RunError, RunRequest, Source};
 use pysandbox_core::{OutputMode, Stdin};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -136,7 +136,7 @@ fn handle(req: Request) -> Value {
     json!({
         "id": req.id,
         "ok": true,
-        "outcome": JsonOutcome::from(&outcome),
+        "outcome": run::outcome(&outcome),
         "result": result,
         "result_truncated": too_big,
         "report_error": reported.error.map(|e| e.to_string()),

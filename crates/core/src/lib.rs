@@ -10,6 +10,7 @@ pub mod jail;
 pub mod landlock;
 pub mod limits;
 pub mod mounts;
+pub mod outcome;
 pub mod paths;
 pub mod policy;
 pub mod protocol;

@@ -122,6 +122,12 @@ pub enum Report {
     SetupFailed { step: String, message: String },
     /// `pysandbox repl`: the state after an input line.
     Repl(ReplState),
+    /// The code raised this exception (uncaught): type name, message, formatted traceback.
+    Error {
+        kind: String,
+        message: String,
+        traceback: String,
+    },
 }
 
 /// Where a `pysandbox repl` session is after an input line.
@@ -195,6 +201,7 @@ pub(crate) const REPORT_RESULT: u8 = 2;
 const REPORT_DONE: u8 = 3;
 const REPORT_SETUP_FAILED: u8 = 4;
 const REPORT_REPL: u8 = 5;
+const REPORT_ERROR: u8 = 6;
 const RELAY_STDOUT: u8 = 1;
 const RELAY_STDERR: u8 = 2;
 const RELAY_REPORT: u8 = 3;
@@ -414,7 +421,16 @@ impl FromZygote {
 
 /// A message cut to fit in a frame (at a character boundary).
 fn truncated(message: &str) -> &str {
-    let max = MAX_FRAME / 2;
+    truncated_to(message, MAX_FRAME / 2)
+}
+
+/// Bounds of an `Error` frame's fields, in bytes (the bootstrap cuts them the same way), which
+/// keep the frame within [`MAX_FRAME`].
+pub const ERROR_TYPE_MAX: usize = 256;
+pub const ERROR_MESSAGE_MAX: usize = 8 * 1024;
+pub const ERROR_TRACEBACK_MAX: usize = 48 * 1024;
+
+fn truncated_to(message: &str, max: usize) -> &str {
     if message.len() <= max {
         return message;
     }
@@ -469,6 +485,14 @@ impl Report {
             Report::SetupFailed { step, message } => Writer::new(REPORT_SETUP_FAILED)
                 .bytes(step.as_bytes())
                 .bytes(truncated(message).as_bytes()),
+            Report::Error {
+                kind,
+                message,
+                traceback,
+            } => Writer::new(REPORT_ERROR)
+                .bytes(truncated_to(kind, ERROR_TYPE_MAX).as_bytes())
+                .bytes(truncated_to(message, ERROR_MESSAGE_MAX).as_bytes())
+                .bytes(truncated_to(traceback, ERROR_TRACEBACK_MAX).as_bytes()),
             Report::Repl(state) => Writer::new(REPORT_REPL).u8(match state {
                 ReplState::Ready => 0,
                 ReplState::More => 1,
@@ -494,6 +518,11 @@ impl Report {
             REPORT_SETUP_FAILED => Report::SetupFailed {
                 step: f.text()?,
                 message: f.text()?,
+            },
+            REPORT_ERROR => Report::Error {
+                kind: f.text()?,
+                message: f.text()?,
+                traceback: f.text()?,
             },
             REPORT_REPL => Report::Repl(match f.u8()? {
                 0 => ReplState::Ready,
@@ -670,6 +699,11 @@ mod tests {
                 message: "injected".into(),
             },
             Report::Repl(ReplState::More),
+            Report::Error {
+                kind: "ZeroDivisionError".into(),
+                message: "division by zero".into(),
+                traceback: "Traceback (most recent call last):\n".into(),
+            },
         ];
         let bytes: Vec<u8> = reports.iter().flat_map(|r| r.encode()).collect();
         let (got, reader) = decode_reports(&bytes, 1024);

@@ -2,10 +2,10 @@
 
 use crate::jail::JailSpec;
 use crate::limits::Limit;
+use crate::outcome::ErrorInfo;
 use crate::protocol::{decode_reports, FrameError, Report};
 use crate::supervisor::{self, Launch, Outcome, OutputMode, Status, Stdin, SupervisorError};
 use crate::sys;
-use serde::Serialize;
 use std::io;
 use std::path::PathBuf;
 
@@ -149,6 +149,8 @@ pub struct Reported {
     pub result_truncated: bool,
     /// The report stopped decoding here (bytes the code wrote on its own).
     pub error: Option<FrameError>,
+    /// The exception the code raised, as the bootstrap described it.
+    pub exception: Option<ErrorInfo>,
 }
 
 /// Decode a whole report, keeping a result of at most `result_max` bytes.
@@ -165,6 +167,17 @@ pub fn reported(report: &[u8], result_max: usize) -> Reported {
                 r.limit.get_or_insert(l);
             }
             Report::Result(data) => r.result = Some(data),
+            Report::Error {
+                kind,
+                message,
+                traceback,
+            } => {
+                r.exception = Some(ErrorInfo {
+                    kind,
+                    message,
+                    traceback,
+                })
+            }
             Report::Done { .. } | Report::SetupFailed { .. } | Report::Repl(_) => {}
         }
     }
@@ -175,40 +188,33 @@ pub fn reported(report: &[u8], result_max: usize) -> Reported {
     r
 }
 
-/// The machine-readable form of an [`Outcome`] (`pysandbox run --json`, warm answers).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct JsonOutcome {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub limit: Option<Limit>,
-    pub cpu_time: f64,
-    pub wall_time: f64,
-    pub peak_memory: u64,
-    pub stdout: String,
-    pub stdout_truncated: bool,
-    pub stderr: String,
-    pub stderr_truncated: bool,
-}
-
-impl From<&Outcome> for JsonOutcome {
-    fn from(o: &Outcome) -> Self {
-        let (exit_code, signal) = match o.status {
-            Status::Exited(c) => (Some(c), None),
-            Status::Signaled(s) => (None, Some(s)),
-            Status::Killed => (None, Some(libc::SIGKILL)),
-        };
-        JsonOutcome {
-            exit_code,
-            signal,
-            limit: o.limit,
-            cpu_time: o.cpu_time.as_secs_f64(),
-            wall_time: o.wall_time.as_secs_f64(),
-            peak_memory: o.peak_memory,
-            stdout: String::from_utf8_lossy(&o.stdout.data).into_owned(),
-            stdout_truncated: o.stdout.truncated,
-            stderr: String::from_utf8_lossy(&o.stderr.data).into_owned(),
-            stderr_truncated: o.stderr.truncated,
-        }
+/// The outcome of a cold run, as every front end shows it ([`crate::outcome::Outcome`]).
+pub fn outcome(o: &Outcome) -> crate::outcome::Outcome {
+    let (exit_code, signal) = match o.status {
+        Status::Exited(c) => (Some(c), None),
+        Status::Signaled(s) => (None, Some(s)),
+        Status::Killed => (None, Some(libc::SIGKILL)),
+    };
+    let reported = reported(&o.report, 0);
+    crate::outcome::Outcome {
+        status: crate::outcome::Outcome::status_of(o.limit, exit_code, signal),
+        limit: o.limit,
+        exit_code,
+        signal,
+        stdout: String::from_utf8_lossy(&o.stdout.data).into_owned(),
+        stdout_truncated: o.stdout.truncated,
+        stderr: String::from_utf8_lossy(&o.stderr.data).into_owned(),
+        stderr_truncated: o.stderr.truncated,
+        // The code's own account, believed only when its end agrees: it raised, or exited 1.
+        error: reported
+            .exception
+            .filter(|_| exit_code.is_some_and(|c| c != 0)),
+        results: Vec::new(),
+        files: Default::default(),
+        files_truncated: false,
+        wall_time: o.wall_time.as_secs_f64(),
+        cpu_time: o.cpu_time.as_secs_f64(),
+        peak_memory: o.peak_memory,
     }
 }
 

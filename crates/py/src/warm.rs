@@ -77,6 +77,29 @@ fn outcome_dict(py: Python<'_>, o: &WarmOutcome) -> PyResult<PyObject> {
     d.set_item("stdout_truncated", r.stdout_truncated)?;
     d.set_item("stderr", &r.stderr)?;
     d.set_item("stderr_truncated", r.stderr_truncated)?;
+    let name = |v: serde_json::Result<Value>| v.ok().and_then(|v| v.as_str().map(str::to_string));
+    d.set_item("status", name(serde_json::to_value(r.status)))?;
+    let error = match &r.error {
+        None => py.None(),
+        Some(e) => {
+            let e_d = PyDict::new(py);
+            e_d.set_item("type", &e.kind)?;
+            e_d.set_item("message", &e.message)?;
+            e_d.set_item("traceback", &e.traceback)?;
+            e_d.into_any().unbind()
+        }
+    };
+    d.set_item("error", error)?;
+    let results = pyo3::types::PyList::empty(py);
+    for x in &r.results {
+        let item = PyDict::new(py);
+        item.set_item("data", x.data.clone().into_pyobject(py)?)?;
+        item.set_item("is_main_result", x.is_main_result)?;
+        results.append(item)?;
+    }
+    d.set_item("results", results)?;
+    d.set_item("files", r.files.clone().into_pyobject(py)?)?;
+    d.set_item("files_truncated", r.files_truncated)?;
     Ok(d.into_any().unbind())
 }
 

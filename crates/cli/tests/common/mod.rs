@@ -458,7 +458,8 @@ impl Combo {
             let a = b
                 .answer(id)
                 .unwrap_or_else(|| panic!("{self}: no answer to line {id}; {}", context()));
-            if let Some(e) = a.get("error") {
+            if a["status"] == "sandbox_error" {
+                let e = &a["error"];
                 panic!("{self}: line {id} got an error answer: {e}; {}", context());
             }
             serde_json::from_value::<Outcome>(a.clone())

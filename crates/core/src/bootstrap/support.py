@@ -52,12 +52,40 @@ def run(mode, main, src, name, boot):
 
 
 def failed(exc, name, src, boot):
-    # The code raised: report a limit it hit, print its traceback, exit 1.
+    # The code raised: report a limit it hit, print its traceback, tell the host, exit 1.
     import sys
 
     _pysandbox_report_limit(exc)
-    _pysandbox_traceback(exc, name, src, boot)
+    _pysandbox_raised(exc, name, src, boot)
     sys.exit(1)
+
+
+def _pysandbox_raised(exc, name, src, boot):
+    # The code's uncaught exception: its traceback on stderr, as Python prints it, and an Error
+    # frame (type, message, traceback) on the report pipe for the outcome's `error`.
+    import sys
+
+    info = _pysandbox_describe(exc, name, src, boot)
+    try:
+        sys.stderr.write(info["traceback"])
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    _pysandbox_report_error(info)
+
+
+def _pysandbox_report_error(info):
+    # Each field cut to the host's bound (crates/core/src/protocol.rs: ERROR_*_MAX), whole
+    # characters only.
+    def cut(text, size):
+        return text.encode("utf-8", "replace")[:size].decode("utf-8", "ignore").encode()
+
+    payload = (_pysandbox_field(cut(info["type"], 256)) + _pysandbox_field(cut(info["message"], 8192))
+               + _pysandbox_field(cut(info["traceback"], 49152)))  # fmt: skip
+    try:
+        _pysandbox_write(_pysandbox_frame(6, payload))
+    except OSError:
+        pass
 
 
 def _pysandbox_json(text):
@@ -294,6 +322,7 @@ def _pysandbox_api(ns, src, name, boot, request=None):
             ns.clear()
         _pysandbox_report_limit(exc)
         result = {"error": _pysandbox_describe(exc, name, src, boot)}
+        _pysandbox_report_error(result["error"])
     try:
         text = json.dumps(_pysandbox_encode(result), ensure_ascii=True, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:

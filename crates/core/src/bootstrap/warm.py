@@ -257,7 +257,7 @@ def _warm_request(fields, session, warm=False):
         if is_int(exc, MemoryError):
             ns.clear()
         _pysandbox_report_limit(exc)
-        _pysandbox_traceback(exc, name, src, _W["boot"])
+        _pysandbox_raised(exc, name, src, _W["boot"])
         status = 1
     if session:
         # The code may have replaced builtins or sys's streams: put back what the next call

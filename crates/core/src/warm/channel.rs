@@ -9,8 +9,8 @@
 
 use super::tree;
 use crate::limits::Limit;
+use crate::outcome::{ErrorInfo, Outcome};
 use crate::protocol::{FrameError, Report, ReportReader};
-use crate::run::JsonOutcome;
 use crate::sys;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -100,6 +100,8 @@ pub(crate) struct Exchange {
     pub stderr_truncated: bool,
     /// Limits the bootstrap reported (`Limit` frames).
     pub limits: Vec<Limit>,
+    /// The exception the code raised, as the bootstrap described it (`Error` frame).
+    pub exception: Option<ErrorInfo>,
     pub result: Option<Vec<u8>>,
     pub result_truncated: bool,
     pub done: Option<Done>,
@@ -296,6 +298,7 @@ pub(crate) fn exchange(
         stdout: out.data,
         stderr: err.data,
         limits: Vec::new(),
+        exception: None,
         result: None,
         result_truncated: reader.result_truncated,
         done: None,
@@ -326,6 +329,17 @@ pub(crate) fn exchange(
                 })
             }
             Report::SetupFailed { step, message } => x.setup_failed = Some((step, message)),
+            Report::Error {
+                kind,
+                message,
+                traceback,
+            } => {
+                x.exception = Some(ErrorInfo {
+                    kind,
+                    message,
+                    traceback,
+                })
+            }
             // Not a warm request's (the repl's): the code's own bytes, ignored.
             Report::Repl(_) => {}
         }
@@ -336,7 +350,7 @@ pub(crate) fn exchange(
 /// The outcome of an exchange: from the child's closing frame, or else from its status as the
 /// zygote saw it (`exit`; `None` when that never came: an anomaly of the worker). Also whether
 /// the worker is to be replaced.
-pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (JsonOutcome, bool) {
+pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (Outcome, bool) {
     let reported = x.limits.first().copied();
     let mut anomaly = x.stuck;
     let (exit_code, signal, cpu, maxrss, mut limit) = match (x.done, exit) {
@@ -373,17 +387,26 @@ pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (Jso
     if limit.is_none() && (x.stdout_truncated || x.stderr_truncated) {
         limit = Some(Limit::Output);
     }
-    let o = JsonOutcome {
+    let o = Outcome {
+        status: Outcome::status_of(limit, exit_code, signal),
+        limit,
         exit_code,
         signal,
-        limit,
-        cpu_time: cpu,
-        wall_time: x.wall.as_secs_f64(),
-        peak_memory: maxrss * 1024,
         stdout: String::from_utf8_lossy(&x.stdout).into_owned(),
         stdout_truncated: x.stdout_truncated,
         stderr: String::from_utf8_lossy(&x.stderr).into_owned(),
         stderr_truncated: x.stderr_truncated,
+        // The code's own account, believed only when its end agrees: it exited non-zero.
+        error: x
+            .exception
+            .clone()
+            .filter(|_| exit_code.is_some_and(|c| c != 0)),
+        results: Vec::new(),
+        files: Default::default(),
+        files_truncated: false,
+        wall_time: x.wall.as_secs_f64(),
+        cpu_time: cpu,
+        peak_memory: maxrss * 1024,
     };
     (o, anomaly)
 }

@@ -34,8 +34,8 @@ pub use zygote::{
     LIBRARY_NAME,
 };
 
+use crate::outcome::Outcome;
 use crate::policy::PolicyError;
-use crate::run::JsonOutcome;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -65,6 +65,21 @@ pub enum WarmError {
     /// is replaced.
     #[error("sandbox setup failed: {step}: {message}")]
     Isolation { step: String, message: String },
+}
+
+impl WarmError {
+    /// Its row of the error-kind table ([`crate::outcome::ERROR_TABLE`]).
+    pub fn kind(&self) -> crate::outcome::ErrorKind {
+        use crate::outcome::ErrorKind;
+        match self {
+            WarmError::Policy(_) | WarmError::Refused(_) => ErrorKind::Policy,
+            WarmError::Start { .. } => ErrorKind::Setup,
+            WarmError::Busy(_) => ErrorKind::Busy,
+            WarmError::Closed | WarmError::SessionEnded(_) => ErrorKind::Closed,
+            WarmError::Worker(_) | WarmError::Hung(_) => ErrorKind::Worker,
+            WarmError::Isolation { .. } => ErrorKind::Isolation,
+        }
+    }
 }
 
 /// One request: code to run in a fresh child (or a session's), with what goes with it.
@@ -115,7 +130,7 @@ pub struct WarmOutcome {
     #[serde(default)]
     pub id: serde_json::Value,
     #[serde(flatten)]
-    pub run: JsonOutcome,
+    pub run: Outcome,
     /// Something was wrong with the worker itself: it is replaced.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anomaly: bool,
