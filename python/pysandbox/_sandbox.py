@@ -284,6 +284,32 @@ def _short(s: str) -> str:
     return repr(s[:40]) + ("..." if len(s) > 40 else "")
 
 
+def _files(files: Optional[Dict[str, Any]]) -> Optional[List[Any]]:
+    """``files`` as (name, bytes) pairs: str contents are UTF-8."""
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        raise TypeError(f"files must be a dict of name to bytes or str, got {type(files).__name__}")
+    out = []
+    for name, content in files.items():
+        if not isinstance(name, str):
+            raise TypeError(f"files: a name must be a str, got {type(name).__name__}")
+        if isinstance(content, str):
+            content = content.encode()
+        if not isinstance(content, (bytes, bytearray, memoryview)):
+            raise TypeError(f"files[{name!r}]: bytes or str, got {type(content).__name__}")
+        out.append((name, bytes(content)))
+    return out
+
+
+def _globs(collect: Optional[List[str]]) -> Optional[List[str]]:
+    if collect is None:
+        return None
+    if isinstance(collect, str) or not all(isinstance(g, str) for g in collect):
+        raise TypeError("collect must be a list of glob strings, e.g. ['*.png']")
+    return list(collect)
+
+
 def _signal_name(n: int) -> str:
     try:
         return _signal.Signals(n).name
@@ -342,16 +368,20 @@ class Sandbox:
         locals: Optional[Dict[str, Any]] = None,
         *,
         stdin: Optional[str] = None,
+        files: Optional[Dict[str, Any]] = None,
+        collect: Optional[List[str]] = None,
     ) -> Result:
         """Run ``code`` like ``exec(code, globals, locals)``, in the sandbox.
 
         The dicts are copied in (data values only) and never changed; the updated copies are in
-        ``Result.globals`` and ``Result.locals``.
+        ``Result.globals`` and ``Result.locals``. ``files`` (name → bytes or str) are placed in
+        the working directory first; the files matching ``collect`` (globs relative to it, e.g.
+        ``"*.png"``, ``"out/*.csv"``) come back in ``Result.files``.
         """
         data: Dict[str, Any] = {"globals": dict(globals or {})}
         if locals is not None:
             data["locals"] = dict(locals)
-        return self._run("exec", code, data, stdin)
+        return self._run("exec", code, data, stdin, _files(files), _globs(collect))
 
     def eval(
         self,
@@ -425,13 +455,15 @@ class Sandbox:
 
     # The work ------------------------------------------------------------------------------
 
-    def _run(self, op: str, code: str, data: Dict[str, Any], stdin: Optional[str]) -> Result:
+    def _run(self, op: str, code: str, data: Dict[str, Any], stdin: Optional[str],
+             files: Optional[List[Any]] = None, collect: Optional[List[str]] = None) -> Result:  # fmt: skip
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, got {type(code).__name__}")
         if self._warm is not None:
             # One native call: the data encoded, the outcome and the decoded result back.
             o, payload, has_result, too_big = _warm_call(
-                self._warm.call, op, code, stdin, data, self.config.max_result)  # fmt: skip
+                self._warm.call, op, code, stdin, data, self.config.max_result, files,
+                collect)  # fmt: skip
             # ``payload`` is None without a result, and when the result decoded to None.
             return self._finish(o, payload if has_result and not too_big else {}, has_result,
                                 too_big)  # fmt: skip
@@ -447,6 +479,8 @@ class Sandbox:
             "stdin": stdin,
             "input": json.loads(data_in),
             "result_max": self.config.max_result,
+            "files": {name: base64.b64encode(content).decode() for name, content in files or ()},
+            "collect": collect or [],
         }
         helper = self._pool.acquire()
         healthy = False
@@ -576,12 +610,17 @@ class Session:
         _WARM.add(self._native)
         self._checker = Sandbox(config)
 
-    def execute(self, code: str, *, stdin: Optional[str] = None) -> Result:
-        """Run ``code`` in the session's namespace."""
+    def execute(self, code: str, *, stdin: Optional[str] = None,
+                files: Optional[Dict[str, Any]] = None,
+                collect: Optional[List[str]] = None) -> Result:  # fmt: skip
+        """Run ``code`` in the session's namespace (its working directory is kept between calls;
+        ``files`` and ``collect`` as in :meth:`Sandbox.execute`)."""
         if self._native is None:
             raise SandboxError(f"the session has ended: {self._ended}")
+        request = {"code": code, "stdin": stdin, "collect": _globs(collect) or [],
+                   "files": {n: base64.b64encode(c).decode() for n, c in _files(files) or ()}}  # fmt: skip
         try:
-            resp = json.loads(_warm_call(self._native.execute, json.dumps({"code": code, "stdin": stdin})))
+            resp = json.loads(_warm_call(self._native.execute, json.dumps(request)))
         except SandboxError as e:
             self.close(str(e).replace("the session has ended: ", "", 1))
             raise

@@ -90,3 +90,25 @@ def test_the_package_result_carries_the_outcome():
     with Sandbox(SandboxConfig(preset="stdlib"), pool=True, workers=1) as w:
         r = w.execute("print(1)")
         assert (r.status, r.limit, r.signal, r.results, r.files) == ("ok", None, None, [], {})
+
+
+@pytest.mark.parametrize("mode", ["cold", "warm", "session"])
+def test_files_in_and_out(mode):
+    cfg = SandboxConfig(preset="stdlib")
+    code = ("import csv\nrows = list(csv.reader(open('data.csv')))\n"
+            "open('out/n.txt', 'w').write(str(len(rows)))\nopen('img.png', 'wb').write(b'\\x89PNG')")  # fmt: skip
+    files = {"data.csv": "a,b\n1,2\n3,4\n", "out/keep": b""}
+    if mode == "session":
+        with Sandbox(cfg).session() as s:
+            r = s.execute(code, files=files, collect=["*.png", "out/*.txt"])
+            # The working directory is the session's: a later call sees the files.
+            assert s.execute("print(open('out/n.txt').read())").stdout == "3\n"
+    else:
+        with Sandbox(cfg, pool=mode == "warm", workers=1) as s:
+            r = s.execute(code, files=files, collect=["*.png", "out/*.txt"])
+    assert r.files == {"img.png": b"\x89PNG", "out/n.txt": b"3"}, (mode, r)
+    assert not r.files_truncated
+    with pytest.raises(pysandbox.PolicyError, match="'..' component"):
+        Sandbox(cfg).execute("1", files={"../x": b""})
+    with pytest.raises(TypeError, match="bytes or str"):
+        Sandbox(cfg).execute("1", files={"x": 3})

@@ -8,7 +8,7 @@ use clap::Args;
 use pysandbox_core::isolate::Injection;
 use pysandbox_core::limits::parse_duration;
 use pysandbox_core::outcome::{ErrorKind, Outcome};
-use pysandbox_core::policy::Policy;
+use pysandbox_core::policy::{Policy, PolicyError};
 use pysandbox_core::protocol::FromZygote;
 use pysandbox_core::run::{self, RunRequest, Source};
 use pysandbox_core::warm::{self, Pool, PoolOptions, WarmError};
@@ -118,6 +118,7 @@ pub fn worker(sessions: bool, api: bool, inject: Option<&str>) -> Result<ExitCod
             api: None,
             warm: Some(cfg),
             direct_stdout: Some(stdout_fd),
+            extras: Default::default(),
         },
     );
     match outcome {
@@ -145,12 +146,12 @@ pub struct BatchArgs {
 struct BatchRequest {
     #[serde(default)]
     id: serde_json::Value,
-    code: String,
-    #[serde(default)]
-    stdin: Option<String>,
     /// Lines naming the same session run in input order in one warm session (state kept).
     #[serde(default)]
     session: Option<String>,
+    /// `code`, `stdin`, `files` (name → base64), `collect` (globs).
+    #[serde(flatten)]
+    req: warm::Request,
 }
 
 /// What a thread does with the line it read.
@@ -168,6 +169,7 @@ enum Next {
 /// line carries the id and the outcome fields of `run --json` (in completion order).
 pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
     let policy = a.policy.policy()?;
+    let tmp_size = policy.effective_limits().tmp_size;
     let exe = std::env::current_exe().context("finding the pysandbox binary")?;
     let mut opts = PoolOptions::new(exe.clone());
     if let Some(n) = a.workers {
@@ -213,11 +215,10 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
                         }
                         Ok(BatchRequest {
                             id,
-                            code,
-                            stdin,
                             session: Some(name),
+                            req,
                         }) => {
-                            if sessions.enqueue(&name, Line { id, code, stdin }) {
+                            if sessions.enqueue(&name, Line { id, req }) {
                                 Next::Drive(name)
                             } else {
                                 Next::Nothing
@@ -234,7 +235,11 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
                     }
                     Next::Nothing => continue,
                 };
-                let (answer, failure) = match pool.run(&req.code, req.stdin.as_deref()) {
+                let run = match req.req.check(tmp_size) {
+                    Ok(()) => pool.run_request(&req.req),
+                    Err(e) => Err(WarmError::Policy(PolicyError::Parse(e))),
+                };
+                let (answer, failure) = match run {
                     Ok(mut o) => {
                         o.id = req.id;
                         (serde_json::to_value(&o).unwrap_or_default(), false)

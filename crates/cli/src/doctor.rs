@@ -123,6 +123,7 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 api: None,
                 warm: None,
                 direct_stdout: None,
+                extras: Default::default(),
             };
             match run::run(&spec, req) {
                 Ok(o) if o.status == Status::Exited(0) && o.stdout.data == b"42\n" => line(

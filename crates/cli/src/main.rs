@@ -14,6 +14,7 @@ use pysandbox_core::limits::{self, parse_duration, parse_size, Limit};
 use pysandbox_core::outcome::{ErrorKind, Outcome as RunOutcome};
 use pysandbox_core::policy::{Feature, Policy, PolicyError};
 use pysandbox_core::run::{self, RunRequest, Source};
+use pysandbox_core::warm;
 use pysandbox_core::{Limits, Network, Outcome, OutputMode, Status, Stdin};
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -243,6 +244,17 @@ struct RunArgs {
     /// child, and print their outputs in order (`--json`: one line per script).
     #[arg(long, conflicts_with = "code")]
     warm: bool,
+    /// Place a host file in the working directory before the code runs: PATH (under its base
+    /// name) or NAME=PATH; repeatable. Counted in the /tmp size.
+    #[arg(long = "file", value_name = "[NAME=]PATH")]
+    files: Vec<String>,
+    /// Send back the files whose path (relative to the working directory) matches GLOB after
+    /// the run (`*` also crosses `/`); repeatable. In --json as `files` (base64).
+    #[arg(long = "collect", value_name = "GLOB")]
+    collect: Vec<String>,
+    /// Also write the collected files under DIR (never outside it, whatever their names).
+    #[arg(long, value_name = "DIR", requires = "collect")]
+    collect_dir: Option<PathBuf>,
     #[command(flatten)]
     policy: PolicyArgs,
     /// The script, then its arguments.
@@ -371,6 +383,14 @@ fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
     };
     let mut resolved = a.policy.policy()?.resolve()?;
     resolved.spec.inject = a.policy.injection()?.map(|i| i.step);
+    let files = read_files(&a.files)?;
+    warm::check_inputs(&files, &a.collect, resolved.spec.limits.tmp_size)
+        .map_err(PolicyError::Parse)?;
+    if let Some(dir) = &a.collect_dir {
+        if !dir.is_dir() {
+            return usage(format!("--collect-dir {}: not a directory", dir.display()));
+        }
+    }
     let stdin = if resolved.stdin {
         let fd: OwnedFd = std::io::stdin()
             .lock()
@@ -397,11 +417,39 @@ fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
             api: None,
             warm: None,
             direct_stdout: None,
+            extras: run::RunExtras {
+                files,
+                collect: a.collect.clone(),
+                cell: false,
+            },
         },
     )?;
+    let view = run::outcome(&outcome);
+    if let Some(dir) = &a.collect_dir {
+        for (name, data) in &view.files {
+            let data = pysandbox_core::outcome::base64_decode(data).unwrap_or_default();
+            // A name that would leave DIR, or a symlink already in DIR, is refused: that file
+            // is not written (the others are).
+            if let Err(e) = pysandbox_core::paths::write_beneath(dir, name, &data) {
+                eprintln!("pysandbox: {name} not written under {}: {e}", dir.display());
+            }
+        }
+        if !a.json {
+            eprintln!(
+                "pysandbox: {} file(s) collected into {}{}",
+                view.files.len(),
+                dir.display(),
+                if view.files_truncated {
+                    " (some left out: too many or too large)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     if a.json {
         let mut out = std::io::stdout().lock();
-        serde_json::to_writer(&mut out, &run::outcome(&outcome))?;
+        serde_json::to_writer(&mut out, &view)?;
         writeln!(out)?;
     } else if let Some(limit) = outcome.limit {
         eprintln!(
@@ -412,6 +460,30 @@ fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
     // Exit without waiting for the jail's teardown (see `Reaper`): the system reaps it.
     std::io::stdout().flush()?;
     std::process::exit(i32::from(exit_code(&outcome)))
+}
+
+/// The files of `--file`: `PATH` (named after its base name) or `NAME=PATH`, read with the
+/// caller's rights.
+fn read_files(specs: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, path) = match spec.split_once('=') {
+                Some((n, p)) => (n.to_string(), PathBuf::from(p)),
+                None => {
+                    let p = PathBuf::from(spec);
+                    let base = p
+                        .file_name()
+                        .map(|b| b.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (base, p)
+                }
+            };
+            let data = std::fs::read(&path)
+                .with_context(|| format!("--file: reading {}", path.display()))?;
+            Ok((name, data))
+        })
+        .collect()
 }
 
 trait DupFd {

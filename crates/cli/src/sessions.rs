@@ -15,8 +15,7 @@ use std::time::Duration;
 /// One line of a session, waiting for its turn.
 pub struct Line {
     pub id: Value,
-    pub code: String,
-    pub stdin: Option<String>,
+    pub req: Request,
 }
 
 enum State {
@@ -127,8 +126,7 @@ impl<'a> Sessions<'a> {
             }
             _ => unreachable!("opened above"),
         };
-        let req = Request::new(None, &line.code, line.stdin.as_deref());
-        let result = session.execute_request(&req);
+        let result = session.execute_request(&line.req);
         let open = session.is_open();
         let (answer, why) = match result {
             Ok(mut o) => {

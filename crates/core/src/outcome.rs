@@ -127,6 +127,136 @@ impl Outcome {
     }
 }
 
+/// Files and rich outputs a run sends back (its `File`, `FilesTruncated` and `Display` report
+/// frames), gathered within their bounds for its outcome. Everything here is the code's own
+/// data; names are checked ([`check_file_name`]) before anything uses them.
+#[derive(Debug, Default, Clone)]
+pub struct Extras {
+    pub files: BTreeMap<String, Vec<u8>>,
+    pub files_truncated: bool,
+    pub results: Vec<RichResult>,
+    bytes: usize,
+}
+
+impl Extras {
+    /// Take one frame's worth; false if it was not one of these.
+    pub fn take(&mut self, r: &crate::protocol::Report) -> bool {
+        use crate::limits::{MAX_FILES_OUT, MAX_FILES_OUT_BYTES};
+        use crate::protocol::Report;
+        match r {
+            Report::File { name, data } => {
+                let fits = self.files.len() < MAX_FILES_OUT
+                    && self.bytes + data.len() <= MAX_FILES_OUT_BYTES;
+                if check_file_name(name).is_err() || !fits || self.files.contains_key(name) {
+                    self.files_truncated = true;
+                } else {
+                    self.bytes += data.len();
+                    self.files.insert(name.clone(), data.clone());
+                }
+            }
+            Report::FilesTruncated => self.files_truncated = true,
+            Report::Display(json) => match serde_json::from_slice::<RichResult>(json) {
+                Ok(r) if self.results.len() < 1000 => self.results.push(r),
+                _ => {}
+            },
+            _ => return false,
+        }
+        true
+    }
+
+    /// Put them in `o` (files as base64).
+    pub fn fill(self, o: &mut Outcome) {
+        o.files = self
+            .files
+            .into_iter()
+            .map(|(k, v)| (k, base64_encode(&v)))
+            .collect();
+        o.files_truncated = self.files_truncated;
+        o.results = self.results;
+    }
+}
+
+/// A file name a run may be given or send back: relative, `/`-separated components, none empty,
+/// `.` or `..`, no NUL, at most 255 bytes a component and 4096 in all. The error says which.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("an empty file name".into());
+    }
+    if name.len() > 4096 {
+        return Err(format!(
+            "a file name of {} bytes (at most 4096)",
+            name.len()
+        ));
+    }
+    if name.contains('\0') {
+        return Err(format!("{name:?} contains a NUL byte"));
+    }
+    if name.starts_with('/') {
+        return Err(format!(
+            "'{name}' is absolute: give a name relative to the working directory"
+        ));
+    }
+    for c in name.split('/') {
+        match c {
+            "" => return Err(format!("'{name}' has an empty component")),
+            "." | ".." => return Err(format!("'{name}' has a '{c}' component")),
+            c if c.len() > 255 => return Err(format!("'{name}' has a component over 255 bytes")),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Standard base64 with padding (files in outcomes, as JSON carries them).
+pub fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Decode standard base64 (padding optional); `None` for anything else.
+pub fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let t = text.trim_end_matches('=').as_bytes();
+    if t.len() % 4 == 1 || text.len() - t.len() > 2 {
+        return None;
+    }
+    let mut out = Vec::with_capacity(t.len() * 3 / 4);
+    for chunk in t.chunks(4) {
+        let mut n = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            n |= val(c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
+}
+
 /// Everything that can go wrong, and what each front end makes of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -272,6 +402,43 @@ mod tests {
         assert_eq!(s(Some(Limit::Wall), None, Some(9)), RunStatus::Limit);
         assert_eq!(s(None, None, Some(11)), RunStatus::Crashed);
         assert_eq!(s(None, None, None), RunStatus::SandboxError);
+    }
+
+    #[test]
+    fn base64_round_trips() {
+        for data in [
+            &b""[..],
+            b"a",
+            b"ab",
+            b"abc",
+            b"abcd",
+            &[0u8, 255, 128, 7, 9],
+        ] {
+            let e = base64_encode(data);
+            assert_eq!(base64_decode(&e).as_deref(), Some(data), "{e}");
+        }
+        assert_eq!(base64_encode(b"hello"), "aGVsbG8=");
+        assert_eq!(base64_decode("aGVsbG8"), Some(b"hello".to_vec()));
+        assert!(base64_decode("a").is_none() && base64_decode("!!!!").is_none());
+    }
+
+    #[test]
+    fn file_names() {
+        for ok in ["a.csv", "out/b.png", "x y/.hidden"] {
+            assert!(check_file_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../b",
+            "a//b",
+            "./a",
+            "a\0b",
+            "a/",
+        ] {
+            assert!(check_file_name(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -107,6 +107,8 @@ fn outcome_dict(py: Python<'_>, o: &WarmOutcome) -> PyResult<PyObject> {
 #[pyclass(frozen, weakref)]
 pub struct WarmPool {
     pool: Pool,
+    /// The policy's /tmp size, which bounds the files given.
+    tmp_size: u64,
 }
 
 #[pymethods]
@@ -129,17 +131,19 @@ impl WarmPool {
         o.max_queue = max_queue;
         o.recycle_after = recycle_after;
         o.warm_up = WarmUp::Api;
+        let tmp_size = policy.effective_limits().tmp_size;
         let pool = py
             .allow_threads(|| Pool::new(policy, o))
             .map_err(warm_failure)?;
-        Ok(WarmPool { pool })
+        Ok(WarmPool { pool, tmp_size })
     }
 
     /// The package's exec/eval/call in a fresh isolated child, without a text protocol on
     /// either side: `data` (names to values) is encoded here, the outcome comes back as a dict
     /// with the API result decoded. Returns `(outcome, payload, has_result, too_big)`: `payload`
     /// is the decoded result (`None` without one, or when it is longer than `max_result`).
-    #[pyo3(signature = (op, code, stdin, data, max_result))]
+    #[pyo3(signature = (op, code, stdin, data, max_result, files = None, collect = None))]
+    #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
         py: Python<'_>,
@@ -148,6 +152,8 @@ impl WarmPool {
         stdin: Option<&str>,
         data: &Bound<'_, PyDict>,
         max_result: usize,
+        files: Option<Vec<(String, Vec<u8>)>>,
+        collect: Option<Vec<String>>,
     ) -> PyResult<(PyObject, PyObject, bool, bool)> {
         let mut pairs = Vec::with_capacity(data.len());
         for (k, v) in data.iter() {
@@ -162,6 +168,9 @@ impl WarmPool {
         api.insert("input".into(), Value::Object(input));
         let mut req = Request::new(None, code, stdin);
         req.api = Some(Value::Object(api));
+        req.files = files.unwrap_or_default();
+        req.collect = collect.unwrap_or_default();
+        req.check(self.tmp_size).map_err(|e| failure("policy", e))?;
         // The result's JSON is parsed with the GIL released too; only building the Python
         // value needs it.
         let (out, parsed) = py
@@ -217,6 +226,7 @@ impl WarmPool {
 #[pyclass(frozen, weakref)]
 pub struct WarmSession {
     session: Mutex<Session>,
+    tmp_size: u64,
 }
 
 #[pymethods]
@@ -229,6 +239,7 @@ impl WarmSession {
             Duration::try_from_secs_f64(v.max(0.001))
                 .map_err(|e| failure("request", format!("bad {what}: {e}")))
         };
+        let tmp_size = policy.effective_limits().tmp_size;
         let mut opts = SessionOptions::new(seconds("idle timeout", idle)?);
         opts.lifetime = seconds("lifetime", lifetime)?;
         opts.warm_up = WarmUp::Api;
@@ -239,12 +250,14 @@ impl WarmSession {
             .map_err(warm_failure)?;
         Ok(WarmSession {
             session: Mutex::new(session),
+            tmp_size,
         })
     }
 
     /// Run one request (JSON) in the session; the outcome as JSON.
     fn execute(&self, py: Python<'_>, request: &str) -> PyResult<String> {
         let req = parse_request(request)?;
+        req.check(self.tmp_size).map_err(|e| failure("policy", e))?;
         let out = py
             .allow_threads(|| {
                 self.session

@@ -22,11 +22,18 @@ class _pysandbox_limited:
 
 
 def run(mode, main, src, name, boot):
-    # Modes other than the fast path: the guard (configuration on descriptor 6), the repl.
+    # Modes other than the fast path: the guard (configuration on descriptor 6), the repl, the
+    # package's API, a warm zygote, and "extras" (descriptor 8: a Request frame with files to
+    # place before the code, globs of files to send back after it, cell mode).
     import builtins
     import sys
 
     ns = main.__dict__
+    extras = None
+    if "extras" in mode:
+        with open(8, "rb") as f:
+            extras = _pysandbox_request(f.read()[4:])
+        _pysandbox_files_in(extras["files"])
     if "guard" in mode and "warm" not in mode:
         with open(6, "rb") as f:
             _pysandbox_guard(ns, f.read().decode())
@@ -35,20 +42,24 @@ def run(mode, main, src, name, boot):
         builtins.help = _pysandbox_help
     if "repl" in mode:
         return _pysandbox_repl(ns, boot)
-    if "api" in mode:
-        return _pysandbox_api(ns, src, name, boot)
     if "warm" in mode:
         return _pysandbox_warm(ns, boot)
     try:
-        code = compile(src, name, "exec", dont_inherit=True)
-        with _pysandbox_limited():
-            exec(code, ns)
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        if isinstance(exc, MemoryError):
-            ns.clear()
-        failed(exc, name, src, boot)
+        if "api" in mode:
+            return _pysandbox_api(ns, src, name, boot)
+        try:
+            code = compile(src, name, "exec", dont_inherit=True)
+            with _pysandbox_limited():
+                exec(code, ns)
+        except SystemExit:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, MemoryError):
+                ns.clear()
+            failed(exc, name, src, boot)
+    finally:
+        if extras is not None and extras["collect"]:
+            _pysandbox_collect(extras["collect"])
 
 
 def failed(exc, name, src, boot):
@@ -129,6 +140,118 @@ def _pysandbox_write(data):
     view = _VIEW(data)
     while view:
         view = view[os.write(4, view):]
+
+
+def _pysandbox_request(body):
+    # A Request frame's body (after its length; docs/protocol.md) as a dict: code, name, stdin,
+    # api, files [(name, bytes)], collect [glob], cell.
+    at = [1]
+
+    def take(n):
+        start = at[0]
+        at[0] += n
+        return body[start : start + n]
+
+    def field():
+        return take(int.from_bytes(take(4), "little"))
+
+    def optional():
+        return field() if take(1) == b"\x01" else None
+
+    if body[:1] != b"\x01":
+        raise ValueError("not a request frame")
+    r = {"code": field(), "name": field(), "stdin": optional(), "api": optional()}
+    r["files"] = [(field().decode(), field()) for _ in range(int.from_bytes(take(4), "little"))]
+    r["collect"] = [field().decode() for _ in range(int.from_bytes(take(4), "little"))]
+    r["cell"] = take(1) == b"\x01"
+    return r
+
+
+def _pysandbox_files_in(files):
+    # The files given with the request, in the working directory (the host checked the names:
+    # relative, no "..", no empty component). They count in the size of /tmp like any other.
+    import os
+
+    for name, data in files:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            try:
+                os.mkdir("/".join(parts[:i]), 0o755)
+            except FileExistsError:
+                pass
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            view = _VIEW(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+
+def _pysandbox_collect(globs, max_files=100, max_bytes=32 << 20, max_entries=10000):
+    # After the run: every regular file below the working directory whose relative path matches
+    # one of `globs` (fnmatch: "*" also crosses "/"), as File frames, within the host's bounds
+    # (crates/core/src/limits.rs), a FilesTruncated frame if some were left out. Symbolic links
+    # are neither followed nor sent. What this sends is the code's own data, like its stdout.
+    import fnmatch
+    import os
+    import stat
+
+    sent = total = seen = 0
+    truncated = False
+    todo = [""]
+    while todo:
+        top = todo.pop()
+        try:
+            entries = list(os.scandir(top or "."))
+        except OSError:
+            continue
+        for e in sorted(entries, key=lambda e: e.name):
+            seen += 1
+            if seen > max_entries:
+                truncated = True
+                todo = []
+                break
+            rel = top + "/" + e.name if top else e.name
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(rel)
+                    continue
+            except OSError:
+                continue
+            if not any(fnmatch.fnmatchcase(rel, g) for g in globs):
+                continue
+            try:
+                name = rel.encode("utf-8")
+                fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except (UnicodeEncodeError, OSError):
+                # A symbolic link (ELOOP), a name that is not text: not a file to send.
+                continue
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if sent >= max_files or total + st.st_size > max_bytes:
+                    truncated = True
+                    continue
+                chunks, size = [], 0
+                while size <= st.st_size:
+                    chunk = os.read(fd, min(1 << 20, st.st_size + 1 - size))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                data = b"".join(chunks)
+            finally:
+                os.close(fd)
+            if total + len(data) > max_bytes:
+                truncated = True
+                continue
+            _pysandbox_write(_pysandbox_frame(7, _pysandbox_field(name) + _pysandbox_field(data)))
+            sent += 1
+            total += len(data)
+    if truncated:
+        _pysandbox_write(_pysandbox_frame(8, b""))
 
 
 def _pysandbox_guard(ns, text):

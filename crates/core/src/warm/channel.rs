@@ -9,7 +9,7 @@
 
 use super::tree;
 use crate::limits::Limit;
-use crate::outcome::{ErrorInfo, Outcome};
+use crate::outcome::{ErrorInfo, Extras, Outcome};
 use crate::protocol::{FrameError, Report, ReportReader};
 use crate::sys;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -102,8 +102,12 @@ pub(crate) struct Exchange {
     pub limits: Vec<Limit>,
     /// The exception the code raised, as the bootstrap described it (`Error` frame).
     pub exception: Option<ErrorInfo>,
+    /// Files and rich outputs it sent back.
+    pub extras: Extras,
     pub result: Option<Vec<u8>>,
     pub result_truncated: bool,
+    /// A file or rich output longer than the bound was left out.
+    pub other_truncated: bool,
     pub done: Option<Done>,
     /// An isolation step failed in the child (step, message): nothing ran.
     pub setup_failed: Option<(String, String)>,
@@ -299,8 +303,10 @@ pub(crate) fn exchange(
         stderr: err.data,
         limits: Vec::new(),
         exception: None,
+        extras: Extras::default(),
         result: None,
         result_truncated: reader.result_truncated,
+        other_truncated: reader.other_truncated,
         done: None,
         setup_failed: None,
         malformed: reader.error.clone(),
@@ -313,6 +319,9 @@ pub(crate) fn exchange(
         // Nothing after the closing frame counts.
         if x.done.is_some() || x.setup_failed.is_some() {
             break;
+        }
+        if x.extras.take(&r) {
+            continue;
         }
         match r {
             Report::Limit(l) => x.limits.push(l),
@@ -342,6 +351,8 @@ pub(crate) fn exchange(
             }
             // Not a warm request's (the repl's): the code's own bytes, ignored.
             Report::Repl(_) => {}
+            // Taken by `extras` above.
+            Report::File { .. } | Report::FilesTruncated | Report::Display(_) => {}
         }
     }
     x
@@ -387,7 +398,7 @@ pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (Out
     if limit.is_none() && (x.stdout_truncated || x.stderr_truncated) {
         limit = Some(Limit::Output);
     }
-    let o = Outcome {
+    let mut o = Outcome {
         status: Outcome::status_of(limit, exit_code, signal),
         limit,
         exit_code,
@@ -408,5 +419,7 @@ pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (Out
         cpu_time: cpu,
         peak_memory: maxrss * 1024,
     };
+    x.extras.clone().fill(&mut o);
+    o.files_truncated |= x.other_truncated;
     (o, anomaly)
 }

@@ -136,6 +136,8 @@ pub struct Worker {
     inbox: Arc<Inbox>,
     pub(super) bounds: Bounds,
     pub(super) processes: u32,
+    /// The /tmp size, which bounds the files a request gives.
+    tmp_size: u64,
     /// Requests served so far.
     pub served: u64,
 }
@@ -206,6 +208,7 @@ impl Worker {
                 result_max: RESULT_MAX,
             },
             processes: limits.processes,
+            tmp_size: limits.tmp_size,
             served: 0,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -372,8 +375,15 @@ impl Worker {
         self.run_request(&Request::new(name, code, stdin))
     }
 
+    /// Refuse a request that cannot run (its files and globs), before it reaches a child.
+    pub(super) fn check(&self, req: &Request) -> Result<(), WarmError> {
+        req.check(self.tmp_size)
+            .map_err(|e| WarmError::Policy(crate::policy::PolicyError::Parse(e)))
+    }
+
     /// Run a whole request in a fresh isolated child.
     pub fn run_request(&mut self, req: &Request) -> Result<WarmOutcome, WarmError> {
+        self.check(req)?;
         let ch = self.next_child(false)?;
         let started = Instant::now();
         let served = self.serve(&ch, req, None, &|| ());
