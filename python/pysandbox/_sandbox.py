@@ -302,6 +302,12 @@ def _files(files: Optional[Dict[str, Any]]) -> Optional[List[Any]]:
     return out
 
 
+def _cell(mode: str) -> bool:
+    if mode not in ("script", "cell"):
+        raise PolicyError(f"unknown mode {mode!r}: expected 'script' or 'cell'")
+    return mode == "cell"
+
+
 def _globs(collect: Optional[List[str]]) -> Optional[List[str]]:
     if collect is None:
         return None
@@ -370,8 +376,13 @@ class Sandbox:
         stdin: Optional[str] = None,
         files: Optional[Dict[str, Any]] = None,
         collect: Optional[List[str]] = None,
+        mode: str = "script",
     ) -> Result:
         """Run ``code`` like ``exec(code, globals, locals)``, in the sandbox.
+
+        ``mode="cell"`` gives notebook semantics: the value of the last expression is the main
+        result and ``display(obj)`` adds more, each a MIME bundle in ``Result.results`` (plots
+        as ``image/png``, DataFrames as ``text/html``).
 
         The dicts are copied in (data values only) and never changed; the updated copies are in
         ``Result.globals`` and ``Result.locals``. ``files`` (name → bytes or str) are placed in
@@ -381,7 +392,7 @@ class Sandbox:
         data: Dict[str, Any] = {"globals": dict(globals or {})}
         if locals is not None:
             data["locals"] = dict(locals)
-        return self._run("exec", code, data, stdin, _files(files), _globs(collect))
+        return self._run("exec", code, data, stdin, _files(files), _globs(collect), _cell(mode))
 
     def eval(
         self,
@@ -456,14 +467,15 @@ class Sandbox:
     # The work ------------------------------------------------------------------------------
 
     def _run(self, op: str, code: str, data: Dict[str, Any], stdin: Optional[str],
-             files: Optional[List[Any]] = None, collect: Optional[List[str]] = None) -> Result:  # fmt: skip
+             files: Optional[List[Any]] = None, collect: Optional[List[str]] = None,
+             cell: bool = False) -> Result:  # fmt: skip
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, got {type(code).__name__}")
         if self._warm is not None:
             # One native call: the data encoded, the outcome and the decoded result back.
             o, payload, has_result, too_big = _warm_call(
                 self._warm.call, op, code, stdin, data, self.config.max_result, files,
-                collect)  # fmt: skip
+                collect, cell)  # fmt: skip
             # ``payload`` is None without a result, and when the result decoded to None.
             return self._finish(o, payload if has_result and not too_big else {}, has_result,
                                 too_big)  # fmt: skip
@@ -481,6 +493,7 @@ class Sandbox:
             "result_max": self.config.max_result,
             "files": {name: base64.b64encode(content).decode() for name, content in files or ()},
             "collect": collect or [],
+            "cell": cell,
         }
         helper = self._pool.acquire()
         healthy = False
@@ -612,12 +625,13 @@ class Session:
 
     def execute(self, code: str, *, stdin: Optional[str] = None,
                 files: Optional[Dict[str, Any]] = None,
-                collect: Optional[List[str]] = None) -> Result:  # fmt: skip
+                collect: Optional[List[str]] = None, mode: str = "script") -> Result:  # fmt: skip
         """Run ``code`` in the session's namespace (its working directory is kept between calls;
-        ``files`` and ``collect`` as in :meth:`Sandbox.execute`)."""
+        ``files``, ``collect`` and ``mode`` as in :meth:`Sandbox.execute`)."""
         if self._native is None:
             raise SandboxError(f"the session has ended: {self._ended}")
         request = {"code": code, "stdin": stdin, "collect": _globs(collect) or [],
+                   "mode": "cell" if _cell(mode) else "script",
                    "files": {n: base64.b64encode(c).decode() for n, c in _files(files) or ()}}  # fmt: skip
         try:
             resp = json.loads(_warm_call(self._native.execute, json.dumps(request)))

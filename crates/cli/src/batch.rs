@@ -209,7 +209,12 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
                     match serde_json::from_str::<BatchRequest>(&line) {
                         Err(e) => {
                             let e = format!("bad request: {e}");
-                            let line = error_line(serde_json::Value::Null, ErrorKind::Policy, e);
+                            // The line's id, when it has one, so the answer can be matched.
+                            let id = serde_json::from_str::<serde_json::Value>(&line)
+                                .ok()
+                                .and_then(|v| v.get("id").cloned())
+                                .unwrap_or_default();
+                            let line = error_line(id, ErrorKind::Policy, e);
                             write(&line, false);
                             Next::Nothing
                         }

@@ -255,6 +255,11 @@ struct RunArgs {
     /// Also write the collected files under DIR (never outside it, whatever their names).
     #[arg(long, value_name = "DIR", requires = "collect")]
     collect_dir: Option<PathBuf>,
+    /// Cell mode (notebook semantics): the value of the last expression is the main result
+    /// (its text printed after the run; in --json every rich result, plots as PNG, under
+    /// `results`), `display(obj)` adds results.
+    #[arg(long)]
+    cell: bool,
     #[command(flatten)]
     policy: PolicyArgs,
     /// The script, then its arguments.
@@ -420,7 +425,7 @@ fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
             extras: run::RunExtras {
                 files,
                 collect: a.collect.clone(),
-                cell: false,
+                cell: a.cell,
             },
         },
     )?;
@@ -451,11 +456,19 @@ fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
         let mut out = std::io::stdout().lock();
         serde_json::to_writer(&mut out, &view)?;
         writeln!(out)?;
-    } else if let Some(limit) = outcome.limit {
-        eprintln!(
-            "pysandbox: {}",
-            limit_message(limit, &outcome, &spec.limits)
-        );
+    } else {
+        if let Some(main) = view.results.iter().find(|r| r.is_main_result) {
+            // As a console shows a cell's value: its text.
+            if let Some(text) = main.data.get("text/plain") {
+                println!("{text}");
+            }
+        }
+        if let Some(limit) = outcome.limit {
+            eprintln!(
+                "pysandbox: {}",
+                limit_message(limit, &outcome, &spec.limits)
+            );
+        }
     }
     // Exit without waiting for the jail's teardown (see `Reaper`): the system reaps it.
     std::io::stdout().flush()?;

@@ -45,6 +45,9 @@ struct Request {
     /// Globs of files to send back.
     #[serde(default)]
     collect: Vec<String>,
+    /// Cell mode (rich results).
+    #[serde(default)]
+    cell: bool,
 }
 
 fn exec_op() -> String {
@@ -140,7 +143,7 @@ fn handle(req: Request) -> Value {
             extras: run::RunExtras {
                 files,
                 collect: req.collect,
-                cell: false,
+                cell: req.cell,
             },
         },
     );

@@ -142,7 +142,7 @@ impl WarmPool {
     /// either side: `data` (names to values) is encoded here, the outcome comes back as a dict
     /// with the API result decoded. Returns `(outcome, payload, has_result, too_big)`: `payload`
     /// is the decoded result (`None` without one, or when it is longer than `max_result`).
-    #[pyo3(signature = (op, code, stdin, data, max_result, files = None, collect = None))]
+    #[pyo3(signature = (op, code, stdin, data, max_result, files = None, collect = None, cell = false))]
     #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
@@ -154,6 +154,7 @@ impl WarmPool {
         max_result: usize,
         files: Option<Vec<(String, Vec<u8>)>>,
         collect: Option<Vec<String>>,
+        cell: bool,
     ) -> PyResult<(PyObject, PyObject, bool, bool)> {
         let mut pairs = Vec::with_capacity(data.len());
         for (k, v) in data.iter() {
@@ -170,6 +171,7 @@ impl WarmPool {
         req.api = Some(Value::Object(api));
         req.files = files.unwrap_or_default();
         req.collect = collect.unwrap_or_default();
+        req.cell = cell;
         req.check(self.tmp_size).map_err(|e| failure("policy", e))?;
         // The result's JSON is parsed with the GIL released too; only building the Python
         // value needs it.

@@ -46,11 +46,14 @@ def run(mode, main, src, name, boot):
         return _pysandbox_warm(ns, boot)
     try:
         if "api" in mode:
-            return _pysandbox_api(ns, src, name, boot)
+            return _pysandbox_api(ns, src, name, boot, cell=bool(extras and extras["cell"]))
         try:
-            code = compile(src, name, "exec", dont_inherit=True)
-            with _pysandbox_limited():
-                exec(code, ns)
+            if extras is not None and extras["cell"]:
+                _pysandbox_cell(src, name, ns)
+            else:
+                code = compile(src, name, "exec", dont_inherit=True)
+                with _pysandbox_limited():
+                    exec(code, ns)
         except SystemExit:
             raise
         except BaseException as exc:
@@ -254,6 +257,168 @@ def _pysandbox_collect(globs, max_files=100, max_bytes=32 << 20, max_entries=100
         _pysandbox_write(_pysandbox_frame(8, b""))
 
 
+def _pysandbox_cell(src, name, ns, local_ns=None):
+    # Notebook semantics: the statements run; the value of a last expression is the main result;
+    # display() adds more; matplotlib figures (Agg) shown by plt.show() or still open at the end
+    # become image/png results and are closed. Results are Display frames on the report pipe.
+    import ast
+
+    if local_ns is None:
+        local_ns = ns
+    _pysandbox_cell_setup(ns)
+    tree = ast.parse(src, name)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    try:
+        with _pysandbox_limited():
+            exec(compile(tree, name, "exec", dont_inherit=True), ns, local_ns)
+            value = None
+            if last is not None:
+                value = eval(compile(last, name, "eval", dont_inherit=True), ns, local_ns)
+    finally:
+        _pysandbox_show_figures()
+    if value is not None:
+        _pysandbox_display(value, True)
+
+
+def _pysandbox_cell_setup(ns):
+    # display() for the code, matplotlib on Agg with its cache in /tmp, and pyplot.show()
+    # showing the figures (a backend of pysandbox's, loaded only if matplotlib asks for it).
+    import builtins
+    import os
+    import sys
+
+    def display(*objs, **kwargs):
+        for obj in objs:
+            _pysandbox_display(obj, False)
+
+    builtins.display = display
+    guarded = ns.get("__builtins__")
+    if isinstance(guarded, dict):
+        guarded["display"] = display
+    os.environ.setdefault("MPLCONFIGDIR", "/tmp/.matplotlib")
+    if _CELL_BACKEND not in sys.meta_path:
+        sys.meta_path.insert(0, _CELL_BACKEND)
+    os.environ["MPLBACKEND"] = "module://_pysandbox_mpl"
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        # Imported before (preloaded): switch it to the capturing backend.
+        try:
+            plt.switch_backend("module://_pysandbox_mpl")
+        except Exception:
+            pass
+
+
+class _CellBackend:
+    # A meta path finder for the module `_pysandbox_mpl` alone: matplotlib's Agg canvas with a
+    # show() that turns the open figures into results.
+    SOURCE = (
+        "from matplotlib.backends.backend_agg import FigureCanvasAgg as FigureCanvas\n"
+        "from matplotlib.backend_bases import FigureManagerBase as FigureManager\n"
+        "def show(*args, **kwargs):\n"
+        "    _pysandbox_show_figures()\n"
+    )
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "_pysandbox_mpl":
+            return None
+        import importlib.util
+
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__dict__["_pysandbox_show_figures"] = _pysandbox_show_figures
+        exec(compile(self.SOURCE, "<pysandbox mpl>", "exec"), module.__dict__)
+
+
+_CELL_BACKEND = _CellBackend()
+
+
+def _pysandbox_show_figures():
+    # Every open matplotlib figure as an image/png result, then closed.
+    import sys
+
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    for num in plt.get_fignums():
+        _pysandbox_display(plt.figure(num), False)
+    plt.close("all")
+
+
+def _pysandbox_display(obj, main):
+    # One rich result: the object's MIME bundle, as a Display frame.
+    import json
+
+    try:
+        data = _pysandbox_bundle(obj)
+    except Exception:
+        data = {"text/plain": "<unrepresentable %s>" % type(obj).__name__}
+    text = json.dumps({"data": data, "is_main_result": bool(main)}, ensure_ascii=False)
+    _pysandbox_write(_pysandbox_frame(9, _pysandbox_field(text.encode("utf-8", "replace"))))
+
+
+_MIME_METHODS = (
+    ("_repr_png_", "image/png"),
+    ("_repr_jpeg_", "image/jpeg"),
+    ("_repr_svg_", "image/svg+xml"),
+    ("_repr_html_", "text/html"),
+    ("_repr_markdown_", "text/markdown"),
+    ("_repr_json_", "application/json"),
+    ("_repr_latex_", "text/latex"),
+)
+
+
+def _pysandbox_bundle(obj):
+    # MIME type -> str, as Jupyter's: binary types base64, JSON as text, text/plain the repr.
+    import base64
+    import json
+
+    data = {}
+
+    def put(mime, value):
+        if mime in data or value is None:
+            return
+        if isinstance(value, tuple):
+            value = value[0]
+        if isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(bytes(value)).decode("ascii")
+        elif not isinstance(value, str):
+            value = json.dumps(value)
+        data[mime] = value
+
+    if type(obj).__module__.startswith("matplotlib.figure") and hasattr(obj, "savefig"):
+        import io
+
+        buf = io.BytesIO()
+        obj.savefig(buf, format="png")
+        put("image/png", buf.getvalue())
+    bundle = getattr(type(obj), "_repr_mimebundle_", None)
+    if callable(bundle):
+        try:
+            got = obj._repr_mimebundle_()
+            if isinstance(got, tuple):
+                got = got[0]
+            for mime, value in dict(got or {}).items():
+                put(str(mime), value)
+        except Exception:
+            pass
+    for method, mime in _MIME_METHODS:
+        if mime in data or not callable(getattr(type(obj), method, None)):
+            continue
+        try:
+            put(mime, getattr(obj, method)())
+        except Exception:
+            pass
+    if "text/plain" not in data:
+        data["text/plain"] = repr(obj)
+    return data
+
+
 def _pysandbox_guard(ns, text):
     # Shapes what the code sees, as the old pysandbox did: an import whitelist and limited
     # builtins. The configuration is the host's own (JSON, parsed as data).
@@ -399,7 +564,7 @@ def _pysandbox_repl(ns, boot):
         reply("done")
 
 
-def _pysandbox_api(ns, src, name, boot, request=None):
+def _pysandbox_api(ns, src, name, boot, request=None, cell=False):
     # The package's side (`pysandbox serve`): descriptor 7 holds the request's data (or the warm
     # child passes it), the result goes to the report pipe as a Result frame of tagged JSON
     # (data only; see DATA below).
@@ -419,7 +584,9 @@ def _pysandbox_api(ns, src, name, boot, request=None):
         local_ns = data.get("locals")
         if local_ns is None:
             local_ns = ns
-        if op == "exec":
+        if op == "exec" and cell:
+            _pysandbox_cell(src, name, ns, local_ns)
+        elif op == "exec":
             code = compile(src, name, "exec", dont_inherit=True)
             with _pysandbox_limited():
                 exec(code, ns, local_ns)

@@ -233,7 +233,9 @@ def _warm_request(fields, session, warm=False):
     try:
         if api is not None:
             # The Python package's exec/eval/call with data in and out (see _pysandbox_api).
-            _pysandbox_api(ns, src, name, _W["boot"], json.loads(api))
+            _pysandbox_api(ns, src, name, _W["boot"], json.loads(api), cell=fields["cell"])
+        elif fields["cell"]:
+            _pysandbox_cell(src, name, ns)
         else:
             code = compile(src, name, "exec", dont_inherit=True)
             if _RECURSION[0]:

@@ -101,9 +101,29 @@ pub struct Request {
     /// Glob patterns of files to send back after the run.
     #[serde(default)]
     pub collect: Vec<String>,
-    /// Cell mode: the last expression's value and `display()` calls are rich results.
-    #[serde(default)]
+    /// Cell mode (in JSON `"mode": "cell"`, or `"script"`, the default): the last expression's
+    /// value and `display()` calls are rich results.
+    #[serde(default, rename = "mode", with = "mode_name")]
     pub cell: bool,
+}
+
+/// `"mode": "script" | "cell"` as the flag it is.
+mod mode_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(cell: &bool, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if *cell { "cell" } else { "script" })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "script" => Ok(false),
+            "cell" => Ok(true),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown mode '{other}': expected \"script\" or \"cell\""
+            ))),
+        }
+    }
 }
 
 /// Files as JSON carries them: an object of name → base64.
