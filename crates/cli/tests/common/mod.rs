@@ -361,7 +361,7 @@ impl Caller {
     /// `pysandbox ARGS` as this caller: `opts.wrapper`, then (as nobody) setpriv and `env` with
     /// `opts.env`, the binary, `args`, [`BASE_ARGS`], `--python /usr/bin/python3.11` as nobody,
     /// and `flags`.
-    fn command(&self, args: &[&str], flags: &[&str], opts: &RunOpts<'_>) -> Command {
+    pub fn command(&self, args: &[&str], flags: &[&str], opts: &RunOpts<'_>) -> Command {
         let mut argv: Vec<String> = opts.wrapper.iter().map(|s| s.to_string()).collect();
         if *self == Caller::Nobody {
             argv.extend(SETPRIV.iter().map(|s| s.to_string()));
