@@ -5,13 +5,16 @@
 //!
 //! - **Compiled once.** Only data crosses into the sandbox, and every case is a fresh fork of a
 //!   zygote that never sees the program, so no code object can be shared between cases. The
-//!   program is *checked* once instead: before any case, one child of the pool compiles it and
-//!   runs nothing (the package API's `compile` operation, `bootstrap/support.py`; no code of the
-//!   program runs, so its answer is the bootstrap's, not the program's). If that fails (a
-//!   `SyntaxError`, a limit), no case runs: every case gets the check's verdict (`RE` for a
-//!   `SyntaxError`, with the traceback as its stderr and exit status 1, as running it would
-//!   give) and [`JudgeResult::compile_error`] says why. Then each case compiles the program again
-//!   in its own child, a fraction of its fork's cost for a program of ordinary size.
+//!   program is *checked* once instead: one child of the pool compiles it and runs nothing (the
+//!   package API's `compile` operation, `bootstrap/support.py`: no code of the program runs, so
+//!   the answer is the bootstrap's, not the program's). The check is the first request to start;
+//!   the first cases start beside it on the other workers, not after it (so a check costs no
+//!   latency), and no case starts once it has failed. If it fails (a `SyntaxError`, a limit),
+//!   every case gets the check's verdict and run (`RE` for a `SyntaxError`, with the traceback
+//!   as its stderr and exit status 1, as running the program gives), the results of cases that
+//!   started beside it are dropped (a program that does not compile runs nothing: they failed
+//!   the same way), and [`JudgeResult::compile_error`] says why. Each case compiles the program
+//!   again in its own child: a fraction of its fork's cost for a program of ordinary size.
 //! - **Standard input.** A case's `stdin` always reaches the program: each request carries it
 //!   (descriptor 0 of the case's child is a file holding it; the empty string gives an empty
 //!   file), and the pool must run a policy with the `stdin` feature, which lets the code read it
@@ -421,14 +424,23 @@ pub fn judge(
     if !gives_stdin(pool.policy()) {
         return Err(JudgeError::NoStdin);
     }
-    let check = pool
-        .run_request(&compile_request(name, code))
-        .map_err(|e| JudgeError::Check(Box::new(e)))?;
+    let (check, runs) = run_all(pool, name, code, cases);
+    let check = match check {
+        Some(Ok(c)) => c,
+        Some(Err(e)) => return Err(JudgeError::Check(Box::new(e))),
+        None => {
+            return Err(JudgeError::Check(Box::new(WarmError::Worker(
+                "not run".into(),
+            ))))
+        }
+    };
     if let Some((failed, error)) = compile_failure(&check) {
+        // Cases that started beside the check failed to compile too: the check's run stands
+        // for all of them.
         let cases = cases.iter().map(|_| failed.clone()).collect();
         return Ok(JudgeResult::new(cases, error));
     }
-    let outcomes = run_cases(pool, name, code, cases)?;
+    let outcomes = outcomes(runs)?;
     let results = outcomes
         .into_iter()
         .zip(cases)
@@ -511,38 +523,59 @@ fn tagged_dict(v: &Value) -> Option<Vec<(&str, &Value)>> {
         .collect()
 }
 
-/// Each case in a fresh child, as many at once as the pool has workers; the outcomes in case
-/// order. The first failure of the sandbox stops the cases not yet started.
-fn run_cases(
-    pool: &Pool,
-    name: Option<&str>,
-    code: &str,
-    cases: &[Case],
-) -> Result<Vec<JsonOutcome>, JudgeError> {
+/// What one request gave; `None`: not started (after a failure).
+type Run = Option<Result<WarmOutcome, WarmError>>;
+
+/// The compile check, then each case in a fresh child, as many at once as the pool has workers:
+/// the check is the first request to start, and cases start beside it rather than after it (a
+/// case that starts before the check has failed fails to compile the same way, and its result is
+/// dropped). A failed check, or a failure of the sandbox, stops the requests not yet started.
+fn run_all(pool: &Pool, name: Option<&str>, code: &str, cases: &[Case]) -> (Run, Vec<Run>) {
     let next = AtomicUsize::new(0);
-    let failed = AtomicBool::new(false);
-    let slots: Vec<Mutex<Option<Result<WarmOutcome, WarmError>>>> =
-        cases.iter().map(|_| Mutex::new(None)).collect();
+    let stop = AtomicBool::new(false);
+    // Slot 0: the check; slot i + 1: case i.
+    let slots: Vec<Mutex<Run>> = (0..=cases.len()).map(|_| Mutex::new(None)).collect();
     std::thread::scope(|s| {
-        for _ in 0..pool.workers().min(cases.len()) {
+        for _ in 0..pool.workers().min(cases.len() + 1) {
             s.spawn(|| {
-                while !failed.load(Ordering::SeqCst) {
+                while !stop.load(Ordering::SeqCst) {
                     let i = next.fetch_add(1, Ordering::SeqCst);
-                    let Some(case) = cases.get(i) else { return };
-                    // Always the case's input, the empty string included (an empty file).
-                    let r = pool.run_request(&Request::new(name, code, Some(&case.stdin)));
-                    if r.is_err() {
-                        failed.store(true, Ordering::SeqCst);
-                    }
+                    let r = match i.checked_sub(1).map(|c| cases.get(c)) {
+                        None => {
+                            let r = pool.run_request(&compile_request(name, code));
+                            if r.as_ref().map_or(true, |c| compile_failure(c).is_some()) {
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                            r
+                        }
+                        // Always the case's input, the empty string included (an empty file).
+                        Some(Some(case)) => {
+                            let r = pool.run_request(&Request::new(name, code, Some(&case.stdin)));
+                            if r.is_err() {
+                                stop.store(true, Ordering::SeqCst);
+                            }
+                            r
+                        }
+                        Some(None) => return,
+                    };
                     *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
                 }
             });
         }
     });
-    let mut outcomes = Vec::with_capacity(cases.len());
-    for (case, slot) in slots.into_iter().enumerate() {
-        // Cases start in order, so every case before a failed one has its outcome.
-        let source = match slot.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    let mut runs = slots
+        .into_iter()
+        .map(|s| s.into_inner().unwrap_or_else(|p| p.into_inner()));
+    let check = runs.next().flatten();
+    (check, runs.collect())
+}
+
+/// The cases' outcomes in case order, or the first failure of the sandbox.
+fn outcomes(runs: Vec<Run>) -> Result<Vec<JsonOutcome>, JudgeError> {
+    let mut outcomes = Vec::with_capacity(runs.len());
+    for (case, run) in runs.into_iter().enumerate() {
+        // Requests start in order, so every case before a failed one has its outcome.
+        let source = match run {
             Some(Ok(o))
                 if o.run.exit_code.is_some() || o.run.signal.is_some() || o.run.limit.is_some() =>
             {
