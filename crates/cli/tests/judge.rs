@@ -79,7 +79,7 @@ fn text(b: &[u8]) -> String {
 }
 
 /// The `--json` answer.
-fn answer(out: &Output) -> Value {
+fn answer_of(out: &Output) -> Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
         panic!(
             "no JSON answer ({e}): stdout {}; stderr {}",
@@ -115,7 +115,7 @@ fn judge_gives_each_case_its_verdict() {
             .command(&args, LIMITS, &RunOpts::default())
             .output()
             .unwrap();
-        let v = answer(&out);
+        let v = answer_of(&out);
         assert_eq!(verdicts(&v), want, "as {caller}: {v}");
         assert_eq!(out.status.code(), Some(1), "as {caller}: some cases failed");
         assert_eq!(
@@ -166,7 +166,7 @@ fn judge_gives_each_case_its_verdict() {
 #[test]
 fn judge_cpu_time_limit_is_tle() {
     let dir = files("cpu", PROGRAM, &jsonl(&[("tle\n", None, "TLE")]));
-    let v = answer(&judge(
+    let v = answer_of(&judge(
         &dir,
         &[
             "--preset",
@@ -199,7 +199,7 @@ fn judge_reads_input_under_the_default_policy_and_passes_all() {
         program,
         &jsonl(&[("1 2 3\n", Some("6 6\n"), ""), ("", Some("0 0\n"), "")]),
     );
-    let v = answer(&judge(&dir, &["--json"]));
+    let v = answer_of(&judge(&dir, &["--json"]));
     assert_eq!(verdicts(&v), ["AC", "AC"], "{v}");
 }
 
@@ -220,7 +220,7 @@ fn judge_compare_modes() {
         ("strip", ["AC", "AC", "WA"]),
         ("tokens", ["AC", "AC", "AC"]),
     ] {
-        let v = answer(&judge(&dir, &["--compare", mode, "--json"]));
+        let v = answer_of(&judge(&dir, &["--compare", mode, "--json"]));
         assert_eq!(verdicts(&v), want, "--compare {mode}: {v}");
     }
 }
@@ -234,7 +234,7 @@ fn judge_a_program_that_does_not_compile_is_re_in_every_case() {
     );
     let out = judge(&dir, &["--json"]);
     assert_eq!(out.status.code(), Some(1));
-    let v = answer(&out);
+    let v = answer_of(&out);
     assert_eq!(verdicts(&v), ["RE", "RE"], "{v}");
     assert_eq!(v["compile_error"]["type"], "SyntaxError");
     for c in v["cases"].as_array().unwrap() {
@@ -262,7 +262,7 @@ fn judge_spreads_cases_over_the_workers_and_keeps_their_order() {
         cases.iter().map(|(s, e, v)| (s.as_str(), *e, *v)).collect();
     let dir = files("spread", program, &jsonl(&cases));
     let start = Instant::now();
-    let v = answer(&judge(
+    let v = answer_of(&judge(
         &dir,
         &["--preset", "stdlib", "--workers", "2", "--json"],
     ));
@@ -348,4 +348,84 @@ fn judge_refuses_bad_input_with_status_2_before_running_anything() {
     let out = judge(&dir, &write);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     assert!(out_dir.join("ran-a").exists() && out_dir.join("ran-b").exists());
+}
+
+/// Python that writes a forged `Done` frame (docs/protocol.md) saying "exit 0, no CPU, no
+/// memory" on the report pipe, as the bootstrap writes it at the end of a request.
+const FORGE_DONE: &str = r#"
+import os
+os.write(4, (21).to_bytes(4, "little") + b"\x03" + (0).to_bytes(4, "little") + bytes(16))
+"#;
+
+#[test]
+fn judge_a_forged_done_frame_does_not_decide_the_verdict() {
+    // The program prints the right answer, says "done, exit 0" on its report pipe, then hangs or
+    // fails: its verdict comes from how its process really ended (the kernel's account).
+    let answer = "a, b = map(int, input().split())\nprint(a + b, flush=True)\n";
+    for (tail, want, limit, exit) in [
+        (
+            "while True:\n    pass\n",
+            "TLE",
+            Value::from("wall"),
+            Value::Null,
+        ),
+        ("raise SystemExit(3)\n", "RE", Value::Null, Value::from(3)),
+        ("1 / 0\n", "RE", Value::Null, Value::from(1)),
+    ] {
+        let program = format!("{answer}{FORGE_DONE}{tail}");
+        let dir = files("forge", &program, &jsonl(&[("1 2\n", Some("3\n"), "")]));
+        let v = answer_of(&judge(
+            &dir,
+            &["--preset", "stdlib", "--timeout", "1s", "--json"],
+        ));
+        let c = &v["cases"][0];
+        assert_eq!(verdicts(&v), [want], "{tail}: {v}");
+        assert_eq!((&c["limit"], &c["exit_code"]), (&limit, &exit), "{v}");
+        assert_eq!(c["stdout"], "3\n");
+        // Usage from the kernel too: the forged frame said no CPU and no memory.
+        assert!(c["peak_memory"].as_u64().unwrap() > 1 << 20, "{v}");
+    }
+}
+
+#[test]
+fn until_exit_takes_the_end_from_the_kernel_not_from_a_forged_done() {
+    use pysandbox_core::policy::Policy;
+    use pysandbox_core::warm::{Pool, PoolOptions, Request};
+    let mut policy = Policy::from_toml_str("preset = \"stdlib\"").unwrap();
+    policy.limits.wall = Duration::from_secs(1);
+    let mut o = PoolOptions::new(bin());
+    o.workers = 1;
+    let pool = Pool::new(policy, o).unwrap();
+    let code = format!("{FORGE_DONE}\nprint('after')\nraise SystemExit(3)\n");
+    let mut req = Request::new(None, &code, None);
+    // The control: without it, the host believes the frame.
+    let r = pool.run_request(&req).unwrap();
+    assert_eq!(
+        (r.run.exit_code, r.run.stdout.as_str()),
+        (Some(0), ""),
+        "{r:?}"
+    );
+    req.until_exit = true;
+    let r = pool.run_request(&req).unwrap();
+    assert_eq!(
+        (r.run.exit_code, r.run.stdout.as_str()),
+        (Some(3), "after\n"),
+        "{r:?}"
+    );
+    assert!(r.run.cpu_time > 0.0 && r.run.peak_memory > 0, "{r:?}");
+    // A liar that runs on is stopped at its wall clock, and it is the wall limit.
+    let mut req = Request::new(
+        None,
+        &format!("{FORGE_DONE}\nwhile True:\n    pass\n"),
+        None,
+    );
+    req.until_exit = true;
+    let r = pool.run_request(&req).unwrap();
+    assert_eq!(
+        r.run.limit,
+        Some(pysandbox_core::limits::Limit::Wall),
+        "{r:?}"
+    );
+    assert!(!r.anomaly, "{r:?}");
+    pool.shutdown();
 }

@@ -19,6 +19,11 @@
 //!   (descriptor 0 of the case's child is a file holding it; the empty string gives an empty
 //!   file), and the pool must run a policy with the `stdin` feature, which lets the code read it
 //!   through `input()` and `sys.stdin` ([`policy`] adds it; [`judge`] refuses a pool without it).
+//! - **The kernel's account.** A case's run ends when its process is gone, and how it ended
+//!   (exit status or signal, CPU time, peak memory) is the kernel's (the zygote's `wait4`,
+//!   [`Request::until_exit`]), not the child's closing `Done` frame: the program can write that
+//!   frame itself, and a program that printed the right answer and then said "done, exit 0"
+//!   before hanging or failing would otherwise pass.
 //! - **Verdicts** ([`verdict`]): a limit first (wall or CPU time `TLE`, memory `MLE`, output
 //!   `OLE`, any other `RE`), then a signal or a non-zero exit (`RE`), then the comparison (`AC`
 //!   or `WA`). A case without `expected` is `AC` when its run is clean (exit status 0, no limit).
@@ -548,9 +553,12 @@ fn run_all(pool: &Pool, name: Option<&str>, code: &str, cases: &[Case]) -> (Run,
                             }
                             r
                         }
-                        // Always the case's input, the empty string included (an empty file).
+                        // Always the case's input, the empty string included (an empty file),
+                        // and how the case ended from the kernel, not from the program.
                         Some(Some(case)) => {
-                            let r = pool.run_request(&Request::new(name, code, Some(&case.stdin)));
+                            let mut req = Request::new(name, code, Some(&case.stdin));
+                            req.until_exit = true;
+                            let r = pool.run_request(&req);
                             if r.is_err() {
                                 stop.store(true, Ordering::SeqCst);
                             }

@@ -80,6 +80,13 @@ pub struct Request {
     /// The Python package's exec/eval/call data (see `bootstrap/support.py`).
     #[serde(default)]
     pub api: Option<serde_json::Value>,
+    /// Wait until the child's process is gone and take how it ended (exit status or signal, CPU
+    /// time, peak memory) from the kernel (the zygote's `wait4`), not from its closing `Done`
+    /// frame, which the code can write itself and then run on (or crash) after printing: what a
+    /// verdict needs (`crate::judge`). The output written until the end counts too. Costs the
+    /// child's exit and one question to the zygote. Host-side only (not part of the frame).
+    #[serde(skip)]
+    pub until_exit: bool,
 }
 
 impl Request {
@@ -94,6 +101,7 @@ impl Request {
             name: name.map(str::to_string),
             stdin: stdin.map(str::to_string),
             api: None,
+            until_exit: false,
         }
     }
 
