@@ -20,7 +20,7 @@ pub struct JudgeArgs {
     file: PathBuf,
     /// The cases: one JSON object per line, `{"stdin": "1 2\n", "expected": "3\n"}` ("expected"
     /// may be left out: the case passes when the run is clean).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "CASES")]
     cases: PathBuf,
     /// How stdout is compared with "expected": exact (byte for byte), strip (trailing
     /// whitespace of each line and of the output ignored), tokens (whitespace-separated tokens).

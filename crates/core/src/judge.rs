@@ -8,8 +8,8 @@
 //!   program is *checked* once instead: one child of the pool compiles it and runs nothing (the
 //!   package API's `compile` operation, `bootstrap/support.py`: no code of the program runs, so
 //!   the answer is the bootstrap's, not the program's). The check is the first request to start;
-//!   the first cases start beside it on the other workers, not after it (so a check costs no
-//!   latency), and no case starts once it has failed. If it fails (a `SyntaxError`, a limit),
+//!   the first cases start beside it on the other workers, not after it (where a CPU is free,
+//!   the check adds no latency), and no case starts once it has failed. If it fails (a `SyntaxError`, a limit),
 //!   every case gets the check's verdict and run (`RE` for a `SyntaxError`, with the traceback
 //!   as its stderr and exit status 1, as running the program gives), the results of cases that
 //!   started beside it are dropped (a program that does not compile runs nothing: they failed
@@ -77,6 +77,8 @@ impl JudgeError {
 /// Where a bad case is, in the caller's terms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum At {
+    /// The cases as a whole.
+    All,
     /// Item `i` of a list (the Python package): `cases[2]`.
     Index(usize),
     /// A line of a JSON-lines file: `line 4 (case 3)`, both counted from 1 (blank lines are
@@ -87,6 +89,7 @@ pub enum At {
 impl fmt::Display for At {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            At::All => write!(f, "cases"),
             At::Index(i) => write!(f, "cases[{i}]"),
             At::Line { line, case } => write!(f, "line {line} (case {case})"),
         }
@@ -310,14 +313,14 @@ pub fn cases_from_jsonl(text: &str, policy: &Policy) -> Result<Vec<Case>, JudgeE
 /// The cases of a JSON array (the Python package's list, as JSON text).
 pub fn cases_from_json(text: &str, policy: &Policy) -> Result<Vec<Case>, JudgeError> {
     let value: Value = serde_json::from_str(text).map_err(|e| JudgeError::Case {
-        at: At::Index(0),
+        at: At::All,
         problem: format!("not JSON: {e}"),
     })?;
     let Value::Array(items) = value else {
         return Err(JudgeError::Case {
-            at: At::Index(0),
+            at: At::All,
             problem: format!(
-                "cases must be a list of case objects such as {EXAMPLE}, not {}",
+                "expected a list of case objects such as {EXAMPLE}, got {}",
                 kind(&value)
             ),
         });
@@ -816,7 +819,7 @@ mod tests {
         let m = refusal(cases_from_json("[{\"stdin\": \"\"}, {}]", &p));
         assert!(m.starts_with("cases[1]: \"stdin\" is missing"), "{m}");
         let m = refusal(cases_from_json("{\"stdin\": \"\"}", &p));
-        assert!(m.contains("must be a list"), "{m}");
+        assert!(m.starts_with("cases: expected a list"), "{m}");
         assert!(refusal(cases_from_json("[]", &p)).starts_with("no cases"));
     }
 
