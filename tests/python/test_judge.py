@@ -106,8 +106,8 @@ def test_judge_spreads_cases_over_the_workers_in_order():
     numbers = [c.stdout.split()[0] for c in r.cases]
     assert numbers == [str(i) for i in range(8)]
     assert len({c.stdout.split()[1] for c in r.cases}) == 2
-    # 8 x 0.3 s one after the other is 2.4 s; two at a time, 1.2 s.
-    assert took < 2.2, took
+    # Two at a time: less than the cases one after the other (8 x 0.3 s).
+    assert took < sum(c.wall_time for c in r.cases) * 0.75, took
 
 
 def test_judge_concurrent_calls_and_asyncio(warm):

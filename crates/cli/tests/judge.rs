@@ -268,15 +268,21 @@ fn judge_spreads_cases_over_the_workers_and_keeps_their_order() {
     ));
     let took = start.elapsed();
     let mut seeds = std::collections::BTreeSet::new();
+    let mut one_by_one = 0.0;
     for (i, c) in v["cases"].as_array().unwrap().iter().enumerate() {
+        one_by_one += c["wall_time"].as_f64().unwrap();
         let out = c["stdout"].as_str().unwrap();
         let (n, seed) = out.trim().split_once(' ').expect("two words");
         assert_eq!(n, i.to_string(), "results in case order: {v}");
         seeds.insert(seed.to_string());
     }
     assert_eq!(seeds.len(), 2, "both workers ran cases: {seeds:?}");
-    // 8 × 0.3 s one after the other is 2.4 s; two at a time, 1.2 s.
-    assert!(took < Duration::from_millis(2200), "took {took:?}");
+    // Two at a time: the whole judge, pool start included, takes less than its cases one after
+    // the other (8 × 0.3 s).
+    assert!(
+        took.as_secs_f64() < one_by_one,
+        "took {took:?}, the cases {one_by_one} s"
+    );
 }
 
 #[test]
@@ -398,13 +404,10 @@ fn until_exit_takes_the_end_from_the_kernel_not_from_a_forged_done() {
     let pool = Pool::new(policy, o).unwrap();
     let code = format!("{FORGE_DONE}\nprint('after')\nraise SystemExit(3)\n");
     let mut req = Request::new(None, &code, None);
-    // The control: without it, the host believes the frame.
+    // The control: without it, the host believes the frame (and what follows it in the pipes
+    // may or may not be read before the exchange ends).
     let r = pool.run_request(&req).unwrap();
-    assert_eq!(
-        (r.run.exit_code, r.run.stdout.as_str()),
-        (Some(0), ""),
-        "{r:?}"
-    );
+    assert_eq!(r.run.exit_code, Some(0), "{r:?}");
     req.until_exit = true;
     let r = pool.run_request(&req).unwrap();
     assert_eq!(
