@@ -284,7 +284,7 @@ def _pysandbox_api(ns, src, name, boot, request=None):
                 result["value"] = func(*data.get("args", ()), **data.get("kwargs", {}))
         elif op == "compile":
             # Compile only, nothing of the code runs: `pysandbox judge` checks a program once
-            # before its cases (each case compiles it again in its own fresh child).
+            # (each of its cases compiles it again in its own fresh child).
             compile(src, name, "exec", dont_inherit=True)
         else:
             raise ValueError("unknown operation %r" % (op,))
