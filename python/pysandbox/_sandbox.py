@@ -24,7 +24,7 @@ import textwrap
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import _native
 from ._config import SandboxConfig
@@ -106,6 +106,67 @@ class DisplayResult:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Dict[str, str]:
         return dict(self.data)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case of :meth:`Sandbox.judge`: its verdict, its output and its usage."""
+
+    #: ``"AC"`` (accepted), ``"WA"`` (wrong answer), ``"TLE"`` (wall or CPU time), ``"MLE"``
+    #: (memory), ``"RE"`` (an uncaught exception, a non-zero exit, a signal or another limit),
+    #: ``"OLE"`` (output limit).
+    verdict: str
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    exit_code: Optional[int]
+    #: The signal that killed it, if one did.
+    signal: Optional[int]
+    #: The limit that stopped it (``"wall"``, ``"cpu"``, ``"memory"``, ``"output"``, ...).
+    limit: Optional[str]
+    wall_time: float
+    cpu_time: float
+    peak_memory: int
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """What :meth:`Sandbox.judge` found: every case's result in case order, and the totals."""
+
+    cases: List[CaseResult]
+    #: Cases with the verdict ``"AC"``.
+    passed: int
+    total: int
+    #: ``{"type", "message", "traceback"}`` when the program does not compile (then no case
+    #: ran: each is ``"RE"`` with the traceback as its stderr).
+    compile_error: Optional[Dict[str, str]] = None
+
+
+_CASE_FIELDS = tuple(CaseResult.__dataclass_fields__)
+
+
+def _cases_json(cases: Any) -> str:
+    """The cases as JSON text for the native judge, which checks every field; here only what
+    JSON cannot hold is refused, naming where it is."""
+    if isinstance(cases, (str, bytes, Mapping)) or not isinstance(cases, Sequence):
+        raise TypeError("cases must be a list of dicts such as {'stdin': '1 2\\n', "
+                        f"'expected': '3\\n'}}, got {type(cases).__name__}")  # fmt: skip
+    items = list(cases)
+    try:
+        return json.dumps(items, allow_nan=False)
+    except (TypeError, ValueError):
+        pass
+    for i, case in enumerate(items):
+        pairs = case.items() if isinstance(case, Mapping) else [(None, case)]
+        for key, value in pairs:
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                where = f"cases[{i}]" + ("" if key is None else f"[{key!r}]")
+                raise TypeError(f"{where}: a {type(value).__name__} cannot be part of a case: "
+                                "stdin and expected are str (decode bytes first)") from None  # fmt: skip
+    raise TypeError("cases: not JSON-like data")
 
 
 class _Helper:
@@ -214,6 +275,8 @@ def _warm_call(fn: Callable[..., Any], *args: Any) -> Any:
             raise SandboxError(f"the sandbox could not start: {message}") from None
         if kind == "malformed":
             raise MalformedResult(message) from None
+        if kind == "input":
+            raise ValueError(message) from None
         raise SandboxError(message) from None
 
 
@@ -357,9 +420,13 @@ class Sandbox:
         #: fraction of a millisecond instead of a fresh jail per call), started here:
         #: ``workers`` of them (default: one per CPU).
         self.warm = pool
+        self._workers = workers
         self._pool = _Pool()
         _POOLS.add(self._pool)
         self._warm: Optional[Any] = None
+        #: The warm pool judge() runs cases on when ``_warm`` cannot (started on first use).
+        self._judge: Optional[Any] = None
+        self._judge_lock = threading.Lock()
         if pool:
             policy = json.dumps(self.config.to_policy())
             self._warm = _warm_call(_native.WarmPool, helper_binary(), policy, workers)
@@ -431,6 +498,57 @@ class Sandbox:
         """A callable that runs ``func(*args, **kwargs)`` in the sandbox (pysandbox's name)."""
         return functools.partial(self.call, func, *args, **kwargs)
 
+    # Many inputs, one program ------------------------------------------------------------
+
+    def judge(self, code: str, cases: Sequence[Mapping[str, Any]],
+              compare: str = "exact") -> JudgeResult:  # fmt: skip
+        """Run the program ``code`` once per case, each in a fresh sandbox, and give a verdict.
+
+        ``cases``: dicts ``{"stdin": "1 2\\n", "expected": "3\\n"}``; ``stdin`` is required
+        (``""`` for none), a case without ``expected`` is ``"AC"`` when it runs cleanly.
+        ``compare``: ``"exact"`` (byte for byte), ``"strip"`` (trailing whitespace of each line
+        and of the output ignored) or ``"tokens"`` (whitespace-separated tokens).
+
+        The cases run on warm workers, as many at once as there are workers, with this
+        configuration's limits and the ``stdin`` feature on (the program reads its case's input
+        with ``input()`` or ``sys.stdin``): a configuration without that feature, or a sandbox
+        without ``pool=True``, starts a warm pool for judging on the first call, kept until
+        :meth:`close`. A case's failure is its verdict, never an exception; bad cases or an
+        unknown ``compare`` raise ``ValueError`` (``TypeError`` for what is not JSON-like
+        data) before anything runs, and a failure of the sandbox itself raises
+        :class:`SandboxError`.
+
+        >>> r = Sandbox().judge("a, b = map(int, input().split())\\nprint(a + b)",
+        ...                     [{"stdin": "1 2\\n", "expected": "3\\n"}, {"stdin": "2 2\\n", "expected": "5\\n"}])
+        >>> [c.verdict for c in r.cases], r.passed, r.total
+        (['AC', 'WA'], 1, 2)
+        """
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, got {type(code).__name__}")
+        if not isinstance(compare, str):
+            raise TypeError(f"compare must be a str, got {type(compare).__name__}")
+        text = _cases_json(cases)
+        out = json.loads(_warm_call(self._judge_pool().judge, code, text, compare))
+        return JudgeResult(
+            cases=[CaseResult(**{k: c[k] for k in _CASE_FIELDS}) for c in out["cases"]],
+            passed=out["passed"],
+            total=out["total"],
+            compile_error=out.get("compile_error"),
+        )
+
+    def _judge_pool(self) -> Any:
+        if self._warm is not None and self._warm.gives_stdin:
+            return self._warm
+        with self._judge_lock:
+            if self._pool.closed:
+                raise SandboxError("the sandbox is closed")
+            if self._judge is None:
+                policy = json.dumps(self.config.to_policy())
+                start = functools.partial(_native.WarmPool, judge=True)
+                self._judge = _warm_call(start, helper_binary(), policy, self._workers)
+                _WARM.add(self._judge)
+            return self._judge
+
     # asyncio -------------------------------------------------------------------------------
 
     async def aexecute(self, code: str, globals: Optional[Dict[str, Any]] = None,
@@ -450,13 +568,22 @@ class Sandbox:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(self.call, func, *args, **kwargs))
 
+    async def ajudge(self, code: str, cases: Sequence[Mapping[str, Any]],
+                     compare: str = "exact") -> JudgeResult:  # fmt: skip
+        """:meth:`judge` for asyncio."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.judge, code, cases, compare))
+
     # Lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop the helper processes (also done at exit)."""
-        self._pool.close()
+        with self._judge_lock:
+            self._pool.close()
         if self._warm is not None:
             self._warm.close()
+        if self._judge is not None:
+            self._judge.close()
 
     def __enter__(self) -> "Sandbox":
         return self

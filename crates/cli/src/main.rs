@@ -3,6 +3,7 @@
 
 mod batch;
 mod doctor;
+mod judge;
 mod repl;
 mod serve;
 mod sessions;
@@ -67,6 +68,12 @@ enum Command {
     },
     /// Run JSON-lines requests (`{"id":…, "code":…}`) through a pool of warm workers.
     Batch(Box<batch::BatchArgs>),
+    /// Run one program against many inputs, each case in a fresh sandbox, with a verdict per case.
+    ///
+    /// `pysandbox judge prog.py --cases cases.jsonl`, one case per line: `{"stdin": "1 2\n",
+    /// "expected": "3\n"}`. Verdicts: AC, WA, TLE, MLE, RE, OLE. Exit status: 0 when every case
+    /// passed, 1 when some did not, 2 for bad usage (nothing runs), 125 if the sandbox failed.
+    Judge(Box<judge::JudgeArgs>),
     /// An interactive console whose every input runs in the sandbox (prompt `sandbox>>> `).
     Repl(Box<repl::ReplArgs>),
     /// Show which kernel features this machine has and what pysandbox would use.
@@ -304,6 +311,7 @@ fn main() -> ExitCode {
             inject_failure,
         } => batch::worker(sessions, api, inject_failure.as_deref()),
         Command::Batch(a) => batch::batch(&a),
+        Command::Judge(a) => judge::run(&a),
         Command::Doctor { python } => doctor::run(python.as_deref()),
         Command::Schema { errors } => {
             if errors {

@@ -7,6 +7,7 @@
 pub mod interp;
 pub mod isolate;
 pub mod jail;
+pub mod judge;
 pub mod landlock;
 pub mod limits;
 pub mod mounts;

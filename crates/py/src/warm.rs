@@ -11,6 +11,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use pysandbox_core::judge::{self, Compare, JudgeError};
 use pysandbox_core::policy::Policy;
 use pysandbox_core::warm::{
     Pool, PoolOptions, Request, Session, SessionOptions, WarmError, WarmOutcome, WarmUp,
@@ -25,7 +26,7 @@ create_exception!(
     PyException,
     "A warm pool or session failed: args are (kind, message); kind is one of policy, setup, \
      busy, closed, ended, worker, isolation, request, malformed (the sandbox returned what is \
-     not data)."
+     not data), input (a judge's bad cases or compare mode: nothing ran)."
 );
 
 fn failure(kind: &str, message: String) -> PyErr {
@@ -33,7 +34,11 @@ fn failure(kind: &str, message: String) -> PyErr {
 }
 
 fn warm_failure(e: WarmError) -> PyErr {
-    let kind = match &e {
+    failure(warm_kind(&e), e.to_string())
+}
+
+fn warm_kind(e: &WarmError) -> &'static str {
+    match e {
         WarmError::Policy(_) | WarmError::Refused(_) => "policy",
         WarmError::Start { .. } => "setup",
         WarmError::Busy(_) => "busy",
@@ -41,8 +46,7 @@ fn warm_failure(e: WarmError) -> PyErr {
         WarmError::SessionEnded(_) => "ended",
         WarmError::Worker(_) | WarmError::Hung(_) => "worker",
         WarmError::Isolation { .. } => "isolation",
-    };
-    failure(kind, e.to_string())
+    }
 }
 
 fn parse_policy(text: &str) -> PyResult<Policy> {
@@ -113,8 +117,10 @@ pub struct WarmPool {
 
 #[pymethods]
 impl WarmPool {
+    /// `judge`: a pool for [`WarmPool::judge`] only: the policy gets the `stdin` feature
+    /// (`judge::policy`) and the children warm up the plain request path the cases take.
     #[new]
-    #[pyo3(signature = (binary, policy, workers = None, max_queue = 1024, recycle_after = 10_000))]
+    #[pyo3(signature = (binary, policy, workers = None, max_queue = 1024, recycle_after = 10_000, judge = false))]
     fn new(
         py: Python<'_>,
         binary: &str,
@@ -122,8 +128,9 @@ impl WarmPool {
         workers: Option<usize>,
         max_queue: usize,
         recycle_after: u64,
+        judge: bool,
     ) -> PyResult<Self> {
-        let policy = parse_policy(policy)?;
+        let mut policy = parse_policy(policy)?;
         let mut o = PoolOptions::new(binary);
         if let Some(n) = workers {
             o.workers = n.max(1);
@@ -131,6 +138,10 @@ impl WarmPool {
         o.max_queue = max_queue;
         o.recycle_after = recycle_after;
         o.warm_up = WarmUp::Api;
+        if judge {
+            policy = judge::policy(&policy);
+            o.warm_up = WarmUp::Code;
+        }
         let tmp_size = policy.effective_limits().tmp_size;
         let pool = py
             .allow_threads(|| Pool::new(policy, o))
@@ -211,6 +222,40 @@ impl WarmPool {
             None => py.None(),
         };
         Ok((outcome, payload, has_result, too_big))
+    }
+
+    /// Whether the code can read its standard input under this pool's policy (the `stdin`
+    /// feature): what [`WarmPool::judge`] needs.
+    #[getter]
+    fn gives_stdin(&self) -> bool {
+        judge::gives_stdin(self.pool.policy())
+    }
+
+    /// `code` against every case (`cases`: a JSON list of `{"stdin": ..., "expected": ...}`),
+    /// each in a fresh child, spread over the workers (`pysandbox_core::judge`); the result as
+    /// JSON text (`judge::JudgeResult`). Bad cases or compare mode fail with kind `input`
+    /// before anything runs.
+    #[pyo3(signature = (code, cases, compare = "exact"))]
+    fn judge(&self, py: Python<'_>, code: &str, cases: &str, compare: &str) -> PyResult<String> {
+        let input = |e: JudgeError| failure("input", e.to_string());
+        let compare: Compare = compare.parse().map_err(input)?;
+        let cases = judge::cases_from_json(cases, self.pool.policy()).map_err(input)?;
+        let result = py
+            .allow_threads(|| judge::judge(&self.pool, None, code, &cases, compare))
+            .map_err(|e| match e {
+                e if e.is_input() => input(e),
+                JudgeError::NoStdin => failure("policy", e.to_string()),
+                JudgeError::Check(source) => {
+                    let kind = warm_kind(&source);
+                    failure(kind, format!("checking the program: {source}"))
+                }
+                JudgeError::Sandbox { case, source } => {
+                    failure(warm_kind(&source), format!("cases[{case}]: {source}"))
+                }
+                e => failure("worker", e.to_string()),
+            })?;
+        serde_json::to_string(&result)
+            .map_err(|e| failure("worker", format!("encoding the result: {e}")))
     }
 
     /// Stop every worker; later runs fail with kind `closed`.

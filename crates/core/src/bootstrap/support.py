@@ -600,6 +600,10 @@ def _pysandbox_api(ns, src, name, boot, request=None, cell=False):
                 exec(code, ns)
                 func = ns[data["function"]]
                 result["value"] = func(*data.get("args", ()), **data.get("kwargs", {}))
+        elif op == "compile":
+            # Compile only, nothing of the code runs: `pysandbox judge` checks a program once
+            # (each of its cases compiles it again in its own fresh child).
+            compile(src, name, "exec", dont_inherit=True)
         else:
             raise ValueError("unknown operation %r" % (op,))
         result["globals"] = _pysandbox_data_only(ns)

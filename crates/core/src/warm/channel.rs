@@ -71,6 +71,9 @@ pub(crate) struct Bounds {
     pub cpu: Option<u64>,
     /// Longest API result kept.
     pub result_max: usize,
+    /// Go on until the process is gone and take how it ended from the kernel, not from its
+    /// `Done` frame ([`super::Request::until_exit`]).
+    pub until_exit: bool,
 }
 
 /// A session call's CPU limit, measured by the host on the child's process tree.
@@ -216,7 +219,7 @@ pub(crate) fn exchange(
         let finished = reports
             .iter()
             .any(|r| matches!(r, Report::Done { .. } | Report::SetupFailed { .. }));
-        if (finished && killed.is_none()) || gone {
+        if (finished && killed.is_none() && !b.until_exit) || gone {
             break;
         }
         let now = Instant::now();
@@ -365,7 +368,9 @@ pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (Out
     let reported = x.limits.first().copied();
     let mut anomaly = x.stuck;
     let (exit_code, signal, cpu, maxrss, mut limit) = match (x.done, exit) {
-        (Some(d), _) if x.killed.is_none() => (Some(d.exit), None, d.cpu, d.maxrss_kib, reported),
+        (Some(d), _) if x.killed.is_none() && !b.until_exit => {
+            (Some(d.exit), None, d.cpu, d.maxrss_kib, reported)
+        }
         (_, Some(e)) => {
             let cpu_limited = crate::limits::cpu_killed(b.cpu.map(Duration::from_secs), e.cpu);
             let limit = if x.killed.is_some() {

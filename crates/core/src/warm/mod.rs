@@ -105,6 +105,13 @@ pub struct Request {
     /// value and `display()` calls are rich results.
     #[serde(default, rename = "mode", with = "mode_name")]
     pub cell: bool,
+    /// Wait until the child's process is gone and take how it ended (exit status or signal, CPU
+    /// time, peak memory) from the kernel (the zygote's `wait4`), not from its closing `Done`
+    /// frame, which the code can write itself and then run on (or crash) after printing: what a
+    /// verdict needs (`crate::judge`). The output written until the end counts too. Costs the
+    /// child's exit and one question to the zygote. Host-side only (not part of the frame).
+    #[serde(skip)]
+    pub until_exit: bool,
 }
 
 /// `"mode": "script" | "cell"` as the flag it is.
@@ -168,6 +175,7 @@ impl Request {
             files: Vec::new(),
             collect: Vec::new(),
             cell: false,
+            until_exit: false,
         }
     }
 

@@ -205,6 +205,16 @@ impl Pool {
         }
     }
 
+    /// The policy every request of this pool runs under.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// How many workers the pool keeps (requests it can run at the same time).
+    pub fn workers(&self) -> usize {
+        self.opts.workers.max(1)
+    }
+
     /// Process ids of the idle workers' `pysandbox worker` processes.
     pub fn worker_pids(&self) -> Vec<u32> {
         self.lock().idle.iter().map(|w| w.pid()).collect()

@@ -206,6 +206,7 @@ impl Worker {
                     .cpu
                     .map(|c| c.as_secs() + u64::from(c.subsec_nanos() > 0)),
                 result_max: RESULT_MAX,
+                until_exit: false,
             },
             processes: limits.processes,
             tmp_size: limits.tmp_size,
@@ -343,16 +344,20 @@ impl Worker {
         cpu: Option<&CpuWatch>,
         after_write: &dyn Fn(),
     ) -> Result<WarmOutcome, WarmError> {
-        let x = channel::exchange(ch, &req.encode(), self.bounds, cpu, after_write);
+        let b = Bounds {
+            until_exit: req.until_exit,
+            ..self.bounds
+        };
+        let x = channel::exchange(ch, &req.encode(), b, cpu, after_write);
         if let Some((step, message)) = x.setup_failed {
             return Err(WarmError::Isolation { step, message });
         }
-        let exit = if x.done.is_some() && x.killed.is_none() {
+        let exit = if x.done.is_some() && x.killed.is_none() && !b.until_exit {
             None
         } else {
             self.exit_of(ch.seq)
         };
-        let (run, anomaly) = channel::outcome(&x, exit, self.bounds);
+        let (run, anomaly) = channel::outcome(&x, exit, b);
         let ended = x.done.is_none() || x.killed.is_some() || x.gone;
         Ok(WarmOutcome {
             id: serde_json::Value::Null,
