@@ -23,13 +23,24 @@ from ._errors import (
     SandboxError,
     Timeout,
 )
-from ._sandbox import Result, Sandbox, Session, helper_binary
+from ._sandbox import (
+    CaseResult,
+    DisplayResult,
+    JudgeResult,
+    Result,
+    Sandbox,
+    Session,
+    helper_binary,
+)
 
 DEFAULT_TIMEOUT = 5.0
 
 __all__ = [
+    "CaseResult",
     "DEFAULT_TIMEOUT",
+    "DisplayResult",
     "FEATURES",
+    "JudgeResult",
     "LimitExceeded",
     "MalformedResult",
     "MemoryLimitExceeded",

@@ -14,13 +14,21 @@ def decode(text: str) -> object:
 class WarmFailure(Exception):
     """A warm pool or session failed; ``args`` are ``(kind, message)``, kind one of policy,
     setup, busy, closed, ended, worker, request, malformed (the sandbox returned what is not
-    data)."""
+    data), input (a judge's bad cases or compare mode)."""
 
 class WarmPool:
     """Warm workers (``pysandbox worker`` processes), each keeping an isolated child ready."""
 
     def __init__(self, binary: str, policy: str, workers: int | None = None,
-                 max_queue: int = 1024, recycle_after: int = 10000) -> None: ...
+                 max_queue: int = 1024, recycle_after: int = 10000, judge: bool = False) -> None:
+        """``judge``: a pool for :meth:`judge`, its policy with the ``stdin`` feature."""
+    @property
+    def gives_stdin(self) -> bool:
+        """Whether the code can read its standard input under this pool's policy."""
+    def judge(self, code: str, cases: str, compare: str = "exact") -> str:
+        """``code`` against every case (a JSON list of {"stdin", "expected"}), each in a fresh
+        child; the result as JSON text (cases with verdicts, passed, total, compile_error).
+        Bad input fails with kind ``input`` before anything runs."""
     def call(self, op: str, code: str, stdin: str | None, data: dict[str, Any],
              max_result: int) -> tuple[dict[str, Any], Any, bool, bool]:
         """The package's exec/eval/call in a fresh child: (outcome, decoded result or None,

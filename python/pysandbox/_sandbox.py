@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import base64
 import functools
 import inspect
 import json
@@ -23,7 +24,7 @@ import textwrap
 import threading
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from . import _native
 from ._config import SandboxConfig
@@ -64,7 +65,8 @@ def helper_binary() -> str:
 
 @dataclass(frozen=True)
 class Result:
-    """What a run produced."""
+    """What a run produced: the outcome every front end shows (docs/outcome.md), and the data
+    of exec/eval/call."""
 
     stdout: str
     stderr: str
@@ -80,6 +82,91 @@ class Result:
     globals: Dict[str, Any] = field(default_factory=dict)
     #: The locals after the run when ``locals`` was given.
     locals: Optional[Dict[str, Any]] = None
+    #: ``"ok"``, ``"error"`` (a non-zero exit), ``"limit"``, ``"crashed"``, ``"sandbox_error"``.
+    status: str = "ok"
+    #: The limit that stopped the run or cut its output (``"output"``), if any.
+    limit: Optional[str] = None
+    #: The signal that ended the run, if one did.
+    signal: Optional[int] = None
+    #: Rich outputs (MIME bundles: :class:`DisplayResult`).
+    results: List["DisplayResult"] = field(default_factory=list)
+    #: Files collected after the run: name → bytes.
+    files: Dict[str, bytes] = field(default_factory=dict)
+    #: Some files were left out (count or size bounds).
+    files_truncated: bool = False
+
+
+@dataclass(frozen=True)
+class DisplayResult:
+    """A rich output: a MIME bundle (``data``: MIME type → text, binary types base64, as
+    Jupyter's), the cell's main result or a ``display()``. Notebooks show it natively."""
+
+    data: Dict[str, str]
+    is_main_result: bool = False
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Dict[str, str]:
+        return dict(self.data)
+
+
+@dataclass(frozen=True)
+class CaseResult:
+    """One case of :meth:`Sandbox.judge`: its verdict, its output and its usage."""
+
+    #: ``"AC"`` (accepted), ``"WA"`` (wrong answer), ``"TLE"`` (wall or CPU time), ``"MLE"``
+    #: (memory), ``"RE"`` (an uncaught exception, a non-zero exit, a signal or another limit),
+    #: ``"OLE"`` (output limit).
+    verdict: str
+    stdout: str
+    stderr: str
+    stdout_truncated: bool
+    stderr_truncated: bool
+    exit_code: Optional[int]
+    #: The signal that killed it, if one did.
+    signal: Optional[int]
+    #: The limit that stopped it (``"wall"``, ``"cpu"``, ``"memory"``, ``"output"``, ...).
+    limit: Optional[str]
+    wall_time: float
+    cpu_time: float
+    peak_memory: int
+
+
+@dataclass(frozen=True)
+class JudgeResult:
+    """What :meth:`Sandbox.judge` found: every case's result in case order, and the totals."""
+
+    cases: List[CaseResult]
+    #: Cases with the verdict ``"AC"``.
+    passed: int
+    total: int
+    #: ``{"type", "message", "traceback"}`` when the program does not compile (then no case
+    #: ran: each is ``"RE"`` with the traceback as its stderr).
+    compile_error: Optional[Dict[str, str]] = None
+
+
+_CASE_FIELDS = tuple(CaseResult.__dataclass_fields__)
+
+
+def _cases_json(cases: Any) -> str:
+    """The cases as JSON text for the native judge, which checks every field; here only what
+    JSON cannot hold is refused, naming where it is."""
+    if isinstance(cases, (str, bytes, Mapping)) or not isinstance(cases, Sequence):
+        raise TypeError("cases must be a list of dicts such as {'stdin': '1 2\\n', "
+                        f"'expected': '3\\n'}}, got {type(cases).__name__}")  # fmt: skip
+    items = list(cases)
+    try:
+        return json.dumps(items, allow_nan=False)
+    except (TypeError, ValueError):
+        pass
+    for i, case in enumerate(items):
+        pairs = case.items() if isinstance(case, Mapping) else [(None, case)]
+        for key, value in pairs:
+            try:
+                json.dumps(value, allow_nan=False)
+            except (TypeError, ValueError):
+                where = f"cases[{i}]" + ("" if key is None else f"[{key!r}]")
+                raise TypeError(f"{where}: a {type(value).__name__} cannot be part of a case: "
+                                "stdin and expected are str (decode bytes first)") from None  # fmt: skip
+    raise TypeError("cases: not JSON-like data")
 
 
 class _Helper:
@@ -188,6 +275,8 @@ def _warm_call(fn: Callable[..., Any], *args: Any) -> Any:
             raise SandboxError(f"the sandbox could not start: {message}") from None
         if kind == "malformed":
             raise MalformedResult(message) from None
+        if kind == "input":
+            raise ValueError(message) from None
         raise SandboxError(message) from None
 
 
@@ -197,7 +286,8 @@ def _from_warm(resp: Dict[str, Any], max_result: int) -> Dict[str, Any]:
     too_big = bool(resp.get("result_truncated")) or (result is not None and len(result) > max_result)
     outcome = {k: resp.get(k) for k in (
         "exit_code", "signal", "limit", "cpu_time", "wall_time", "peak_memory", "stdout",
-        "stdout_truncated", "stderr", "stderr_truncated")}  # fmt: skip
+        "stdout_truncated", "stderr", "stderr_truncated", "status", "error", "results", "files",
+        "files_truncated")}  # fmt: skip
     return {"ok": True, "outcome": outcome, "result": None if too_big else result,
             "result_truncated": too_big, "report_error": resp.get("report_error")}  # fmt: skip
 
@@ -257,6 +347,38 @@ def _short(s: str) -> str:
     return repr(s[:40]) + ("..." if len(s) > 40 else "")
 
 
+def _files(files: Optional[Dict[str, Any]]) -> Optional[List[Any]]:
+    """``files`` as (name, bytes) pairs: str contents are UTF-8."""
+    if files is None:
+        return None
+    if not isinstance(files, dict):
+        raise TypeError(f"files must be a dict of name to bytes or str, got {type(files).__name__}")
+    out = []
+    for name, content in files.items():
+        if not isinstance(name, str):
+            raise TypeError(f"files: a name must be a str, got {type(name).__name__}")
+        if isinstance(content, str):
+            content = content.encode()
+        if not isinstance(content, (bytes, bytearray, memoryview)):
+            raise TypeError(f"files[{name!r}]: bytes or str, got {type(content).__name__}")
+        out.append((name, bytes(content)))
+    return out
+
+
+def _cell(mode: str) -> bool:
+    if mode not in ("script", "cell"):
+        raise PolicyError(f"unknown mode {mode!r}: expected 'script' or 'cell'")
+    return mode == "cell"
+
+
+def _globs(collect: Optional[List[str]]) -> Optional[List[str]]:
+    if collect is None:
+        return None
+    if isinstance(collect, str) or not all(isinstance(g, str) for g in collect):
+        raise TypeError("collect must be a list of glob strings, e.g. ['*.png']")
+    return list(collect)
+
+
 def _signal_name(n: int) -> str:
     try:
         return _signal.Signals(n).name
@@ -298,9 +420,13 @@ class Sandbox:
         #: fraction of a millisecond instead of a fresh jail per call), started here:
         #: ``workers`` of them (default: one per CPU).
         self.warm = pool
+        self._workers = workers
         self._pool = _Pool()
         _POOLS.add(self._pool)
         self._warm: Optional[Any] = None
+        #: The warm pool judge() runs cases on when ``_warm`` cannot (started on first use).
+        self._judge: Optional[Any] = None
+        self._judge_lock = threading.Lock()
         if pool:
             policy = json.dumps(self.config.to_policy())
             self._warm = _warm_call(_native.WarmPool, helper_binary(), policy, workers)
@@ -315,16 +441,25 @@ class Sandbox:
         locals: Optional[Dict[str, Any]] = None,
         *,
         stdin: Optional[str] = None,
+        files: Optional[Dict[str, Any]] = None,
+        collect: Optional[List[str]] = None,
+        mode: str = "script",
     ) -> Result:
         """Run ``code`` like ``exec(code, globals, locals)``, in the sandbox.
 
+        ``mode="cell"`` gives notebook semantics: the value of the last expression is the main
+        result and ``display(obj)`` adds more, each a MIME bundle in ``Result.results`` (plots
+        as ``image/png``, DataFrames as ``text/html``).
+
         The dicts are copied in (data values only) and never changed; the updated copies are in
-        ``Result.globals`` and ``Result.locals``.
+        ``Result.globals`` and ``Result.locals``. ``files`` (name → bytes or str) are placed in
+        the working directory first; the files matching ``collect`` (globs relative to it, e.g.
+        ``"*.png"``, ``"out/*.csv"``) come back in ``Result.files``.
         """
         data: Dict[str, Any] = {"globals": dict(globals or {})}
         if locals is not None:
             data["locals"] = dict(locals)
-        return self._run("exec", code, data, stdin)
+        return self._run("exec", code, data, stdin, _files(files), _globs(collect), _cell(mode))
 
     def eval(
         self,
@@ -363,6 +498,57 @@ class Sandbox:
         """A callable that runs ``func(*args, **kwargs)`` in the sandbox (pysandbox's name)."""
         return functools.partial(self.call, func, *args, **kwargs)
 
+    # Many inputs, one program ------------------------------------------------------------
+
+    def judge(self, code: str, cases: Sequence[Mapping[str, Any]],
+              compare: str = "exact") -> JudgeResult:  # fmt: skip
+        """Run the program ``code`` once per case, each in a fresh sandbox, and give a verdict.
+
+        ``cases``: dicts ``{"stdin": "1 2\\n", "expected": "3\\n"}``; ``stdin`` is required
+        (``""`` for none), a case without ``expected`` is ``"AC"`` when it runs cleanly.
+        ``compare``: ``"exact"`` (byte for byte), ``"strip"`` (trailing whitespace of each line
+        and of the output ignored) or ``"tokens"`` (whitespace-separated tokens).
+
+        The cases run on warm workers, as many at once as there are workers, with this
+        configuration's limits and the ``stdin`` feature on (the program reads its case's input
+        with ``input()`` or ``sys.stdin``): a configuration without that feature, or a sandbox
+        without ``pool=True``, starts a warm pool for judging on the first call, kept until
+        :meth:`close`. A case's failure is its verdict, never an exception; bad cases or an
+        unknown ``compare`` raise ``ValueError`` (``TypeError`` for what is not JSON-like
+        data) before anything runs, and a failure of the sandbox itself raises
+        :class:`SandboxError`.
+
+        >>> r = Sandbox().judge("a, b = map(int, input().split())\\nprint(a + b)",
+        ...                     [{"stdin": "1 2\\n", "expected": "3\\n"}, {"stdin": "2 2\\n", "expected": "5\\n"}])
+        >>> [c.verdict for c in r.cases], r.passed, r.total
+        (['AC', 'WA'], 1, 2)
+        """
+        if not isinstance(code, str):
+            raise TypeError(f"code must be a str, got {type(code).__name__}")
+        if not isinstance(compare, str):
+            raise TypeError(f"compare must be a str, got {type(compare).__name__}")
+        text = _cases_json(cases)
+        out = json.loads(_warm_call(self._judge_pool().judge, code, text, compare))
+        return JudgeResult(
+            cases=[CaseResult(**{k: c[k] for k in _CASE_FIELDS}) for c in out["cases"]],
+            passed=out["passed"],
+            total=out["total"],
+            compile_error=out.get("compile_error"),
+        )
+
+    def _judge_pool(self) -> Any:
+        if self._warm is not None and self._warm.gives_stdin:
+            return self._warm
+        with self._judge_lock:
+            if self._pool.closed:
+                raise SandboxError("the sandbox is closed")
+            if self._judge is None:
+                policy = json.dumps(self.config.to_policy())
+                start = functools.partial(_native.WarmPool, judge=True)
+                self._judge = _warm_call(start, helper_binary(), policy, self._workers)
+                _WARM.add(self._judge)
+            return self._judge
+
     # asyncio -------------------------------------------------------------------------------
 
     async def aexecute(self, code: str, globals: Optional[Dict[str, Any]] = None,
@@ -382,13 +568,22 @@ class Sandbox:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, functools.partial(self.call, func, *args, **kwargs))
 
+    async def ajudge(self, code: str, cases: Sequence[Mapping[str, Any]],
+                     compare: str = "exact") -> JudgeResult:  # fmt: skip
+        """:meth:`judge` for asyncio."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, functools.partial(self.judge, code, cases, compare))
+
     # Lifetime ------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Stop the helper processes (also done at exit)."""
-        self._pool.close()
+        with self._judge_lock:
+            self._pool.close()
         if self._warm is not None:
             self._warm.close()
+        if self._judge is not None:
+            self._judge.close()
 
     def __enter__(self) -> "Sandbox":
         return self
@@ -398,13 +593,16 @@ class Sandbox:
 
     # The work ------------------------------------------------------------------------------
 
-    def _run(self, op: str, code: str, data: Dict[str, Any], stdin: Optional[str]) -> Result:
+    def _run(self, op: str, code: str, data: Dict[str, Any], stdin: Optional[str],
+             files: Optional[List[Any]] = None, collect: Optional[List[str]] = None,
+             cell: bool = False) -> Result:  # fmt: skip
         if not isinstance(code, str):
             raise TypeError(f"code must be a str, got {type(code).__name__}")
         if self._warm is not None:
             # One native call: the data encoded, the outcome and the decoded result back.
             o, payload, has_result, too_big = _warm_call(
-                self._warm.call, op, code, stdin, data, self.config.max_result)  # fmt: skip
+                self._warm.call, op, code, stdin, data, self.config.max_result, files,
+                collect, cell)  # fmt: skip
             # ``payload`` is None without a result, and when the result decoded to None.
             return self._finish(o, payload if has_result and not too_big else {}, has_result,
                                 too_big)  # fmt: skip
@@ -420,6 +618,9 @@ class Sandbox:
             "stdin": stdin,
             "input": json.loads(data_in),
             "result_max": self.config.max_result,
+            "files": {name: base64.b64encode(content).decode() for name, content in files or ()},
+            "collect": collect or [],
+            "cell": cell,
         }
         helper = self._pool.acquire()
         healthy = False
@@ -480,6 +681,15 @@ class Sandbox:
             value=payload.get("value"),
             globals=payload.get("globals") or {},
             locals=payload.get("locals"),
+            # The API path catches the code's sys.exit(n) and ends normally: n is the code's.
+            status=(("error" if int(payload["exit"]) else "ok") if "exit" in payload
+                    else str(o.get("status") or "ok")),  # fmt: skip
+            limit=o.get("limit"),
+            signal=o.get("signal"),
+            results=[DisplayResult(dict(r.get("data") or {}), bool(r.get("is_main_result")))
+                     for r in o.get("results") or ()],  # fmt: skip
+            files={str(k): base64.b64decode(v) for k, v in (o.get("files") or {}).items()},
+            files_truncated=bool(o.get("files_truncated")),
         )
         self._raise_for(o, payload, result, has_result, too_big)
         return result
@@ -540,12 +750,18 @@ class Session:
         _WARM.add(self._native)
         self._checker = Sandbox(config)
 
-    def execute(self, code: str, *, stdin: Optional[str] = None) -> Result:
-        """Run ``code`` in the session's namespace."""
+    def execute(self, code: str, *, stdin: Optional[str] = None,
+                files: Optional[Dict[str, Any]] = None,
+                collect: Optional[List[str]] = None, mode: str = "script") -> Result:  # fmt: skip
+        """Run ``code`` in the session's namespace (its working directory is kept between calls;
+        ``files``, ``collect`` and ``mode`` as in :meth:`Sandbox.execute`)."""
         if self._native is None:
             raise SandboxError(f"the session has ended: {self._ended}")
+        request = {"code": code, "stdin": stdin, "collect": _globs(collect) or [],
+                   "mode": "cell" if _cell(mode) else "script",
+                   "files": {n: base64.b64encode(c).decode() for n, c in _files(files) or ()}}  # fmt: skip
         try:
-            resp = json.loads(_warm_call(self._native.execute, json.dumps({"code": code, "stdin": stdin})))
+            resp = json.loads(_warm_call(self._native.execute, json.dumps(request)))
         except SandboxError as e:
             self.close(str(e).replace("the session has ended: ", "", 1))
             raise

@@ -14,9 +14,10 @@ ROOT = os.path.join(os.path.dirname(__file__), "..", "..", "crates", "core", "sr
 DONE_7 = b"\x15\x00\x00\x00\x03\x07\x00\x00\x00" + bytes(16)
 #: Report::Limit(Limit::Memory).
 LIMIT_MEMORY = b"\x0b\x00\x00\x00\x01\x06\x00\x00\x00memory"
-#: Request { code: b"print(1)", name: "a.py", stdin: Some(b"in"), api: None }.
-REQUEST = (b"\x1d\x00\x00\x00\x01" + b"\x08\x00\x00\x00print(1)" + b"\x04\x00\x00\x00a.py"
-           + b"\x01\x02\x00\x00\x00in" + b"\x00")  # fmt: skip
+#: Request { code: b"print(1)", name: "a.py", stdin: Some(b"in"), api: None, no files, nothing
+#: to collect, not a cell }.
+REQUEST = (b"\x26\x00\x00\x00\x01" + b"\x08\x00\x00\x00print(1)" + b"\x04\x00\x00\x00a.py"
+           + b"\x01\x02\x00\x00\x00in" + b"\x00" + bytes(8) + b"\x00")  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +52,12 @@ def test_requests_are_read_whole_and_in_pieces(boot):
     try:
         os.write(w, REQUEST + boot["_warm_request_frame"](b"x = 1", b"{}"))
         pending = bytearray()
-        assert boot["_warm_next"](r, pending) == [b"print(1)", b"a.py", b"in", None]
-        assert boot["_warm_next"](r, pending) == [b"x = 1", b"", None, b"{}"]
+        first = boot["_warm_next"](r, pending)
+        assert (first["code"], first["name"], first["stdin"], first["api"]) == (
+            b"print(1)", b"a.py", b"in", None)  # fmt: skip
+        assert (first["files"], first["collect"], first["cell"]) == ([], [], False)
+        second = boot["_warm_next"](r, pending)
+        assert (second["code"], second["stdin"], second["api"]) == (b"x = 1", None, b"{}")
         assert not pending
     finally:
         os.close(r)

@@ -7,7 +7,8 @@ use anyhow::{Context, Result};
 use clap::Args;
 use pysandbox_core::isolate::Injection;
 use pysandbox_core::limits::parse_duration;
-use pysandbox_core::policy::Policy;
+use pysandbox_core::outcome::{ErrorKind, Outcome};
+use pysandbox_core::policy::{Policy, PolicyError};
 use pysandbox_core::protocol::FromZygote;
 use pysandbox_core::run::{self, RunRequest, Source};
 use pysandbox_core::warm::{self, Pool, PoolOptions, WarmError};
@@ -117,6 +118,7 @@ pub fn worker(sessions: bool, api: bool, inject: Option<&str>) -> Result<ExitCod
             api: None,
             warm: Some(cfg),
             direct_stdout: Some(stdout_fd),
+            extras: Default::default(),
         },
     );
     match outcome {
@@ -144,12 +146,12 @@ pub struct BatchArgs {
 struct BatchRequest {
     #[serde(default)]
     id: serde_json::Value,
-    code: String,
-    #[serde(default)]
-    stdin: Option<String>,
     /// Lines naming the same session run in input order in one warm session (state kept).
     #[serde(default)]
     session: Option<String>,
+    /// `code`, `stdin`, `files` (name → base64), `collect` (globs).
+    #[serde(flatten)]
+    req: warm::Request,
 }
 
 /// What a thread does with the line it read.
@@ -167,6 +169,7 @@ enum Next {
 /// line carries the id and the outcome fields of `run --json` (in completion order).
 pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
     let policy = a.policy.policy()?;
+    let tmp_size = policy.effective_limits().tmp_size;
     let exe = std::env::current_exe().context("finding the pysandbox binary")?;
     let mut opts = PoolOptions::new(exe.clone());
     if let Some(n) = a.workers {
@@ -206,16 +209,21 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
                     match serde_json::from_str::<BatchRequest>(&line) {
                         Err(e) => {
                             let e = format!("bad request: {e}");
-                            write(&serde_json::json!({ "error": e }), false);
+                            // The line's id, when it has one, so the answer can be matched.
+                            let id = serde_json::from_str::<serde_json::Value>(&line)
+                                .ok()
+                                .and_then(|v| v.get("id").cloned())
+                                .unwrap_or_default();
+                            let line = error_line(id, ErrorKind::Policy, e);
+                            write(&line, false);
                             Next::Nothing
                         }
                         Ok(BatchRequest {
                             id,
-                            code,
-                            stdin,
                             session: Some(name),
+                            req,
                         }) => {
-                            if sessions.enqueue(&name, Line { id, code, stdin }) {
+                            if sessions.enqueue(&name, Line { id, req }) {
                                 Next::Drive(name)
                             } else {
                                 Next::Nothing
@@ -232,19 +240,16 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
                     }
                     Next::Nothing => continue,
                 };
-                let (answer, failure) = match pool.run(&req.code, req.stdin.as_deref()) {
+                let run = match req.req.check(tmp_size) {
+                    Ok(()) => pool.run_request(&req.req),
+                    Err(e) => Err(WarmError::Policy(PolicyError::Parse(e))),
+                };
+                let (answer, failure) = match run {
                     Ok(mut o) => {
                         o.id = req.id;
                         (serde_json::to_value(&o).unwrap_or_default(), false)
                     }
-                    Err(e) => {
-                        let busy = matches!(e, WarmError::Busy(_));
-                        let e = e.to_string();
-                        (
-                            serde_json::json!({"id": req.id, "error": e, "busy": busy}),
-                            true,
-                        )
-                    }
+                    Err(e) => (error_line(req.id, e.kind(), e.to_string()), true),
                 };
                 write(&answer, failure);
             });
@@ -347,4 +352,16 @@ pub fn run_files(policy: &PolicyArgs, files: &[String], json: bool) -> Result<Ex
         worst = worst.max(code);
     }
     Ok(ExitCode::from(worst))
+}
+
+/// An answer line for a request the sandbox could not carry out: the outcome schema with
+/// `status = sandbox_error` and `error` naming the kind (docs/outcome.md), and the request's id.
+pub(crate) fn error_line(
+    id: serde_json::Value,
+    kind: ErrorKind,
+    message: String,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(Outcome::sandbox_error(kind, message)).unwrap_or_default();
+    v["id"] = id;
+    v
 }

@@ -125,6 +125,7 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 api: None,
                 warm: None,
                 direct_stdout: None,
+                extras: Default::default(),
             };
             match run::run(&spec, req) {
                 Ok(o) if o.status == Status::Exited(0) && o.stdout.data == b"42\n" => line(

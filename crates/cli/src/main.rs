@@ -3,6 +3,7 @@
 
 mod batch;
 mod doctor;
+mod judge;
 mod repl;
 mod serve;
 mod sessions;
@@ -11,8 +12,10 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use pysandbox_core::isolate::Injection;
 use pysandbox_core::limits::{self, parse_duration, parse_size, Limit};
+use pysandbox_core::outcome::{ErrorKind, Outcome as RunOutcome};
 use pysandbox_core::policy::{Feature, Policy, PolicyError};
-use pysandbox_core::run::{self, JsonOutcome, RunRequest, Source};
+use pysandbox_core::run::{self, RunRequest, Source};
+use pysandbox_core::warm;
 use pysandbox_core::{Limits, Network, Outcome, OutputMode, Status, Stdin};
 use std::io::Write;
 use std::os::fd::OwnedFd;
@@ -65,12 +68,24 @@ enum Command {
     },
     /// Run JSON-lines requests (`{"id":…, "code":…}`) through a pool of warm workers.
     Batch(Box<batch::BatchArgs>),
+    /// Run one program against many inputs, each case in a fresh sandbox, with a verdict per case.
+    ///
+    /// `pysandbox judge prog.py --cases cases.jsonl`, one case per line: `{"stdin": "1 2\n",
+    /// "expected": "3\n"}`. Verdicts: AC, WA, TLE, MLE, RE, OLE. Exit status: 0 when every case
+    /// passed, 1 when some did not, 2 for bad usage (nothing runs), 125 if the sandbox failed.
+    Judge(Box<judge::JudgeArgs>),
     /// An interactive console whose every input runs in the sandbox (prompt `sandbox>>> `).
     Repl(Box<repl::ReplArgs>),
     /// Show which kernel features this machine has and what pysandbox would use.
     Doctor {
         #[arg(long)]
         python: Option<PathBuf>,
+    },
+    /// Print the JSON Schema of a run's outcome (`run --json`, `batch` lines; docs/outcome.md).
+    Schema {
+        /// Print the error-kind table instead (Markdown).
+        #[arg(long)]
+        errors: bool,
     },
 }
 
@@ -242,6 +257,22 @@ struct RunArgs {
     /// child, and print their outputs in order (`--json`: one line per script).
     #[arg(long, conflicts_with = "code")]
     warm: bool,
+    /// Place a host file in the working directory before the code runs: PATH (under its base
+    /// name) or NAME=PATH; repeatable. Counted in the /tmp size.
+    #[arg(long = "file", value_name = "[NAME=]PATH")]
+    files: Vec<String>,
+    /// Send back the files whose path (relative to the working directory) matches GLOB after
+    /// the run (`*` also crosses `/`); repeatable. In --json as `files` (base64).
+    #[arg(long = "collect", value_name = "GLOB")]
+    collect: Vec<String>,
+    /// Also write the collected files under DIR (never outside it, whatever their names).
+    #[arg(long, value_name = "DIR", requires = "collect")]
+    collect_dir: Option<PathBuf>,
+    /// Cell mode (notebook semantics): the value of the last expression is the main result
+    /// (its text printed after the run; in --json every rich result, plots as PNG, under
+    /// `results`), `display(obj)` adds results.
+    #[arg(long)]
+    cell: bool,
     #[command(flatten)]
     policy: PolicyArgs,
     /// The script, then its arguments.
@@ -286,7 +317,16 @@ fn main() -> ExitCode {
             inject_failure,
         } => batch::worker(sessions, api, inject_failure.as_deref()),
         Command::Batch(a) => batch::batch(&a),
+        Command::Judge(a) => judge::run(&a),
         Command::Doctor { python } => doctor::run(python.as_deref()),
+        Command::Schema { errors } => {
+            if errors {
+                print!("{}", pysandbox_core::outcome::error_table_markdown());
+            } else {
+                print!("{}", pysandbox_core::outcome::schema());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
@@ -333,6 +373,26 @@ fn cmd_features() -> Result<ExitCode> {
 }
 
 fn cmd_run(a: RunArgs) -> Result<ExitCode> {
+    let json = a.json && !a.warm;
+    match cmd_run_inner(a) {
+        // With --json the answer is always an outcome: a sandbox error is one too.
+        Err(e) if json => {
+            let (kind, code) = match e.downcast_ref::<PolicyError>() {
+                Some(p) if !matches!(p, PolicyError::Interpreter(_)) => {
+                    (ErrorKind::Policy, EXIT_USAGE)
+                }
+                _ => (ErrorKind::Setup, EXIT_SETUP),
+            };
+            eprintln!("pysandbox: {e:#}");
+            let o = RunOutcome::sandbox_error(kind, format!("{e:#}"));
+            println!("{}", serde_json::to_string(&o)?);
+            Ok(ExitCode::from(code))
+        }
+        r => r,
+    }
+}
+
+fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
     if a.warm {
         return batch::run_files(&a.policy, &a.script, a.json);
     }
@@ -343,6 +403,14 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     };
     let mut resolved = a.policy.policy()?.resolve()?;
     resolved.spec.inject = a.policy.injection()?.map(|i| i.step);
+    let files = read_files(&a.files)?;
+    warm::check_inputs(&files, &a.collect, resolved.spec.limits.tmp_size)
+        .map_err(PolicyError::Parse)?;
+    if let Some(dir) = &a.collect_dir {
+        if !dir.is_dir() {
+            return usage(format!("--collect-dir {}: not a directory", dir.display()));
+        }
+    }
     let stdin = if resolved.stdin {
         let fd: OwnedFd = std::io::stdin()
             .lock()
@@ -369,21 +437,81 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
             api: None,
             warm: None,
             direct_stdout: None,
+            extras: run::RunExtras {
+                files,
+                collect: a.collect.clone(),
+                cell: a.cell,
+            },
         },
     )?;
+    let view = run::outcome(&outcome);
+    if let Some(dir) = &a.collect_dir {
+        for (name, data) in &view.files {
+            let data = pysandbox_core::outcome::base64_decode(data).unwrap_or_default();
+            // A name that would leave DIR, or a symlink already in DIR, is refused: that file
+            // is not written (the others are).
+            if let Err(e) = pysandbox_core::paths::write_beneath(dir, name, &data) {
+                eprintln!("pysandbox: {name} not written under {}: {e}", dir.display());
+            }
+        }
+        if !a.json {
+            eprintln!(
+                "pysandbox: {} file(s) collected into {}{}",
+                view.files.len(),
+                dir.display(),
+                if view.files_truncated {
+                    " (some left out: too many or too large)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
     if a.json {
         let mut out = std::io::stdout().lock();
-        serde_json::to_writer(&mut out, &JsonOutcome::from(&outcome))?;
+        serde_json::to_writer(&mut out, &view)?;
         writeln!(out)?;
-    } else if let Some(limit) = outcome.limit {
-        eprintln!(
-            "pysandbox: {}",
-            limit_message(limit, &outcome, &spec.limits)
-        );
+    } else {
+        if let Some(main) = view.results.iter().find(|r| r.is_main_result) {
+            // As a console shows a cell's value: its text.
+            if let Some(text) = main.data.get("text/plain") {
+                println!("{text}");
+            }
+        }
+        if let Some(limit) = outcome.limit {
+            eprintln!(
+                "pysandbox: {}",
+                limit_message(limit, &outcome, &spec.limits)
+            );
+        }
     }
     // Exit without waiting for the jail's teardown (see `Reaper`): the system reaps it.
     std::io::stdout().flush()?;
     std::process::exit(i32::from(exit_code(&outcome)))
+}
+
+/// The files of `--file`: `PATH` (named after its base name) or `NAME=PATH`, read with the
+/// caller's rights.
+fn read_files(specs: &[String]) -> Result<Vec<(String, Vec<u8>)>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, path) = match spec.split_once('=') {
+                Some((n, p)) => (n.to_string(), PathBuf::from(p)),
+                None => {
+                    let p = PathBuf::from(spec);
+                    let base = p
+                        .file_name()
+                        .map(|b| b.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    (base, p)
+                }
+            };
+            let data = std::fs::read(&path)
+                .with_context(|| format!("--file: reading {}", path.display()))?;
+            Ok((name, data))
+        })
+        .collect()
 }
 
 trait DupFd {

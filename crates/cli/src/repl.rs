@@ -114,6 +114,7 @@ fn worker() -> Result<ExitCode> {
             api: None,
             warm: None,
             direct_stdout: None,
+            extras: Default::default(),
         },
     )?;
     if let Some(limit) = outcome.limit {

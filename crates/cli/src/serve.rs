@@ -12,7 +12,7 @@
 
 use anyhow::Result;
 use pysandbox_core::policy::{Policy, PolicyError};
-use pysandbox_core::run::{self, JsonOutcome, RunError, RunRequest, Source};
+use pysandbox_core::run::{self, RunError, RunRequest, Source};
 use pysandbox_core::{OutputMode, Stdin};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -39,6 +39,15 @@ struct Request {
     input: Value,
     #[serde(default)]
     result_max: Option<u64>,
+    /// Files placed in the working directory: name → base64.
+    #[serde(default)]
+    files: std::collections::BTreeMap<String, String>,
+    /// Globs of files to send back.
+    #[serde(default)]
+    collect: Vec<String>,
+    /// Cell mode (rich results).
+    #[serde(default)]
+    cell: bool,
 }
 
 fn exec_op() -> String {
@@ -102,6 +111,18 @@ fn handle(req: Request) -> Value {
             format!("unknown op '{}': expected exec, eval or call", req.op),
         );
     }
+    let mut files = Vec::with_capacity(req.files.len());
+    for (name, b64) in &req.files {
+        match pysandbox_core::outcome::base64_decode(b64) {
+            Some(data) => files.push((name.clone(), data)),
+            None => return error(&req.id, "policy", format!("files: '{name}' is not base64")),
+        }
+    }
+    if let Err(e) =
+        pysandbox_core::warm::check_inputs(&files, &req.collect, resolved.spec.limits.tmp_size)
+    {
+        return error(&req.id, "policy", e);
+    }
     let api_input = json!({"op": req.op, "input": req.input}).to_string();
     let stdin = match (&req.stdin, resolved.stdin) {
         (Some(data), true) => Stdin::Data(data.clone().into_bytes()),
@@ -119,6 +140,11 @@ fn handle(req: Request) -> Value {
             api: Some((api_input, max)),
             warm: None,
             direct_stdout: None,
+            extras: run::RunExtras {
+                files,
+                collect: req.collect,
+                cell: req.cell,
+            },
         },
     );
     let outcome = match outcome {
@@ -136,7 +162,7 @@ fn handle(req: Request) -> Value {
     json!({
         "id": req.id,
         "ok": true,
-        "outcome": JsonOutcome::from(&outcome),
+        "outcome": run::outcome(&outcome),
         "result": result,
         "result_truncated": too_big,
         "report_error": reported.error.map(|e| e.to_string()),

@@ -3,6 +3,7 @@
 //! closed at the end of the batch. A tripped limit ends a session as it does in the API; later
 //! lines of that session get an error answer.
 
+use crate::batch::error_line;
 use pysandbox_core::policy::Policy;
 use pysandbox_core::warm::{Request, Session, WarmError};
 use serde_json::{json, Value};
@@ -14,8 +15,7 @@ use std::time::Duration;
 /// One line of a session, waiting for its turn.
 pub struct Line {
     pub id: Value,
-    pub code: String,
-    pub stdin: Option<String>,
+    pub req: Request,
 }
 
 enum State {
@@ -109,7 +109,7 @@ impl<'a> Sessions<'a> {
                     let message = format!("opening the session: {e}");
                     *state = Some(State::Ended(format!("it could not be opened ({e})")));
                     return Answer {
-                        line: json!({"id": id, "error": message, "busy": false}),
+                        line: error_line(id, e.kind(), message),
                         failed: true,
                     };
                 }
@@ -120,14 +120,13 @@ impl<'a> Sessions<'a> {
             Some(State::Ended(why)) => {
                 let e = WarmError::SessionEnded(why.clone());
                 return Answer {
-                    line: json!({"id": id, "error": e.to_string(), "busy": false}),
+                    line: error_line(id, e.kind(), e.to_string()),
                     failed: true,
                 };
             }
             _ => unreachable!("opened above"),
         };
-        let req = Request::new(None, &line.code, line.stdin.as_deref());
-        let result = session.execute_request(&req);
+        let result = session.execute_request(&line.req);
         let open = session.is_open();
         let (answer, why) = match result {
             Ok(mut o) => {
@@ -152,7 +151,7 @@ impl<'a> Sessions<'a> {
                     WarmError::SessionEnded(why) => format!("{why} (at line {id})"),
                     e => format!("{e} (at line {id})"),
                 };
-                let line = json!({"id": id, "error": e.to_string(), "busy": false});
+                let line = error_line(id, e.kind(), e.to_string());
                 (Answer { line, failed: true }, why)
             }
         };

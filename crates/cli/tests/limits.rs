@@ -68,7 +68,10 @@ fn wall_clock_stops_a_c_level_computation() {
             "{c}: {}",
             r.outcome.wall_time
         );
-        assert!(w < 2.0, "{c}: the CLI took {w}s");
+        // The whole command: for warm and session paths, starting a worker (and a session's first
+        // call) too; as nobody the interpreter is resolved afresh (no cache in its home): 2.0 s
+        // was just exceeded on a loaded machine. The kill itself is `wall_time` above.
+        assert!(w < 4.0, "{c}: the CLI took {w}s");
     });
 }
 

@@ -59,7 +59,9 @@ fn the_cpu_limit_of_a_call_cannot_be_lifted_by_the_code() {
     let t = Instant::now();
     let r = s.execute("x = 0\nwhile True:\n    x += 1").unwrap();
     assert_eq!(r.run.limit, Some(Limit::Cpu), "{r:?}");
-    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // Stopped by its CPU time, not the 10 s wall clock (a loaded machine gives the loop only
+    // part of a CPU: up to 3.4 s of wall time was seen for the 1 s of CPU).
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
     assert!(r.ended && !s.is_open());
 }
 

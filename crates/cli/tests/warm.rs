@@ -562,7 +562,9 @@ fn batch_lines_of_a_session_share_its_state_and_nothing_else() {
     // A limit ends its session: that answer says so, later lines of it get an error.
     assert_eq!(answers[&7]["limit"], "wall", "{answers:?}");
     assert_eq!(answers[&7]["ended"], true, "{answers:?}");
-    let error = answers[&8]["error"].as_str().unwrap_or_default();
+    assert_eq!(answers[&8]["status"], "sandbox_error", "{answers:?}");
+    assert_eq!(answers[&8]["error"]["type"], "closed", "{answers:?}");
+    let error = answers[&8]["error"]["message"].as_str().unwrap_or_default();
     assert!(
         error.contains("session has ended") && error.contains("wall"),
         "{answers:?}"

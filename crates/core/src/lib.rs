@@ -7,9 +7,11 @@
 pub mod interp;
 pub mod isolate;
 pub mod jail;
+pub mod judge;
 pub mod landlock;
 pub mod limits;
 pub mod mounts;
+pub mod outcome;
 pub mod packages;
 pub mod paths;
 pub mod policy;

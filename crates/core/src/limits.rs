@@ -17,6 +17,12 @@ pub const DEFAULT_TMP_SIZE: u64 = 16 * 1024 * 1024;
 /// Default bytes kept of each of stdout and stderr; the rest is drained and discarded.
 pub const DEFAULT_OUTPUT: u64 = 1024 * 1024;
 
+/// Files a run may send back (`--collect`): at most this many, and this many bytes in all.
+pub const MAX_FILES_OUT: usize = 100;
+pub const MAX_FILES_OUT_BYTES: usize = 32 * 1024 * 1024;
+/// Files a run may be given (`--file`): at most this many (their bytes count in `/tmp`).
+pub const MAX_FILES_IN: usize = 100;
+
 /// Every limit of a run. Each one that trips is reported as a [`Limit`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -62,7 +68,7 @@ impl Default for Limits {
 }
 
 /// A limit that tripped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Limit {
     Wall,

@@ -14,7 +14,7 @@
 use crate::sys;
 use std::fmt::Write as _;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +117,48 @@ fn explain_loop(path: &Path, source: io::Error) -> PathError {
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Write `data` to `name` below the directory `dir`, never outside it whatever the name says or
+/// what `dir` holds: `name` must pass [`crate::outcome::check_file_name`] (relative, no `..`),
+/// every component is resolved beneath `dir` without following a symlink (`openat2`
+/// `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), missing directories are made, and an existing file
+/// of that name is replaced, not written through (it could be a hard link to another).
+pub fn write_beneath(dir: &Path, name: &str, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    crate::outcome::check_file_name(name)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let strict = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
+    let mut cur = sys::open_path_no_symlinks(dir)?;
+    let parts: Vec<&str> = name.split('/').collect();
+    let (last, parents) = parts.split_last().expect("a checked name has a component");
+    for p in parents {
+        match sys::mkdirat(cur.as_fd(), Path::new(p), 0o755) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        cur = sys::openat2(
+            Some(cur.as_fd()),
+            Path::new(p),
+            libc::O_PATH | libc::O_DIRECTORY,
+            0,
+            strict,
+        )?;
+    }
+    match sys::unlinkat(cur.as_fd(), Path::new(last)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let fd = sys::openat2(
+        Some(cur.as_fd()),
+        Path::new(last),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
+        0o644,
+        strict,
+    )?;
+    std::fs::File::from(fd).write_all(data)
 }
 
 #[cfg(test)]

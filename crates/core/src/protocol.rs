@@ -20,7 +20,7 @@ use crate::limits::Limit;
 
 /// Bumped whenever a frame's layout or the zygote's configuration (`warm::ZygoteConfig`)
 /// changes; the zygote library refuses another version.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Frames longer than this are refused on every channel except a report's `Result`, which has
 /// its own bound ([`ReportReader::new`]).
@@ -104,6 +104,12 @@ pub struct Request {
     pub stdin: Option<Vec<u8>>,
     /// The Python package's exec/eval/call data (JSON, see `bootstrap/support.py`).
     pub api: Option<Vec<u8>>,
+    /// Files placed in the working directory before the code runs: relative name, content.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Files to send back after the run: glob patterns relative to the working directory.
+    pub collect: Vec<String>,
+    /// Cell mode (notebook semantics: the last expression's value and `display()` are results).
+    pub cell: bool,
 }
 
 /// Child → host.
@@ -123,6 +129,18 @@ pub enum Report {
     SetupFailed { step: String, message: String },
     /// `pysandbox repl`: the state after an input line.
     Repl(ReplState),
+    /// A file the run collected: its name (relative to the working directory) and content.
+    File { name: String, data: Vec<u8> },
+    /// Some files matched but were left out (count or size bounds).
+    FilesTruncated,
+    /// A rich output (cell mode): a MIME bundle as JSON `{"data": {...}, "is_main_result": b}`.
+    Display(Vec<u8>),
+    /// The code raised this exception (uncaught): type name, message, formatted traceback.
+    Error {
+        kind: String,
+        message: String,
+        traceback: String,
+    },
 }
 
 /// Where a `pysandbox repl` session is after an input line.
@@ -196,6 +214,10 @@ pub(crate) const REPORT_RESULT: u8 = 2;
 const REPORT_DONE: u8 = 3;
 const REPORT_SETUP_FAILED: u8 = 4;
 const REPORT_REPL: u8 = 5;
+const REPORT_ERROR: u8 = 6;
+const REPORT_FILE: u8 = 7;
+const REPORT_FILES_TRUNCATED: u8 = 8;
+const REPORT_DISPLAY: u8 = 9;
 const RELAY_STDOUT: u8 = 1;
 const RELAY_STDERR: u8 = 2;
 const RELAY_REPORT: u8 = 3;
@@ -415,7 +437,16 @@ impl FromZygote {
 
 /// A message cut to fit in a frame (at a character boundary).
 fn truncated(message: &str) -> &str {
-    let max = MAX_FRAME / 2;
+    truncated_to(message, MAX_FRAME / 2)
+}
+
+/// Bounds of an `Error` frame's fields, in bytes (the bootstrap cuts them the same way), which
+/// keep the frame within [`MAX_FRAME`].
+pub const ERROR_TYPE_MAX: usize = 256;
+pub const ERROR_MESSAGE_MAX: usize = 8 * 1024;
+pub const ERROR_TRACEBACK_MAX: usize = 48 * 1024;
+
+fn truncated_to(message: &str, max: usize) -> &str {
     if message.len() <= max {
         return message;
     }
@@ -428,12 +459,20 @@ fn truncated(message: &str) -> &str {
 
 impl Request {
     pub fn encode(&self) -> Vec<u8> {
-        Writer::new(REQUEST)
+        let mut w = Writer::new(REQUEST)
             .bytes(&self.code)
             .bytes(self.name.as_bytes())
             .opt_bytes(self.stdin.as_deref())
             .opt_bytes(self.api.as_deref())
-            .finish()
+            .u32(self.files.len() as u32);
+        for (name, data) in &self.files {
+            w = w.bytes(name.as_bytes()).bytes(data);
+        }
+        w = w.u32(self.collect.len() as u32);
+        for glob in &self.collect {
+            w = w.bytes(glob.as_bytes());
+        }
+        w.u8(u8::from(self.cell)).finish()
     }
 
     /// Decode a whole request frame of at most `max` bytes (the bootstrap's decoder is the one
@@ -443,11 +482,26 @@ impl Request {
         if tag != REQUEST {
             return Err(FrameError::Tag(tag));
         }
+        let code = f.bytes()?.to_vec();
+        let name = f.text()?;
+        let stdin = f.opt_bytes()?;
+        let api = f.opt_bytes()?;
+        let mut files = Vec::new();
+        for _ in 0..f.u32()? {
+            files.push((f.text()?, f.bytes()?.to_vec()));
+        }
+        let mut collect = Vec::new();
+        for _ in 0..f.u32()? {
+            collect.push(f.text()?);
+        }
         let r = Request {
-            code: f.bytes()?.to_vec(),
-            name: f.text()?,
-            stdin: f.opt_bytes()?,
-            api: f.opt_bytes()?,
+            code,
+            name,
+            stdin,
+            api,
+            files,
+            collect,
+            cell: f.bool()?,
         };
         f.end()?;
         Ok(r)
@@ -470,6 +524,19 @@ impl Report {
             Report::SetupFailed { step, message } => Writer::new(REPORT_SETUP_FAILED)
                 .bytes(step.as_bytes())
                 .bytes(truncated(message).as_bytes()),
+            Report::File { name, data } => {
+                Writer::new(REPORT_FILE).bytes(name.as_bytes()).bytes(data)
+            }
+            Report::FilesTruncated => Writer::new(REPORT_FILES_TRUNCATED),
+            Report::Display(json) => Writer::new(REPORT_DISPLAY).bytes(json),
+            Report::Error {
+                kind,
+                message,
+                traceback,
+            } => Writer::new(REPORT_ERROR)
+                .bytes(truncated_to(kind, ERROR_TYPE_MAX).as_bytes())
+                .bytes(truncated_to(message, ERROR_MESSAGE_MAX).as_bytes())
+                .bytes(truncated_to(traceback, ERROR_TRACEBACK_MAX).as_bytes()),
             Report::Repl(state) => Writer::new(REPORT_REPL).u8(match state {
                 ReplState::Ready => 0,
                 ReplState::More => 1,
@@ -496,6 +563,17 @@ impl Report {
                 step: f.text()?,
                 message: f.text()?,
             },
+            REPORT_FILE => Report::File {
+                name: f.text()?,
+                data: f.bytes()?.to_vec(),
+            },
+            REPORT_FILES_TRUNCATED => Report::FilesTruncated,
+            REPORT_DISPLAY => Report::Display(f.bytes()?.to_vec()),
+            REPORT_ERROR => Report::Error {
+                kind: f.text()?,
+                message: f.text()?,
+                traceback: f.text()?,
+            },
             REPORT_REPL => Report::Repl(match f.u8()? {
                 0 => ReplState::Ready,
                 1 => ReplState::More,
@@ -521,6 +599,8 @@ pub struct ReportReader {
     /// Bytes of an oversized `Result` frame still to be skipped.
     skipping: usize,
     pub result_truncated: bool,
+    /// A file or rich output longer than the bound was skipped.
+    pub other_truncated: bool,
     pub error: Option<FrameError>,
 }
 
@@ -531,6 +611,7 @@ impl ReportReader {
             result_max: Some(result_max),
             skipping: 0,
             result_truncated: false,
+            other_truncated: false,
             error: None,
         }
     }
@@ -562,18 +643,26 @@ impl ReportReader {
             }
             let len = u32::from_le_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
             let tag = rest[4];
-            let max = match (tag, self.result_max) {
-                (REPORT_RESULT, None) => {
+            // Results, files and rich outputs have the caller's bound (and room for the fields'
+            // lengths: a file's name is at most 4 KiB); a report that expects none refuses them.
+            let big = matches!(tag, REPORT_RESULT | REPORT_FILE | REPORT_DISPLAY);
+            let max = match (big, self.result_max) {
+                (true, None) => {
                     self.error = Some(FrameError::Tag(tag));
                     break;
                 }
-                // The result's own bound, and room for its length field.
-                (REPORT_RESULT, Some(m)) => m.saturating_add(5),
-                _ => MAX_FRAME,
+                // A result's bound is its data's; a file's has room for its name too.
+                (true, Some(m)) if tag == REPORT_RESULT => m.saturating_add(5),
+                (true, Some(m)) => m.saturating_add(4096 + 9),
+                (false, _) => MAX_FRAME,
             };
             if len > max {
-                if tag == REPORT_RESULT {
-                    self.result_truncated = true;
+                if big {
+                    if tag == REPORT_RESULT {
+                        self.result_truncated = true;
+                    } else {
+                        self.other_truncated = true;
+                    }
                     let have = rest.len() - 4;
                     if have >= len {
                         at += 4 + len;
@@ -656,6 +745,9 @@ mod tests {
             name: "a.py".into(),
             stdin: Some(vec![0, 1, 2]),
             api: None,
+            files: vec![("in/a.csv".into(), b"1,2".to_vec())],
+            collect: vec!["*.png".into()],
+            cell: true,
         };
         assert_eq!(Request::decode(&r.encode(), MAX_FRAME).unwrap(), r);
         let reports = vec![
@@ -671,6 +763,11 @@ mod tests {
                 message: "injected".into(),
             },
             Report::Repl(ReplState::More),
+            Report::Error {
+                kind: "ZeroDivisionError".into(),
+                message: "division by zero".into(),
+                traceback: "Traceback (most recent call last):\n".into(),
+            },
         ];
         let bytes: Vec<u8> = reports.iter().flat_map(|r| r.encode()).collect();
         let (got, reader) = decode_reports(&bytes, 1024);
@@ -698,9 +795,12 @@ mod tests {
             name: "a.py".into(),
             stdin: Some(b"in".to_vec()),
             api: None,
+            ..Default::default()
         };
-        let mut want = b"\x1d\x00\x00\x00\x01\x08\x00\x00\x00print(1)\x04\x00\x00\x00a.py".to_vec();
+        let mut want = b"\x26\x00\x00\x00\x01\x08\x00\x00\x00print(1)\x04\x00\x00\x00a.py".to_vec();
         want.extend(b"\x01\x02\x00\x00\x00in\x00");
+        // No files, nothing to collect, not a cell.
+        want.extend([0u8; 9]);
         assert_eq!(r.encode(), want);
     }
 

@@ -2,10 +2,10 @@
 
 use crate::jail::JailSpec;
 use crate::limits::Limit;
+use crate::outcome::{ErrorInfo, Extras};
 use crate::protocol::{decode_reports, FrameError, Report};
 use crate::supervisor::{self, Launch, Outcome, OutputMode, Status, Stdin, SupervisorError};
 use crate::sys;
-use serde::Serialize;
 use std::io;
 use std::path::PathBuf;
 
@@ -44,6 +44,23 @@ pub struct RunRequest {
     pub warm: Option<String>,
     /// See [`Launch::direct_stdout`].
     pub direct_stdout: Option<std::os::fd::OwnedFd>,
+    /// Files placed in the working directory before the code, files sent back after it, cell
+    /// mode (descriptor 8: a [`crate::protocol::Request`] frame of these alone).
+    pub extras: RunExtras,
+}
+
+/// What [`RunRequest::extras`] holds.
+#[derive(Debug, Clone, Default)]
+pub struct RunExtras {
+    pub files: Vec<(String, Vec<u8>)>,
+    pub collect: Vec<String>,
+    pub cell: bool,
+}
+
+impl RunExtras {
+    fn is_empty(&self) -> bool {
+        self.files.is_empty() && self.collect.is_empty() && !self.cell
+    }
 }
 
 /// The largest report kept when no API result is expected.
@@ -96,14 +113,33 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     } else {
         REPORT_MAX
     };
+    // Keep the numbering: 6 the guard's or zygote's configuration, 7 the API input, 8 the
+    // extras; an empty memfd holds a place that is not used.
+    let placeholder = || sys::sealed_memfd(c"unused", b"").map_err(RunError::Code);
     if let Some((input, max)) = &req.api {
-        if req.guard.is_none() {
-            // Keep the numbering: the API input is always descriptor 7.
-            extra_fds.push(sys::sealed_memfd(c"guard", b"").map_err(RunError::Code)?);
+        if extra_fds.len() < 4 {
+            extra_fds.push(placeholder()?);
         }
         extra_fds.push(sys::sealed_memfd(c"api", input.as_bytes()).map_err(RunError::Code)?);
         modes.push("api");
         report_max = REPORT_MAX + max;
+    }
+    if !req.extras.is_empty() {
+        while extra_fds.len() < 5 {
+            extra_fds.push(placeholder()?);
+        }
+        let frame = crate::protocol::Request {
+            files: req.extras.files.clone(),
+            collect: req.extras.collect.clone(),
+            cell: req.extras.cell,
+            ..Default::default()
+        }
+        .encode();
+        extra_fds.push(sys::sealed_memfd(c"extras", &frame).map_err(RunError::Code)?);
+        modes.push("extras");
+        if !req.extras.collect.is_empty() || req.extras.cell {
+            report_max = report_max.saturating_add(crate::limits::MAX_FILES_OUT_BYTES as u64 * 2);
+        }
     }
     if matches!(req.source, Source::Repl) {
         modes.push("repl");
@@ -149,6 +185,10 @@ pub struct Reported {
     pub result_truncated: bool,
     /// The report stopped decoding here (bytes the code wrote on its own).
     pub error: Option<FrameError>,
+    /// The exception the code raised, as the bootstrap described it.
+    pub exception: Option<ErrorInfo>,
+    /// Files and rich outputs it sent back.
+    pub extras: Extras,
 }
 
 /// Decode a whole report, keeping a result of at most `result_max` bytes.
@@ -160,14 +200,34 @@ pub fn reported(report: &[u8], result_max: usize) -> Reported {
         ..Reported::default()
     };
     for f in frames {
+        if r.extras.take(&f) {
+            continue;
+        }
         match f {
             Report::Limit(l) => {
                 r.limit.get_or_insert(l);
             }
             Report::Result(data) => r.result = Some(data),
-            Report::Done { .. } | Report::SetupFailed { .. } | Report::Repl(_) => {}
+            Report::Error {
+                kind,
+                message,
+                traceback,
+            } => {
+                r.exception = Some(ErrorInfo {
+                    kind,
+                    message,
+                    traceback,
+                })
+            }
+            Report::Done { .. }
+            | Report::SetupFailed { .. }
+            | Report::Repl(_)
+            | Report::File { .. }
+            | Report::FilesTruncated
+            | Report::Display(_) => {}
         }
     }
+    r.extras.files_truncated |= reader.other_truncated;
     if reader.pending() > 0 && r.error.is_none() {
         // Cut off by the host's bound on the report: a result that did not fit.
         r.result_truncated = true;
@@ -175,41 +235,36 @@ pub fn reported(report: &[u8], result_max: usize) -> Reported {
     r
 }
 
-/// The machine-readable form of an [`Outcome`] (`pysandbox run --json`, warm answers).
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct JsonOutcome {
-    pub exit_code: Option<i32>,
-    pub signal: Option<i32>,
-    pub limit: Option<Limit>,
-    pub cpu_time: f64,
-    pub wall_time: f64,
-    pub peak_memory: u64,
-    pub stdout: String,
-    pub stdout_truncated: bool,
-    pub stderr: String,
-    pub stderr_truncated: bool,
-}
-
-impl From<&Outcome> for JsonOutcome {
-    fn from(o: &Outcome) -> Self {
-        let (exit_code, signal) = match o.status {
-            Status::Exited(c) => (Some(c), None),
-            Status::Signaled(s) => (None, Some(s)),
-            Status::Killed => (None, Some(libc::SIGKILL)),
-        };
-        JsonOutcome {
-            exit_code,
-            signal,
-            limit: o.limit,
-            cpu_time: o.cpu_time.as_secs_f64(),
-            wall_time: o.wall_time.as_secs_f64(),
-            peak_memory: o.peak_memory,
-            stdout: String::from_utf8_lossy(&o.stdout.data).into_owned(),
-            stdout_truncated: o.stdout.truncated,
-            stderr: String::from_utf8_lossy(&o.stderr.data).into_owned(),
-            stderr_truncated: o.stderr.truncated,
-        }
-    }
+/// The outcome of a cold run, as every front end shows it ([`crate::outcome::Outcome`]).
+pub fn outcome(o: &Outcome) -> crate::outcome::Outcome {
+    let (exit_code, signal) = match o.status {
+        Status::Exited(c) => (Some(c), None),
+        Status::Signaled(s) => (None, Some(s)),
+        Status::Killed => (None, Some(libc::SIGKILL)),
+    };
+    let reported = reported(&o.report, crate::limits::MAX_FILES_OUT_BYTES);
+    let mut out = crate::outcome::Outcome {
+        status: crate::outcome::Outcome::status_of(o.limit, exit_code, signal),
+        limit: o.limit,
+        exit_code,
+        signal,
+        stdout: String::from_utf8_lossy(&o.stdout.data).into_owned(),
+        stdout_truncated: o.stdout.truncated,
+        stderr: String::from_utf8_lossy(&o.stderr.data).into_owned(),
+        stderr_truncated: o.stderr.truncated,
+        // The code's own account, believed only when its end agrees: it raised, or exited 1.
+        error: reported
+            .exception
+            .filter(|_| exit_code.is_some_and(|c| c != 0)),
+        results: Vec::new(),
+        files: Default::default(),
+        files_truncated: false,
+        wall_time: o.wall_time.as_secs_f64(),
+        cpu_time: o.cpu_time.as_secs_f64(),
+        peak_memory: o.peak_memory,
+    };
+    reported.extras.fill(&mut out);
+    out
 }
 
 #[cfg(test)]

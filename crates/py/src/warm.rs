@@ -11,6 +11,7 @@ use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
+use pysandbox_core::judge::{self, Compare, JudgeError};
 use pysandbox_core::policy::Policy;
 use pysandbox_core::warm::{
     Pool, PoolOptions, Request, Session, SessionOptions, WarmError, WarmOutcome, WarmUp,
@@ -25,7 +26,7 @@ create_exception!(
     PyException,
     "A warm pool or session failed: args are (kind, message); kind is one of policy, setup, \
      busy, closed, ended, worker, isolation, request, malformed (the sandbox returned what is \
-     not data)."
+     not data), input (a judge's bad cases or compare mode: nothing ran)."
 );
 
 fn failure(kind: &str, message: String) -> PyErr {
@@ -33,7 +34,11 @@ fn failure(kind: &str, message: String) -> PyErr {
 }
 
 fn warm_failure(e: WarmError) -> PyErr {
-    let kind = match &e {
+    failure(warm_kind(&e), e.to_string())
+}
+
+fn warm_kind(e: &WarmError) -> &'static str {
+    match e {
         WarmError::Policy(_) | WarmError::Refused(_) => "policy",
         WarmError::Start { .. } => "setup",
         WarmError::Busy(_) => "busy",
@@ -41,8 +46,7 @@ fn warm_failure(e: WarmError) -> PyErr {
         WarmError::SessionEnded(_) => "ended",
         WarmError::Worker(_) | WarmError::Hung(_) => "worker",
         WarmError::Isolation { .. } => "isolation",
-    };
-    failure(kind, e.to_string())
+    }
 }
 
 fn parse_policy(text: &str) -> PyResult<Policy> {
@@ -77,6 +81,29 @@ fn outcome_dict(py: Python<'_>, o: &WarmOutcome) -> PyResult<PyObject> {
     d.set_item("stdout_truncated", r.stdout_truncated)?;
     d.set_item("stderr", &r.stderr)?;
     d.set_item("stderr_truncated", r.stderr_truncated)?;
+    let name = |v: serde_json::Result<Value>| v.ok().and_then(|v| v.as_str().map(str::to_string));
+    d.set_item("status", name(serde_json::to_value(r.status)))?;
+    let error = match &r.error {
+        None => py.None(),
+        Some(e) => {
+            let e_d = PyDict::new(py);
+            e_d.set_item("type", &e.kind)?;
+            e_d.set_item("message", &e.message)?;
+            e_d.set_item("traceback", &e.traceback)?;
+            e_d.into_any().unbind()
+        }
+    };
+    d.set_item("error", error)?;
+    let results = pyo3::types::PyList::empty(py);
+    for x in &r.results {
+        let item = PyDict::new(py);
+        item.set_item("data", x.data.clone().into_pyobject(py)?)?;
+        item.set_item("is_main_result", x.is_main_result)?;
+        results.append(item)?;
+    }
+    d.set_item("results", results)?;
+    d.set_item("files", r.files.clone().into_pyobject(py)?)?;
+    d.set_item("files_truncated", r.files_truncated)?;
     Ok(d.into_any().unbind())
 }
 
@@ -84,12 +111,16 @@ fn outcome_dict(py: Python<'_>, o: &WarmOutcome) -> PyResult<PyObject> {
 #[pyclass(frozen, weakref)]
 pub struct WarmPool {
     pool: Pool,
+    /// The policy's /tmp size, which bounds the files given.
+    tmp_size: u64,
 }
 
 #[pymethods]
 impl WarmPool {
+    /// `judge`: a pool for [`WarmPool::judge`] only: the policy gets the `stdin` feature
+    /// (`judge::policy`) and the children warm up the plain request path the cases take.
     #[new]
-    #[pyo3(signature = (binary, policy, workers = None, max_queue = 1024, recycle_after = 10_000))]
+    #[pyo3(signature = (binary, policy, workers = None, max_queue = 1024, recycle_after = 10_000, judge = false))]
     fn new(
         py: Python<'_>,
         binary: &str,
@@ -97,8 +128,9 @@ impl WarmPool {
         workers: Option<usize>,
         max_queue: usize,
         recycle_after: u64,
+        judge: bool,
     ) -> PyResult<Self> {
-        let policy = parse_policy(policy)?;
+        let mut policy = parse_policy(policy)?;
         let mut o = PoolOptions::new(binary);
         if let Some(n) = workers {
             o.workers = n.max(1);
@@ -106,17 +138,23 @@ impl WarmPool {
         o.max_queue = max_queue;
         o.recycle_after = recycle_after;
         o.warm_up = WarmUp::Api;
+        if judge {
+            policy = judge::policy(&policy);
+            o.warm_up = WarmUp::Code;
+        }
+        let tmp_size = policy.effective_limits().tmp_size;
         let pool = py
             .allow_threads(|| Pool::new(policy, o))
             .map_err(warm_failure)?;
-        Ok(WarmPool { pool })
+        Ok(WarmPool { pool, tmp_size })
     }
 
     /// The package's exec/eval/call in a fresh isolated child, without a text protocol on
     /// either side: `data` (names to values) is encoded here, the outcome comes back as a dict
     /// with the API result decoded. Returns `(outcome, payload, has_result, too_big)`: `payload`
     /// is the decoded result (`None` without one, or when it is longer than `max_result`).
-    #[pyo3(signature = (op, code, stdin, data, max_result))]
+    #[pyo3(signature = (op, code, stdin, data, max_result, files = None, collect = None, cell = false))]
+    #[allow(clippy::too_many_arguments)]
     fn call(
         &self,
         py: Python<'_>,
@@ -125,6 +163,9 @@ impl WarmPool {
         stdin: Option<&str>,
         data: &Bound<'_, PyDict>,
         max_result: usize,
+        files: Option<Vec<(String, Vec<u8>)>>,
+        collect: Option<Vec<String>>,
+        cell: bool,
     ) -> PyResult<(PyObject, PyObject, bool, bool)> {
         let mut pairs = Vec::with_capacity(data.len());
         for (k, v) in data.iter() {
@@ -139,6 +180,10 @@ impl WarmPool {
         api.insert("input".into(), Value::Object(input));
         let mut req = Request::new(None, code, stdin);
         req.api = Some(Value::Object(api));
+        req.files = files.unwrap_or_default();
+        req.collect = collect.unwrap_or_default();
+        req.cell = cell;
+        req.check(self.tmp_size).map_err(|e| failure("policy", e))?;
         // The result's JSON is parsed with the GIL released too; only building the Python
         // value needs it.
         let (out, parsed) = py
@@ -179,6 +224,40 @@ impl WarmPool {
         Ok((outcome, payload, has_result, too_big))
     }
 
+    /// Whether the code can read its standard input under this pool's policy (the `stdin`
+    /// feature): what [`WarmPool::judge`] needs.
+    #[getter]
+    fn gives_stdin(&self) -> bool {
+        judge::gives_stdin(self.pool.policy())
+    }
+
+    /// `code` against every case (`cases`: a JSON list of `{"stdin": ..., "expected": ...}`),
+    /// each in a fresh child, spread over the workers (`pysandbox_core::judge`); the result as
+    /// JSON text (`judge::JudgeResult`). Bad cases or compare mode fail with kind `input`
+    /// before anything runs.
+    #[pyo3(signature = (code, cases, compare = "exact"))]
+    fn judge(&self, py: Python<'_>, code: &str, cases: &str, compare: &str) -> PyResult<String> {
+        let input = |e: JudgeError| failure("input", e.to_string());
+        let compare: Compare = compare.parse().map_err(input)?;
+        let cases = judge::cases_from_json(cases, self.pool.policy()).map_err(input)?;
+        let result = py
+            .allow_threads(|| judge::judge(&self.pool, None, code, &cases, compare))
+            .map_err(|e| match e {
+                e if e.is_input() => input(e),
+                JudgeError::NoStdin => failure("policy", e.to_string()),
+                JudgeError::Check(source) => {
+                    let kind = warm_kind(&source);
+                    failure(kind, format!("checking the program: {source}"))
+                }
+                JudgeError::Sandbox { case, source } => {
+                    failure(warm_kind(&source), format!("cases[{case}]: {source}"))
+                }
+                e => failure("worker", e.to_string()),
+            })?;
+        serde_json::to_string(&result)
+            .map_err(|e| failure("worker", format!("encoding the result: {e}")))
+    }
+
     /// Stop every worker; later runs fail with kind `closed`.
     fn close(&self, py: Python<'_>) {
         py.allow_threads(|| self.pool.shutdown());
@@ -194,6 +273,7 @@ impl WarmPool {
 #[pyclass(frozen, weakref)]
 pub struct WarmSession {
     session: Mutex<Session>,
+    tmp_size: u64,
 }
 
 #[pymethods]
@@ -206,6 +286,7 @@ impl WarmSession {
             Duration::try_from_secs_f64(v.max(0.001))
                 .map_err(|e| failure("request", format!("bad {what}: {e}")))
         };
+        let tmp_size = policy.effective_limits().tmp_size;
         let mut opts = SessionOptions::new(seconds("idle timeout", idle)?);
         opts.lifetime = seconds("lifetime", lifetime)?;
         opts.warm_up = WarmUp::Api;
@@ -216,12 +297,14 @@ impl WarmSession {
             .map_err(warm_failure)?;
         Ok(WarmSession {
             session: Mutex::new(session),
+            tmp_size,
         })
     }
 
     /// Run one request (JSON) in the session; the outcome as JSON.
     fn execute(&self, py: Python<'_>, request: &str) -> PyResult<String> {
         let req = parse_request(request)?;
+        req.check(self.tmp_size).map_err(|e| failure("policy", e))?;
         let out = py
             .allow_threads(|| {
                 self.session

@@ -363,7 +363,7 @@ impl Caller {
     /// `pysandbox ARGS` as this caller: `opts.wrapper`, then (as nobody) setpriv and `env` with
     /// `opts.env`, the binary, `args`, [`BASE_ARGS`] (or `opts.base_args`), `--python
     /// /usr/bin/python3.11` as nobody, and `flags`.
-    fn command(&self, args: &[&str], flags: &[&str], opts: &RunOpts<'_>) -> Command {
+    pub fn command(&self, args: &[&str], flags: &[&str], opts: &RunOpts<'_>) -> Command {
         let mut argv: Vec<String> = opts.wrapper.iter().map(|s| s.to_string()).collect();
         if *self == Caller::Nobody {
             argv.extend(SETPRIV.iter().map(|s| s.to_string()));
@@ -461,7 +461,8 @@ impl Combo {
             let a = b
                 .answer(id)
                 .unwrap_or_else(|| panic!("{self}: no answer to line {id}; {}", context()));
-            if let Some(e) = a.get("error") {
+            if a["status"] == "sandbox_error" {
+                let e = &a["error"];
                 panic!("{self}: line {id} got an error answer: {e}; {}", context());
             }
             serde_json::from_value::<Outcome>(a.clone())

@@ -22,11 +22,18 @@ class _pysandbox_limited:
 
 
 def run(mode, main, src, name, boot):
-    # Modes other than the fast path: the guard (configuration on descriptor 6), the repl.
+    # Modes other than the fast path: the guard (configuration on descriptor 6), the repl, the
+    # package's API, a warm zygote, and "extras" (descriptor 8: a Request frame with files to
+    # place before the code, globs of files to send back after it, cell mode).
     import builtins
     import sys
 
     ns = main.__dict__
+    extras = None
+    if "extras" in mode:
+        with open(8, "rb") as f:
+            extras = _pysandbox_request(f.read()[4:])
+        _pysandbox_files_in(extras["files"])
     if "guard" in mode and "warm" not in mode:
         with open(6, "rb") as f:
             text = f.read().decode()
@@ -42,29 +49,64 @@ def run(mode, main, src, name, boot):
         builtins.help = _pysandbox_help
     if "repl" in mode:
         return _pysandbox_repl(ns, boot)
-    if "api" in mode:
-        return _pysandbox_api(ns, src, name, boot)
     if "warm" in mode:
         return _pysandbox_warm(ns, boot)
     try:
-        code = compile(src, name, "exec", dont_inherit=True)
-        with _pysandbox_limited():
-            exec(code, ns)
-    except SystemExit:
-        raise
-    except BaseException as exc:
-        if isinstance(exc, MemoryError):
-            ns.clear()
-        failed(exc, name, src, boot)
+        if "api" in mode:
+            return _pysandbox_api(ns, src, name, boot, cell=bool(extras and extras["cell"]))
+        try:
+            if extras is not None and extras["cell"]:
+                _pysandbox_cell(src, name, ns)
+            else:
+                code = compile(src, name, "exec", dont_inherit=True)
+                with _pysandbox_limited():
+                    exec(code, ns)
+        except SystemExit:
+            raise
+        except BaseException as exc:
+            if isinstance(exc, MemoryError):
+                ns.clear()
+            failed(exc, name, src, boot)
+    finally:
+        if extras is not None and extras["collect"]:
+            _pysandbox_collect(extras["collect"])
 
 
 def failed(exc, name, src, boot):
-    # The code raised: report a limit it hit, print its traceback, exit 1.
+    # The code raised: report a limit it hit, print its traceback, tell the host, exit 1.
     import sys
 
     _pysandbox_report_limit(exc)
-    _pysandbox_traceback(exc, name, src, boot)
+    _pysandbox_raised(exc, name, src, boot)
     sys.exit(1)
+
+
+def _pysandbox_raised(exc, name, src, boot):
+    # The code's uncaught exception: its traceback on stderr, as Python prints it, and an Error
+    # frame (type, message, traceback) on the report pipe for the outcome's `error`.
+    import sys
+
+    info = _pysandbox_describe(exc, name, src, boot)
+    try:
+        sys.stderr.write(info["traceback"])
+        sys.stderr.flush()
+    except BaseException:
+        pass
+    _pysandbox_report_error(info)
+
+
+def _pysandbox_report_error(info):
+    # Each field cut to the host's bound (crates/core/src/protocol.rs: ERROR_*_MAX), whole
+    # characters only.
+    def cut(text, size):
+        return text.encode("utf-8", "replace")[:size].decode("utf-8", "ignore").encode()
+
+    payload = (_pysandbox_field(cut(info["type"], 256)) + _pysandbox_field(cut(info["message"], 8192))
+               + _pysandbox_field(cut(info["traceback"], 49152)))  # fmt: skip
+    try:
+        _pysandbox_write(_pysandbox_frame(6, payload))
+    except OSError:
+        pass
 
 
 def _pysandbox_json(text):
@@ -108,6 +150,280 @@ def _pysandbox_write(data):
     view = _VIEW(data)
     while view:
         view = view[os.write(4, view):]
+
+
+def _pysandbox_request(body):
+    # A Request frame's body (after its length; docs/protocol.md) as a dict: code, name, stdin,
+    # api, files [(name, bytes)], collect [glob], cell.
+    at = [1]
+
+    def take(n):
+        start = at[0]
+        at[0] += n
+        return body[start : start + n]
+
+    def field():
+        return take(int.from_bytes(take(4), "little"))
+
+    def optional():
+        return field() if take(1) == b"\x01" else None
+
+    if body[:1] != b"\x01":
+        raise ValueError("not a request frame")
+    r = {"code": field(), "name": field(), "stdin": optional(), "api": optional()}
+    r["files"] = [(field().decode(), field()) for _ in range(int.from_bytes(take(4), "little"))]
+    r["collect"] = [field().decode() for _ in range(int.from_bytes(take(4), "little"))]
+    r["cell"] = take(1) == b"\x01"
+    return r
+
+
+def _pysandbox_files_in(files):
+    # The files given with the request, in the working directory (the host checked the names:
+    # relative, no "..", no empty component). They count in the size of /tmp like any other.
+    import os
+
+    for name, data in files:
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            try:
+                os.mkdir("/".join(parts[:i]), 0o755)
+            except FileExistsError:
+                pass
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            view = _VIEW(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+
+def _pysandbox_collect(globs, max_files=100, max_bytes=32 << 20, max_entries=10000):
+    # After the run: every regular file below the working directory whose relative path matches
+    # one of `globs` (fnmatch: "*" also crosses "/"), as File frames, within the host's bounds
+    # (crates/core/src/limits.rs), a FilesTruncated frame if some were left out. Symbolic links
+    # are neither followed nor sent. What this sends is the code's own data, like its stdout.
+    import fnmatch
+    import os
+    import stat
+
+    sent = total = seen = 0
+    truncated = False
+    todo = [""]
+    while todo:
+        top = todo.pop()
+        try:
+            entries = list(os.scandir(top or "."))
+        except OSError:
+            continue
+        for e in sorted(entries, key=lambda e: e.name):
+            seen += 1
+            if seen > max_entries:
+                truncated = True
+                todo = []
+                break
+            rel = top + "/" + e.name if top else e.name
+            try:
+                if e.is_dir(follow_symlinks=False):
+                    todo.append(rel)
+                    continue
+            except OSError:
+                continue
+            if not any(fnmatch.fnmatchcase(rel, g) for g in globs):
+                continue
+            try:
+                name = rel.encode("utf-8")
+                fd = os.open(rel, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            except (UnicodeEncodeError, OSError):
+                # A symbolic link (ELOOP), a name that is not text: not a file to send.
+                continue
+            try:
+                st = os.fstat(fd)
+                if not stat.S_ISREG(st.st_mode):
+                    continue
+                if sent >= max_files or total + st.st_size > max_bytes:
+                    truncated = True
+                    continue
+                chunks, size = [], 0
+                while size <= st.st_size:
+                    chunk = os.read(fd, min(1 << 20, st.st_size + 1 - size))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    size += len(chunk)
+                data = b"".join(chunks)
+            finally:
+                os.close(fd)
+            if total + len(data) > max_bytes:
+                truncated = True
+                continue
+            _pysandbox_write(_pysandbox_frame(7, _pysandbox_field(name) + _pysandbox_field(data)))
+            sent += 1
+            total += len(data)
+    if truncated:
+        _pysandbox_write(_pysandbox_frame(8, b""))
+
+
+def _pysandbox_cell(src, name, ns, local_ns=None):
+    # Notebook semantics: the statements run; the value of a last expression is the main result;
+    # display() adds more; matplotlib figures (Agg) shown by plt.show() or still open at the end
+    # become image/png results and are closed. Results are Display frames on the report pipe.
+    import ast
+
+    if local_ns is None:
+        local_ns = ns
+    _pysandbox_cell_setup(ns)
+    tree = ast.parse(src, name)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    try:
+        with _pysandbox_limited():
+            exec(compile(tree, name, "exec", dont_inherit=True), ns, local_ns)
+            value = None
+            if last is not None:
+                value = eval(compile(last, name, "eval", dont_inherit=True), ns, local_ns)
+    finally:
+        _pysandbox_show_figures()
+    if value is not None:
+        _pysandbox_display(value, True)
+
+
+def _pysandbox_cell_setup(ns):
+    # display() for the code, matplotlib on Agg with its cache in /tmp, and pyplot.show()
+    # showing the figures (a backend of pysandbox's, loaded only if matplotlib asks for it).
+    import builtins
+    import os
+    import sys
+
+    def display(*objs, **kwargs):
+        for obj in objs:
+            _pysandbox_display(obj, False)
+
+    builtins.display = display
+    guarded = ns.get("__builtins__")
+    if isinstance(guarded, dict):
+        guarded["display"] = display
+    os.environ.setdefault("MPLCONFIGDIR", "/tmp/.matplotlib")
+    if _CELL_BACKEND not in sys.meta_path:
+        sys.meta_path.insert(0, _CELL_BACKEND)
+    os.environ["MPLBACKEND"] = "module://_pysandbox_mpl"
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is not None:
+        # Imported before (preloaded): switch it to the capturing backend.
+        try:
+            plt.switch_backend("module://_pysandbox_mpl")
+        except Exception:
+            pass
+
+
+class _CellBackend:
+    # A meta path finder for the module `_pysandbox_mpl` alone: matplotlib's Agg canvas with a
+    # show() that turns the open figures into results.
+    SOURCE = (
+        "from matplotlib.backends.backend_agg import FigureCanvasAgg as FigureCanvas\n"
+        "from matplotlib.backend_bases import FigureManagerBase as FigureManager\n"
+        "def show(*args, **kwargs):\n"
+        "    _pysandbox_show_figures()\n"
+    )
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "_pysandbox_mpl":
+            return None
+        import importlib.util
+
+        return importlib.util.spec_from_loader(name, self)
+
+    def create_module(self, spec):
+        return None
+
+    def exec_module(self, module):
+        module.__dict__["_pysandbox_show_figures"] = _pysandbox_show_figures
+        exec(compile(self.SOURCE, "<pysandbox mpl>", "exec"), module.__dict__)
+
+
+_CELL_BACKEND = _CellBackend()
+
+
+def _pysandbox_show_figures():
+    # Every open matplotlib figure as an image/png result, then closed.
+    import sys
+
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    for num in plt.get_fignums():
+        _pysandbox_display(plt.figure(num), False)
+    plt.close("all")
+
+
+def _pysandbox_display(obj, main):
+    # One rich result: the object's MIME bundle, as a Display frame.
+    import json
+
+    try:
+        data = _pysandbox_bundle(obj)
+    except Exception:
+        data = {"text/plain": "<unrepresentable %s>" % type(obj).__name__}
+    text = json.dumps({"data": data, "is_main_result": bool(main)}, ensure_ascii=False)
+    _pysandbox_write(_pysandbox_frame(9, _pysandbox_field(text.encode("utf-8", "replace"))))
+
+
+_MIME_METHODS = (
+    ("_repr_png_", "image/png"),
+    ("_repr_jpeg_", "image/jpeg"),
+    ("_repr_svg_", "image/svg+xml"),
+    ("_repr_html_", "text/html"),
+    ("_repr_markdown_", "text/markdown"),
+    ("_repr_json_", "application/json"),
+    ("_repr_latex_", "text/latex"),
+)
+
+
+def _pysandbox_bundle(obj):
+    # MIME type -> str, as Jupyter's: binary types base64, JSON as text, text/plain the repr.
+    import base64
+    import json
+
+    data = {}
+
+    def put(mime, value):
+        if mime in data or value is None:
+            return
+        if isinstance(value, tuple):
+            value = value[0]
+        if isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(bytes(value)).decode("ascii")
+        elif not isinstance(value, str):
+            value = json.dumps(value)
+        data[mime] = value
+
+    if type(obj).__module__.startswith("matplotlib.figure") and hasattr(obj, "savefig"):
+        import io
+
+        buf = io.BytesIO()
+        obj.savefig(buf, format="png")
+        put("image/png", buf.getvalue())
+    bundle = getattr(type(obj), "_repr_mimebundle_", None)
+    if callable(bundle):
+        try:
+            got = obj._repr_mimebundle_()
+            if isinstance(got, tuple):
+                got = got[0]
+            for mime, value in dict(got or {}).items():
+                put(str(mime), value)
+        except Exception:
+            pass
+    for method, mime in _MIME_METHODS:
+        if mime in data or not callable(getattr(type(obj), method, None)):
+            continue
+        try:
+            put(mime, getattr(obj, method)())
+        except Exception:
+            pass
+    if "text/plain" not in data:
+        data["text/plain"] = repr(obj)
+    return data
 
 
 def _pysandbox_guard(ns, text):
@@ -283,7 +599,7 @@ def _pysandbox_repl(ns, boot):
         reply("done")
 
 
-def _pysandbox_api(ns, src, name, boot, request=None):
+def _pysandbox_api(ns, src, name, boot, request=None, cell=False):
     # The package's side (`pysandbox serve`): descriptor 7 holds the request's data (or the warm
     # child passes it), the result goes to the report pipe as a Result frame of tagged JSON
     # (data only; see DATA below).
@@ -303,7 +619,9 @@ def _pysandbox_api(ns, src, name, boot, request=None):
         local_ns = data.get("locals")
         if local_ns is None:
             local_ns = ns
-        if op == "exec":
+        if op == "exec" and cell:
+            _pysandbox_cell(src, name, ns, local_ns)
+        elif op == "exec":
             code = compile(src, name, "exec", dont_inherit=True)
             with _pysandbox_limited():
                 exec(code, ns, local_ns)
@@ -317,6 +635,10 @@ def _pysandbox_api(ns, src, name, boot, request=None):
                 exec(code, ns)
                 func = ns[data["function"]]
                 result["value"] = func(*data.get("args", ()), **data.get("kwargs", {}))
+        elif op == "compile":
+            # Compile only, nothing of the code runs: `pysandbox judge` checks a program once
+            # (each of its cases compiles it again in its own fresh child).
+            compile(src, name, "exec", dont_inherit=True)
         else:
             raise ValueError("unknown operation %r" % (op,))
         result["globals"] = _pysandbox_data_only(ns)
@@ -329,6 +651,7 @@ def _pysandbox_api(ns, src, name, boot, request=None):
             ns.clear()
         _pysandbox_report_limit(exc)
         result = {"error": _pysandbox_describe(exc, name, src, boot)}
+        _pysandbox_report_error(result["error"])
     try:
         text = json.dumps(_pysandbox_encode(result), ensure_ascii=True, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:

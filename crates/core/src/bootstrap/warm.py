@@ -159,9 +159,11 @@ def sys_flush():
 
 
 def _warm_request_frame(code, api):
-    # A Request frame as the host makes it (for the warm-up): code, file name, stdin, API data.
+    # A Request frame as the host makes it (for the warm-up): code, file name, stdin, API data,
+    # no files, nothing to collect, not a cell.
     body = bytes((1,)) + _pysandbox_field(code) + _pysandbox_field(b"") + b"\0"
     body += b"\0" if api is None else b"\1" + _pysandbox_field(api)
+    body += bytes(8) + b"\0"
     return len(body).to_bytes(4, "little") + body
 
 
@@ -178,8 +180,8 @@ def _warm_loop(session):
 
 
 def _warm_next(fd, pending):
-    # The next Request frame on `fd`, as (code, name, stdin or None, API data or None). End of
-    # file, or anything that is not a request frame: the host is gone, so is this child.
+    # The next Request frame on `fd` (_pysandbox_request). End of file, or anything that is not
+    # a request frame: the host is gone, so is this child.
     import os
 
     read = os.read
@@ -196,21 +198,10 @@ def _warm_next(fd, pending):
     need(4 + size)
     body = bytes(pending[4 : 4 + size])
     del pending[: 4 + size]
-    if not body or body[0] != 1:
+    try:
+        return _pysandbox_request(body)
+    except Exception:
         os._exit(0)
-    at = 1
-    fields = []
-    for optional in (False, False, True, True):
-        if optional:
-            present = body[at]
-            at += 1
-            if not present:
-                fields.append(None)
-                continue
-        n = int.from_bytes(body[at : at + 4], "little")
-        fields.append(body[at + 4 : at + 4 + n])
-        at += 4 + n
-    return fields
 
 
 def _warm_main(session):
@@ -252,11 +243,14 @@ def _warm_request(fields, session, warm=False):
 
     # Taken before the code runs, which may replace any of them.
     write, getrusage, is_int, frame = os.write, resource.getrusage, isinstance, _pysandbox_frame
-    src, name, stdin, api = fields
+    src, name, stdin, api = fields["code"], fields["name"], fields["stdin"], fields["api"]
     name = name.decode("utf-8", "replace") or "<string>"
     if session or stdin is not None:
         # (A fresh request child's descriptor 0 is /dev/null already.)
         _warm_stdin(stdin)
+    if fields["files"]:
+        _pysandbox_files_in(fields["files"])
+    collect, collect_files = fields["collect"], _pysandbox_collect
     if warm:
         ns = {"__builtins__": _W["builtins"] or builtins}
     else:
@@ -268,7 +262,9 @@ def _warm_request(fields, session, warm=False):
     try:
         if api is not None:
             # The Python package's exec/eval/call with data in and out (see _pysandbox_api).
-            _pysandbox_api(ns, src, name, _W["boot"], json.loads(api))
+            _pysandbox_api(ns, src, name, _W["boot"], json.loads(api), cell=fields["cell"])
+        elif fields["cell"]:
+            _pysandbox_cell(src, name, ns)
         else:
             code = compile(src, name, "exec", dont_inherit=True)
             if _RECURSION[0]:
@@ -286,7 +282,7 @@ def _warm_request(fields, session, warm=False):
         if is_int(exc, MemoryError):
             ns.clear()
         _pysandbox_report_limit(exc)
-        _pysandbox_traceback(exc, name, src, _W["boot"])
+        _pysandbox_raised(exc, name, src, _W["boot"])
         status = 1
     if session:
         # The code may have replaced builtins or sys's streams: put back what the next call
@@ -298,6 +294,11 @@ def _warm_request(fields, session, warm=False):
     for stream in (out, err):
         try:
             stream.flush()
+        except BaseException:
+            pass
+    if collect:
+        try:
+            collect_files(collect)
         except BaseException:
             pass
     ru = getrusage(resource.RUSAGE_SELF)

@@ -114,6 +114,23 @@ pub(crate) fn open_path(path: &Path) -> io::Result<OwnedFd> {
 /// RESOLVE_NO_MAGICLINKS})` (Linux 5.6): like [`open_path`], but a symlink in any component,
 /// the last one included, fails the call with `ELOOP` instead of being followed.
 pub(crate) fn open_path_no_symlinks(path: &Path) -> io::Result<OwnedFd> {
+    openat2(
+        None,
+        path,
+        libc::O_PATH,
+        0,
+        libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// `openat2(dir or AT_FDCWD, path, {flags | O_CLOEXEC, mode, resolve})` (Linux 5.6).
+pub(crate) fn openat2(
+    dir: Option<BorrowedFd>,
+    path: &Path,
+    flags: libc::c_int,
+    mode: u64,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
     // struct open_how of linux/openat2.h (libc's is non-exhaustive, so not constructible here).
     #[repr(C)]
     struct OpenHow {
@@ -123,16 +140,17 @@ pub(crate) fn open_path_no_symlinks(path: &Path) -> io::Result<OwnedFd> {
     }
     let c = cpath(path)?;
     let how = OpenHow {
-        flags: (libc::O_PATH | libc::O_CLOEXEC) as u64,
-        mode: 0,
-        resolve: libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+        flags: (flags | libc::O_CLOEXEC) as u64,
+        mode,
+        resolve,
     };
+    let dirfd = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
     // SAFETY: `c` is a valid C string and `how` a valid struct open_how of the size passed; both
     // outlive the call.
     let fd = cvt_long(unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            libc::AT_FDCWD,
+            dirfd,
             c.as_ptr(),
             &how as *const OpenHow,
             std::mem::size_of::<OpenHow>(),
@@ -140,6 +158,22 @@ pub(crate) fn open_path_no_symlinks(path: &Path) -> io::Result<OwnedFd> {
     })?;
     // SAFETY: fresh fd owned by us.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `mkdirat(dir, name, mode)`.
+pub(crate) fn mkdirat(dir: BorrowedFd, name: &Path, mode: libc::mode_t) -> io::Result<()> {
+    let c = cpath(name)?;
+    // SAFETY: valid descriptor and C string.
+    cvt(unsafe { libc::mkdirat(dir.as_raw_fd(), c.as_ptr(), mode) })?;
+    Ok(())
+}
+
+/// `unlinkat(dir, name, 0)`.
+pub(crate) fn unlinkat(dir: BorrowedFd, name: &Path) -> io::Result<()> {
+    let c = cpath(name)?;
+    // SAFETY: valid descriptor and C string.
+    cvt(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) })?;
+    Ok(())
 }
 
 pub(crate) fn mount(

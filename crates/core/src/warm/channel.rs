@@ -9,8 +9,8 @@
 
 use super::tree;
 use crate::limits::Limit;
+use crate::outcome::{ErrorInfo, Extras, Outcome};
 use crate::protocol::{FrameError, Report, ReportReader};
-use crate::run::JsonOutcome;
 use crate::sys;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -71,6 +71,9 @@ pub(crate) struct Bounds {
     pub cpu: Option<u64>,
     /// Longest API result kept.
     pub result_max: usize,
+    /// Go on until the process is gone and take how it ended from the kernel, not from its
+    /// `Done` frame ([`super::Request::until_exit`]).
+    pub until_exit: bool,
 }
 
 /// A session call's CPU limit, measured by the host on the child's process tree.
@@ -100,8 +103,14 @@ pub(crate) struct Exchange {
     pub stderr_truncated: bool,
     /// Limits the bootstrap reported (`Limit` frames).
     pub limits: Vec<Limit>,
+    /// The exception the code raised, as the bootstrap described it (`Error` frame).
+    pub exception: Option<ErrorInfo>,
+    /// Files and rich outputs it sent back.
+    pub extras: Extras,
     pub result: Option<Vec<u8>>,
     pub result_truncated: bool,
+    /// A file or rich output longer than the bound was left out.
+    pub other_truncated: bool,
     pub done: Option<Done>,
     /// An isolation step failed in the child (step, message): nothing ran.
     pub setup_failed: Option<(String, String)>,
@@ -210,7 +219,7 @@ pub(crate) fn exchange(
         let finished = reports
             .iter()
             .any(|r| matches!(r, Report::Done { .. } | Report::SetupFailed { .. }));
-        if (finished && killed.is_none()) || gone {
+        if (finished && killed.is_none() && !b.until_exit) || gone {
             break;
         }
         let now = Instant::now();
@@ -296,8 +305,11 @@ pub(crate) fn exchange(
         stdout: out.data,
         stderr: err.data,
         limits: Vec::new(),
+        exception: None,
+        extras: Extras::default(),
         result: None,
         result_truncated: reader.result_truncated,
+        other_truncated: reader.other_truncated,
         done: None,
         setup_failed: None,
         malformed: reader.error.clone(),
@@ -310,6 +322,9 @@ pub(crate) fn exchange(
         // Nothing after the closing frame counts.
         if x.done.is_some() || x.setup_failed.is_some() {
             break;
+        }
+        if x.extras.take(&r) {
+            continue;
         }
         match r {
             Report::Limit(l) => x.limits.push(l),
@@ -326,8 +341,21 @@ pub(crate) fn exchange(
                 })
             }
             Report::SetupFailed { step, message } => x.setup_failed = Some((step, message)),
+            Report::Error {
+                kind,
+                message,
+                traceback,
+            } => {
+                x.exception = Some(ErrorInfo {
+                    kind,
+                    message,
+                    traceback,
+                })
+            }
             // Not a warm request's (the repl's): the code's own bytes, ignored.
             Report::Repl(_) => {}
+            // Taken by `extras` above.
+            Report::File { .. } | Report::FilesTruncated | Report::Display(_) => {}
         }
     }
     x
@@ -336,11 +364,13 @@ pub(crate) fn exchange(
 /// The outcome of an exchange: from the child's closing frame, or else from its status as the
 /// zygote saw it (`exit`; `None` when that never came: an anomaly of the worker). Also whether
 /// the worker is to be replaced.
-pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (JsonOutcome, bool) {
+pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (Outcome, bool) {
     let reported = x.limits.first().copied();
     let mut anomaly = x.stuck;
     let (exit_code, signal, cpu, maxrss, mut limit) = match (x.done, exit) {
-        (Some(d), _) if x.killed.is_none() => (Some(d.exit), None, d.cpu, d.maxrss_kib, reported),
+        (Some(d), _) if x.killed.is_none() && !b.until_exit => {
+            (Some(d.exit), None, d.cpu, d.maxrss_kib, reported)
+        }
         (_, Some(e)) => {
             let cpu_limited = crate::limits::cpu_killed(b.cpu.map(Duration::from_secs), e.cpu);
             let limit = if x.killed.is_some() {
@@ -373,17 +403,28 @@ pub(crate) fn outcome(x: &Exchange, exit: Option<ExitRecord>, b: Bounds) -> (Jso
     if limit.is_none() && (x.stdout_truncated || x.stderr_truncated) {
         limit = Some(Limit::Output);
     }
-    let o = JsonOutcome {
+    let mut o = Outcome {
+        status: Outcome::status_of(limit, exit_code, signal),
+        limit,
         exit_code,
         signal,
-        limit,
-        cpu_time: cpu,
-        wall_time: x.wall.as_secs_f64(),
-        peak_memory: maxrss * 1024,
         stdout: String::from_utf8_lossy(&x.stdout).into_owned(),
         stdout_truncated: x.stdout_truncated,
         stderr: String::from_utf8_lossy(&x.stderr).into_owned(),
         stderr_truncated: x.stderr_truncated,
+        // The code's own account, believed only when its end agrees: it exited non-zero.
+        error: x
+            .exception
+            .clone()
+            .filter(|_| exit_code.is_some_and(|c| c != 0)),
+        results: Vec::new(),
+        files: Default::default(),
+        files_truncated: false,
+        wall_time: x.wall.as_secs_f64(),
+        cpu_time: cpu,
+        peak_memory: maxrss * 1024,
     };
+    x.extras.clone().fill(&mut o);
+    o.files_truncated |= x.other_truncated;
     (o, anomaly)
 }

@@ -34,8 +34,8 @@ pub use zygote::{
     LIBRARY_NAME,
 };
 
+use crate::outcome::Outcome;
 use crate::policy::PolicyError;
-use crate::run::JsonOutcome;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -67,6 +67,21 @@ pub enum WarmError {
     Isolation { step: String, message: String },
 }
 
+impl WarmError {
+    /// Its row of the error-kind table ([`crate::outcome::ERROR_TABLE`]).
+    pub fn kind(&self) -> crate::outcome::ErrorKind {
+        use crate::outcome::ErrorKind;
+        match self {
+            WarmError::Policy(_) | WarmError::Refused(_) => ErrorKind::Policy,
+            WarmError::Start { .. } => ErrorKind::Setup,
+            WarmError::Busy(_) => ErrorKind::Busy,
+            WarmError::Closed | WarmError::SessionEnded(_) => ErrorKind::Closed,
+            WarmError::Worker(_) | WarmError::Hung(_) => ErrorKind::Worker,
+            WarmError::Isolation { .. } => ErrorKind::Isolation,
+        }
+    }
+}
+
 /// One request: code to run in a fresh child (or a session's), with what goes with it.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Request {
@@ -80,6 +95,69 @@ pub struct Request {
     /// The Python package's exec/eval/call data (see `bootstrap/support.py`).
     #[serde(default)]
     pub api: Option<serde_json::Value>,
+    /// Files placed in the working directory before the code runs (in JSON: name → base64).
+    #[serde(default, with = "files_base64")]
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Glob patterns of files to send back after the run.
+    #[serde(default)]
+    pub collect: Vec<String>,
+    /// Cell mode (in JSON `"mode": "cell"`, or `"script"`, the default): the last expression's
+    /// value and `display()` calls are rich results.
+    #[serde(default, rename = "mode", with = "mode_name")]
+    pub cell: bool,
+    /// Wait until the child's process is gone and take how it ended (exit status or signal, CPU
+    /// time, peak memory) from the kernel (the zygote's `wait4`), not from its closing `Done`
+    /// frame, which the code can write itself and then run on (or crash) after printing: what a
+    /// verdict needs (`crate::judge`). The output written until the end counts too. Costs the
+    /// child's exit and one question to the zygote. Host-side only (not part of the frame).
+    #[serde(skip)]
+    pub until_exit: bool,
+}
+
+/// `"mode": "script" | "cell"` as the flag it is.
+mod mode_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(cell: &bool, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(if *cell { "cell" } else { "script" })
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+        match String::deserialize(d)?.as_str() {
+            "script" => Ok(false),
+            "cell" => Ok(true),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown mode '{other}': expected \"script\" or \"cell\""
+            ))),
+        }
+    }
+}
+
+/// Files as JSON carries them: an object of name → base64.
+mod files_base64 {
+    use crate::outcome::{base64_decode, base64_encode};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use std::collections::BTreeMap;
+
+    pub fn serialize<S: Serializer>(files: &[(String, Vec<u8>)], s: S) -> Result<S::Ok, S::Error> {
+        let m: BTreeMap<&str, String> = files
+            .iter()
+            .map(|(k, v)| (k.as_str(), base64_encode(v)))
+            .collect();
+        m.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Vec<(String, Vec<u8>)>, D::Error> {
+        let m = BTreeMap::<String, String>::deserialize(d)?;
+        m.into_iter()
+            .map(|(k, v)| match base64_decode(&v) {
+                Some(data) => Ok((k, data)),
+                None => Err(serde::de::Error::custom(format!("file '{k}': not base64"))),
+            })
+            .collect()
+    }
 }
 
 impl Request {
@@ -94,7 +172,17 @@ impl Request {
             name: name.map(str::to_string),
             stdin: stdin.map(str::to_string),
             api: None,
+            files: Vec::new(),
+            collect: Vec::new(),
+            cell: false,
+            until_exit: false,
         }
+    }
+
+    /// Refuse what cannot be run before anything runs: a bad file name (naming it), too many
+    /// files, a file larger than the whole `/tmp`, an empty or absolute glob.
+    pub fn check(&self, tmp_size: u64) -> Result<(), String> {
+        check_inputs(&self.files, &self.collect, tmp_size)
     }
 
     /// The request frame for the child ([`crate::protocol::Request`]).
@@ -104,9 +192,48 @@ impl Request {
             name: self.name.clone().unwrap_or_default(),
             stdin: self.stdin.as_ref().map(|s| s.as_bytes().to_vec()),
             api: self.api.as_ref().map(|a| a.to_string().into_bytes()),
+            files: self.files.clone(),
+            collect: self.collect.clone(),
+            cell: self.cell,
         }
         .encode()
     }
+}
+
+/// The checks of [`Request::check`], for every front end (files given, globs to collect).
+pub fn check_inputs(
+    files: &[(String, Vec<u8>)],
+    collect: &[String],
+    tmp_size: u64,
+) -> Result<(), String> {
+    use crate::limits::MAX_FILES_IN;
+    if files.len() > MAX_FILES_IN {
+        return Err(format!(
+            "files: {} files given, at most {MAX_FILES_IN}",
+            files.len()
+        ));
+    }
+    let mut total = 0u64;
+    for (name, data) in files {
+        crate::outcome::check_file_name(name).map_err(|e| format!("files: {e}"))?;
+        total += data.len() as u64;
+    }
+    if total > tmp_size {
+        return Err(format!(
+            "files: {total} bytes given, more than the /tmp size of {tmp_size} bytes they go to; \
+             raise it with --tmp-size"
+        ));
+    }
+    for g in collect {
+        if g.is_empty() || g.starts_with('/') || g.contains('\0') || g.split('/').any(|c| c == "..")
+        {
+            return Err(format!(
+                "collect: '{g}' is not a glob relative to the working directory (e.g. '*.png', \
+                 'out/*.csv')"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// What one warm request produced: the fields of `pysandbox run --json`, and more.
@@ -115,7 +242,7 @@ pub struct WarmOutcome {
     #[serde(default)]
     pub id: serde_json::Value,
     #[serde(flatten)]
-    pub run: JsonOutcome,
+    pub run: Outcome,
     /// Something was wrong with the worker itself: it is replaced.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub anomaly: bool,

@@ -155,6 +155,9 @@ impl Pool {
 
     /// Run a whole request on an idle worker.
     pub fn run_request(&self, req: &Request) -> Result<WarmOutcome, WarmError> {
+        // Refused before a worker is taken (and so without replacing one).
+        req.check(self.policy.effective_limits().tmp_size)
+            .map_err(|e| WarmError::Policy(crate::policy::PolicyError::Parse(e)))?;
         let mut w = self.take()?;
         if !w.alive() {
             // It died while idle: replace it before use, so no request sees that crash.
@@ -200,6 +203,16 @@ impl Pool {
         for w in idle {
             w.stop();
         }
+    }
+
+    /// The policy every request of this pool runs under.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// How many workers the pool keeps (requests it can run at the same time).
+    pub fn workers(&self) -> usize {
+        self.opts.workers.max(1)
     }
 
     /// Process ids of the idle workers' `pysandbox worker` processes.

@@ -180,6 +180,11 @@ impl Session {
             let why = self.ended.clone().unwrap_or_else(|| "closed".into());
             return Err(WarmError::SessionEnded(why));
         };
+        if let Err(e) = live.worker.check(req) {
+            // A request refused before it ran: the session goes on.
+            self.live = Some(live);
+            return Err(e);
+        }
         // During a call only the lifetime runs (the call has its own clocks).
         if !watchdog::reschedule(live.watch.0, self.opened + self.opts.lifetime) {
             // A deadline passed: the watchdog has killed it.

@@ -136,6 +136,8 @@ pub struct Worker {
     inbox: Arc<Inbox>,
     pub(super) bounds: Bounds,
     pub(super) processes: u32,
+    /// The /tmp size, which bounds the files a request gives.
+    tmp_size: u64,
     /// Requests served so far.
     pub served: u64,
 }
@@ -204,8 +206,10 @@ impl Worker {
                     .cpu
                     .map(|c| c.as_secs() + u64::from(c.subsec_nanos() > 0)),
                 result_max: RESULT_MAX,
+                until_exit: false,
             },
             processes: limits.processes,
+            tmp_size: limits.tmp_size,
             served: 0,
         };
         let deadline = Instant::now() + START_TIMEOUT;
@@ -340,16 +344,20 @@ impl Worker {
         cpu: Option<&CpuWatch>,
         after_write: &dyn Fn(),
     ) -> Result<WarmOutcome, WarmError> {
-        let x = channel::exchange(ch, &req.encode(), self.bounds, cpu, after_write);
+        let b = Bounds {
+            until_exit: req.until_exit,
+            ..self.bounds
+        };
+        let x = channel::exchange(ch, &req.encode(), b, cpu, after_write);
         if let Some((step, message)) = x.setup_failed {
             return Err(WarmError::Isolation { step, message });
         }
-        let exit = if x.done.is_some() && x.killed.is_none() {
+        let exit = if x.done.is_some() && x.killed.is_none() && !b.until_exit {
             None
         } else {
             self.exit_of(ch.seq)
         };
-        let (run, anomaly) = channel::outcome(&x, exit, self.bounds);
+        let (run, anomaly) = channel::outcome(&x, exit, b);
         let ended = x.done.is_none() || x.killed.is_some() || x.gone;
         Ok(WarmOutcome {
             id: serde_json::Value::Null,
@@ -372,8 +380,15 @@ impl Worker {
         self.run_request(&Request::new(name, code, stdin))
     }
 
+    /// Refuse a request that cannot run (its files and globs), before it reaches a child.
+    pub(super) fn check(&self, req: &Request) -> Result<(), WarmError> {
+        req.check(self.tmp_size)
+            .map_err(|e| WarmError::Policy(crate::policy::PolicyError::Parse(e)))
+    }
+
     /// Run a whole request in a fresh isolated child.
     pub fn run_request(&mut self, req: &Request) -> Result<WarmOutcome, WarmError> {
+        self.check(req)?;
         let ch = self.next_child(false)?;
         let started = Instant::now();
         let served = self.serve(&ch, req, None, &|| ());
