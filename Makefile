@@ -22,7 +22,7 @@ deps:
 	@if ! command -v bwrap >/dev/null || ! command -v hyperfine >/dev/null || [ ! -x /usr/bin/python3.11 ] || [ ! -x /usr/bin/time ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap hyperfine python3.11 time >/dev/null; fi
 	$(PY) -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout jsonschema
-	$(PY) -m pip install -q --disable-pip-version-check numpy pandas matplotlib pillow
+	$(PY) -m pip install -q --disable-pip-version-check numpy pandas matplotlib pillow ipython
 
 build:
 	$(CARGO) build --release --workspace

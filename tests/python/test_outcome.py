@@ -55,6 +55,13 @@ def test_cold_outcomes_follow_the_schema(validator):
     for code, flags, status, limit, error_type in CASES:
         p = run("run", "--json", "--preset", "stdlib", *flags, "-c", code)
         check(validator, json.loads(p.stdout), status, limit, error_type, ("cold", code))
+    # A cell's rich results, from display() and the last value.
+    code = "class P:\n    def _repr_png_(self):\n        return b'png'\ndisplay(P())\n6 * 7"
+    p = run("run", "--json", "--cell", "-c", code)
+    o = json.loads(p.stdout)
+    check(validator, o, "ok", None, None, "cell")
+    assert [r["is_main_result"] for r in o["results"]] == [False, True], o
+    assert o["results"][0]["data"]["image/png"] == "cG5n", o
     # A refused request is an outcome too, with the error kind of the table.
     p = run("run", "--json", "--memory", "1x", "-c", "print(1)")
     assert p.returncode == 2

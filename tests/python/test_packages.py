@@ -108,3 +108,66 @@ def test_memory_default_follows_the_preset():
     assert c.to_policy()["limits"]["memory"] == "100M"
     assert SandboxConfig(max_memory=None).to_policy()["limits"]["memory"] == "none"
     assert SandboxConfig(preload=["json"]).to_policy()["preload"] == ["json"]
+
+
+CELL = """
+import matplotlib.pyplot as plt
+import pandas as pd
+from PIL import Image
+fig, ax = plt.subplots(figsize=(2, 1), dpi=50)
+ax.plot([1, 2])
+plt.show()
+display(Image.new("RGB", (8, 4), (255, 0, 0)))
+pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+"""
+
+
+def png_size(b64):
+    # Decoded on the host as data, by PIL: the PNG's own size.
+    import base64
+    import io
+
+    from PIL import Image
+
+    raw = base64.b64decode(b64)
+    assert raw[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(raw)) as im:
+        return im.size
+
+
+def check_cell(r):
+    assert r.status == "ok", r
+    assert [x.is_main_result for x in r.results] == [False, False, True], r.results
+    plot, image, table = r.results
+    assert png_size(plot.data["image/png"]) == (100, 50)
+    assert png_size(image.data["image/png"]) == (8, 4)
+    assert "<table" in table.data["text/html"] and "<td>x</td>" in table.data["text/html"]
+    assert "a" in table.data["text/plain"]
+    # A notebook calling pysandbox shows the results natively: IPython's own formatter reads
+    # their MIME bundles.
+    formatters = pytest.importorskip("IPython.core.formatters")
+    data, _ = formatters.DisplayFormatter().format(table)
+    assert data["text/html"] == table.data["text/html"]
+    data, _ = formatters.DisplayFormatter().format(plot)
+    assert data["image/png"] == plot.data["image/png"]
+
+
+@pytest.mark.parametrize("mode", ["cold", "warm", "session"])
+def test_cells_give_plots_images_and_tables(mode):
+    config = SandboxConfig(preset="full", timeout=30, preload=["matplotlib.pyplot", "pandas"])
+    if mode == "cold":
+        check_cell(Sandbox(config).execute(CELL, mode="cell"))
+        return
+    with Sandbox(config, pool=True, workers=1) as s:
+        if mode == "warm":
+            check_cell(s.execute(CELL, mode="cell"))
+            return
+        with s.session() as ses:
+            check_cell(ses.execute(CELL, mode="cell"))
+            # The figure of that cell was shown and closed, and is still there to show again.
+            again = ses.execute("ax.set_title('again')\nfig", mode="cell")
+            assert [x.is_main_result for x in again.results] == [True], again
+            assert png_size(again.results[0].data["image/png"]) == (100, 50)
+            assert ses.execute("len(plt.get_fignums())", mode="cell").results[0].data == {
+                "text/plain": "0"
+            }

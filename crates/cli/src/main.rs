@@ -330,6 +330,8 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        // The reader of stdout went away (`| head`): nothing more to say, as ripgrep does.
+        Err(e) if broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             let bad_policy = e
                 .downcast_ref::<PolicyError>()
@@ -338,6 +340,16 @@ fn main() -> ExitCode {
             ExitCode::from(if bad_policy { EXIT_USAGE } else { EXIT_SETUP })
         }
     }
+}
+
+/// Whether `e` is a write to a stdout whose reader has gone.
+fn broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || c.downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
 }
 
 fn usage(msg: String) -> Result<ExitCode> {
@@ -376,7 +388,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
     let json = a.json && !a.warm;
     match cmd_run_inner(a) {
         // With --json the answer is always an outcome: a sandbox error is one too.
-        Err(e) if json => {
+        Err(e) if json && !broken_pipe(&e) => {
             let (kind, code) = match e.downcast_ref::<PolicyError>() {
                 Some(p) if !matches!(p, PolicyError::Interpreter(_)) => {
                     (ErrorKind::Policy, EXIT_USAGE)
@@ -385,7 +397,7 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
             };
             eprintln!("pysandbox: {e:#}");
             let o = RunOutcome::sandbox_error(kind, format!("{e:#}"));
-            println!("{}", serde_json::to_string(&o)?);
+            writeln!(std::io::stdout(), "{}", serde_json::to_string(&o)?)?;
             Ok(ExitCode::from(code))
         }
         r => r,
@@ -475,7 +487,7 @@ fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
         if let Some(main) = view.results.iter().find(|r| r.is_main_result) {
             // As a console shows a cell's value: its text.
             if let Some(text) = main.data.get("text/plain") {
-                println!("{text}");
+                writeln!(std::io::stdout(), "{text}")?;
             }
         }
         if let Some(limit) = outcome.limit {

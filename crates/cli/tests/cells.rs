@@ -8,54 +8,9 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-/// The outcomes (JSON) of `cells` run in cell mode on `c`'s path: one cold run per cell, or
-/// one batch (a session's lines share its state).
+/// [`Combo::run_cells`] with the harness's flags.
 fn run_cells(c: Combo, cells: &[&str]) -> Vec<Value> {
-    match c.path {
-        ExecPath::Cold => cells
-            .iter()
-            .map(|code| {
-                let out = c
-                    .caller
-                    .command(
-                        &["run", "--json", "--cell"],
-                        &["-c", code],
-                        &RunOpts::default(),
-                    )
-                    .output()
-                    .unwrap();
-                serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-                    panic!(
-                        "{c}: no outcome ({e}): {}",
-                        String::from_utf8_lossy(&out.stderr)
-                    )
-                })
-            })
-            .collect(),
-        ExecPath::Warm | ExecPath::Session => {
-            let lines: Vec<Value> = cells
-                .iter()
-                .enumerate()
-                .map(|(i, code)| {
-                    let mut l = json!({"id": i, "code": code, "mode": "cell"});
-                    if c.path == ExecPath::Session {
-                        l["session"] = json!("s");
-                    }
-                    l
-                })
-                .collect();
-            let b = c
-                .caller
-                .batch(&["--workers", "1"], &lines, &RunOpts::default());
-            (0..cells.len() as i64)
-                .map(|i| {
-                    b.answer(i)
-                        .unwrap_or_else(|| panic!("{c}: no answer {i}"))
-                        .clone()
-                })
-                .collect()
-        }
-    }
+    c.run_cells(&[], cells, &RunOpts::default())
 }
 
 #[test]

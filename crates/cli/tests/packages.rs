@@ -11,6 +11,7 @@
 mod common;
 
 use common::*;
+use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -394,5 +395,160 @@ print("sentinel", any(os.path.exists(d + "/{name}") for d in (lib, "/usr" + lib)
             out.contains("lib True") && out.contains("sentinel False"),
             "{c}: {out}"
         );
+    }
+}
+
+/// The width and height of a PNG given as base64 (its IHDR), or why it is not one.
+fn png_size(b64: &Value) -> Result<(u32, u32), String> {
+    let bytes = b64
+        .as_str()
+        .and_then(pysandbox_core::outcome::base64_decode)
+        .ok_or_else(|| format!("not base64: {b64}"))?;
+    if bytes.len() < 24 || &bytes[..8] != b"\x89PNG\r\n\x1a\n" || &bytes[12..16] != b"IHDR" {
+        return Err(format!("not a PNG: {:?}", &bytes[..bytes.len().min(16)]));
+    }
+    let be = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
+    Ok((be(16), be(20)))
+}
+
+/// The sizes of the PNGs among `o`'s results, and which result is the main one.
+fn pngs(o: &Value) -> Vec<((u32, u32), bool)> {
+    o["results"]
+        .as_array()
+        .unwrap_or(&vec![])
+        .iter()
+        .filter(|r| r["data"]["image/png"].is_string())
+        .map(|r| {
+            (
+                png_size(&r["data"]["image/png"]).unwrap_or_else(|e| panic!("{e}: {o}")),
+                r["is_main_result"] == true,
+            )
+        })
+        .collect()
+}
+
+const PLOTS: &str = r#"
+import matplotlib.pyplot as plt
+import pandas as pd
+from PIL import Image
+fig, ax = plt.subplots(figsize=(2, 1), dpi=50)
+ax.plot([1, 2])
+plt.show()
+plt.figure(figsize=(3, 1), dpi=50)
+plt.plot([2, 1])
+display(Image.new("RGB", (8, 4), (255, 0, 0)))
+pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+"#;
+
+/// Cell mode with the real packages, on every path, with and without matplotlib.pyplot
+/// preloaded (a preloaded pyplot is switched to the capturing backend): `plt.show()` and a
+/// figure still open at the end each give an image/png of the figure's own size, and are
+/// closed; a PIL image gives its PNG; a DataFrame as the last value is the main result, as
+/// text/html (a table) and text/plain.
+#[test]
+fn cells_show_plots_images_and_tables_on_every_path() {
+    let Some(combos) = package_combos() else {
+        return;
+    };
+    let after = "import matplotlib.pyplot as plt\nlen(plt.get_fignums())";
+    for c in combos {
+        let mut variants: Vec<&[&str]> = vec![&[]];
+        if c.path != ExecPath::Cold {
+            variants.push(&["--preload", "matplotlib.pyplot", "--preload", "pandas"]);
+        }
+        for flags in variants {
+            let o = c.run_cells(flags, &[PLOTS, after], &full());
+            let (cell, after) = (&o[0], &o[1]);
+            assert_eq!(cell["status"], "ok", "{c} {flags:?}: {cell}");
+            assert_eq!(
+                pngs(cell),
+                vec![((100, 50), false), ((8, 4), false), ((150, 50), false)],
+                "{c} {flags:?}: show(), the PIL image, the figure left open"
+            );
+            let results = cell["results"].as_array().unwrap();
+            assert_eq!(results.len(), 4, "{c} {flags:?}: {cell}");
+            let main = &results[3];
+            assert_eq!(main["is_main_result"], true, "{c} {flags:?}: {main}");
+            let html = main["data"]["text/html"].as_str().unwrap_or("");
+            assert!(
+                html.contains("<table") && html.contains("<td>x</td>"),
+                "{c} {flags:?}: {main}"
+            );
+            let text = main["data"]["text/plain"].as_str().unwrap_or("");
+            assert!(
+                text.contains('a') && text.contains('y'),
+                "{c} {flags:?}: {main}"
+            );
+            assert!(cell["stderr"] == "", "{c} {flags:?}: {}", cell["stderr"]);
+            // The figures were closed (in a session this is the same interpreter).
+            assert_eq!(
+                after["results"][0]["data"]["text/plain"], "0",
+                "{c}: {after}"
+            );
+        }
+    }
+}
+
+/// A session keeps its figures like a notebook: one built (and shown) in one cell is shown
+/// again, changed, as the next cell's value, once, as the main result.
+#[test]
+fn a_session_shows_a_figure_from_an_earlier_cell() {
+    let Some(combos) = package_combos() else {
+        return;
+    };
+    for c in combos.into_iter().filter(|c| c.path == ExecPath::Session) {
+        let o = c.run_cells(
+            &[],
+            &[
+                "import matplotlib.pyplot as plt\nfig, ax = plt.subplots(figsize=(2, 2), dpi=40)\nax.plot([1, 2])",
+                "ax.set_title('again')\nfig.set_size_inches(3, 2)\nfig",
+            ],
+            &full(),
+        );
+        assert_eq!(pngs(&o[0]), vec![((80, 80), false)], "{c}: {}", o[0]);
+        assert_eq!(pngs(&o[1]), vec![((120, 80), true)], "{c}: {}", o[1]);
+        assert_eq!(
+            o[1]["results"].as_array().unwrap().len(),
+            1,
+            "{c}: {}",
+            o[1]
+        );
+    }
+}
+
+/// `IPython.display.display` (which prints when no IPython shell runs) adds results in cell
+/// mode, imported in the cell or preloaded, including raw MIME bundles.
+#[test]
+fn ipython_display_adds_results() {
+    let Some(combos) = package_combos() else {
+        return;
+    };
+    if on_host("import IPython.display", &[]).0 != 0 {
+        skip(&format!(
+            "IPython is needed in {} (make deps)",
+            host_python()
+        ));
+        return;
+    }
+    let code = "from IPython.display import display, HTML\n\
+                display(HTML('<i>x</i>'))\n\
+                display({'text/plain': 'raw', 'application/json': {'a': 1}}, raw=True)\n\
+                print('printed')";
+    for c in combos {
+        let mut variants: Vec<&[&str]> = vec![&[]];
+        if c.path != ExecPath::Cold {
+            variants.push(&["--preload", "IPython.display"]);
+        }
+        for flags in variants {
+            let o = &c.run_cells(flags, &[code], &full())[0];
+            assert_eq!(o["status"], "ok", "{c} {flags:?}: {o}");
+            let r = o["results"].as_array().unwrap();
+            assert_eq!(r.len(), 2, "{c} {flags:?}: {o}");
+            assert_eq!(r[0]["data"]["text/html"], "<i>x</i>", "{c} {flags:?}: {o}");
+            assert_eq!(r[1]["data"]["application/json"], "{\"a\": 1}", "{c}: {o}");
+            assert_eq!(r[1]["data"]["text/plain"], "raw", "{c} {flags:?}: {o}");
+            // Nothing of the displayed objects went to stdout, only the print.
+            assert_eq!(o["stdout"], "printed\n", "{c} {flags:?}: {o}");
+        }
     }
 }

@@ -46,6 +46,13 @@ pub const PACKAGE_ENV: &[(&str, &str, &str)] = &[
          thread (matplotlib's font-cache timer) would count in every warm request",
     ),
     (
+        "HOME",
+        "/tmp",
+        "packages that keep caches or settings under the home directory fail without one \
+         (IPython imports parso, whose cache path is ~/.cache); /tmp is the jail's writable \
+         place and holds no one else's files",
+    ),
+    (
         "MPLBACKEND",
         "Agg",
         "the jail has no display: matplotlib draws into files and buffers (savefig) with Agg",

@@ -440,6 +440,60 @@ impl Caller {
 }
 
 impl Combo {
+    /// The outcomes (JSON) of `cells` run in cell mode with `extra` flags on this path: one
+    /// cold run per cell, or one batch (a session's lines share its state).
+    pub fn run_cells(
+        &self,
+        extra: &[&str],
+        cells: &[&str],
+        opts: &RunOpts<'_>,
+    ) -> Vec<serde_json::Value> {
+        let c = self;
+        match c.path {
+            ExecPath::Cold => cells
+                .iter()
+                .map(|code| {
+                    let mut flags = extra.to_vec();
+                    flags.extend(["-c", code]);
+                    let out = c
+                        .caller
+                        .command(&["run", "--json", "--cell"], &flags, opts)
+                        .output()
+                        .unwrap();
+                    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+                        panic!(
+                            "{c}: no outcome ({e}): {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        )
+                    })
+                })
+                .collect(),
+            ExecPath::Warm | ExecPath::Session => {
+                let lines: Vec<serde_json::Value> = cells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, code)| {
+                        let mut l = json!({"id": i, "code": code, "mode": "cell"});
+                        if c.path == ExecPath::Session {
+                            l["session"] = json!("s");
+                        }
+                        l
+                    })
+                    .collect();
+                let mut flags = vec!["--workers", "1"];
+                flags.extend(extra);
+                let b = c.caller.batch(&flags, &lines, opts);
+                (0..cells.len() as i64)
+                    .map(|i| {
+                        b.answer(i)
+                            .unwrap_or_else(|| panic!("{c}: no answer {i}: {}", b.cli_stderr))
+                            .clone()
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Run `code` with [`BASE_ARGS`] and `extra` flags on this path as this caller.
     pub fn run(&self, extra: &[&str], code: &str) -> Run {
         self.run_with(extra, code, &RunOpts::default())

@@ -277,14 +277,15 @@ def _pysandbox_cell(src, name, ns, local_ns=None):
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
         last = ast.Expression(tree.body.pop().value)
+    value = None
     try:
         with _pysandbox_limited():
             exec(compile(tree, name, "exec", dont_inherit=True), ns, local_ns)
-            value = None
             if last is not None:
                 value = eval(compile(last, name, "eval", dont_inherit=True), ns, local_ns)
     finally:
-        _pysandbox_show_figures()
+        # A figure that is also the main result is shown once, as the main result.
+        _pysandbox_show_figures(value)
     if value is not None:
         _pysandbox_display(value, True)
 
@@ -296,17 +297,24 @@ def _pysandbox_cell_setup(ns):
     import os
     import sys
 
-    def display(*objs, **kwargs):
-        for obj in objs:
-            _pysandbox_display(obj, False)
-
-    builtins.display = display
+    builtins.display = _pysandbox_display_builtin
     guarded = ns.get("__builtins__")
     if isinstance(guarded, dict):
-        guarded["display"] = display
-    os.environ.setdefault("MPLCONFIGDIR", "/tmp/.matplotlib")
+        guarded["display"] = _pysandbox_display_builtin
+    # The full preset's environment names the same directory (packages.rs).
+    os.environ.setdefault("MPLCONFIGDIR", "/tmp/matplotlib")
     if _CELL_BACKEND not in sys.meta_path:
         sys.meta_path.insert(0, _CELL_BACKEND)
+    # IPython's display() prints when no IPython shell runs: it becomes this one, whether
+    # IPython is imported already (preloaded) or later.
+    shown = sys.modules.get(_IPYTHON_DISPLAY)
+    if shown is not None and shown.display is not _pysandbox_display_builtin:
+        # Loaded before the cell: its display() was copied where IPython re-exports it too.
+        original = shown.display
+        for name in (_IPYTHON_DISPLAY, "IPython.display", "IPython.core.display", "IPython"):
+            module = sys.modules.get(name)
+            if module is not None and getattr(module, "display", None) is original:
+                module.display = _pysandbox_display_builtin
     os.environ["MPLBACKEND"] = "module://_pysandbox_mpl"
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is not None:
@@ -317,9 +325,24 @@ def _pysandbox_cell_setup(ns):
             pass
 
 
+def _pysandbox_display_builtin(*objs, raw=False, **kwargs):
+    # display() in cell mode, with IPython's signature: each object one result; with raw=True
+    # each object is a MIME bundle already (a dict of MIME type to data).
+    for obj in objs:
+        if raw and isinstance(obj, dict):
+            _pysandbox_display(_pysandbox_raw_bundle(obj), False, raw=True)
+        else:
+            _pysandbox_display(obj, False)
+
+
+_IPYTHON_DISPLAY = "IPython.core.display_functions"
+
+
 class _CellBackend:
-    # A meta path finder for the module `_pysandbox_mpl` alone: matplotlib's Agg canvas with a
-    # show() that turns the open figures into results.
+    # A meta path finder for two modules: `_pysandbox_mpl`, matplotlib's Agg canvas with a
+    # show() that turns the open figures into results; and IPython's display functions, found
+    # by the other finders and loaded as usual, then given this display() (IPython.display and
+    # IPython's own callers read it from there).
     SOURCE = (
         "from matplotlib.backends.backend_agg import FigureCanvasAgg as FigureCanvas\n"
         "from matplotlib.backend_bases import FigureManagerBase as FigureManager\n"
@@ -328,11 +351,23 @@ class _CellBackend:
     )
 
     def find_spec(self, name, path=None, target=None):
-        if name != "_pysandbox_mpl":
+        # Every import asks: others are answered before importing anything (importlib.util
+        # itself is imported through here).
+        if name != "_pysandbox_mpl" and name != _IPYTHON_DISPLAY:
             return None
         import importlib.util
+        import sys
 
-        return importlib.util.spec_from_loader(name, self)
+        if name == "_pysandbox_mpl":
+            return importlib.util.spec_from_loader(name, self)
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, "find_spec"):
+                continue
+            spec = finder.find_spec(name, path, target)
+            if spec is not None and spec.loader is not None:
+                spec.loader = _PatchingLoader(spec.loader)
+                return spec
+        return None
 
     def create_module(self, spec):
         return None
@@ -341,28 +376,65 @@ class _CellBackend:
         module.__dict__["_pysandbox_show_figures"] = _pysandbox_show_figures
         exec(compile(self.SOURCE, "<pysandbox mpl>", "exec"), module.__dict__)
 
+    @staticmethod
+    def patch_ipython(module):
+        module.display = _pysandbox_display_builtin
+
+
+class _PatchingLoader:
+    # The real loader of IPython's display functions, then this display() in the module.
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        _CellBackend.patch_ipython(module)
+
+    def __getattr__(self, name):
+        return getattr(self.loader, name)
+
 
 _CELL_BACKEND = _CellBackend()
 
 
-def _pysandbox_show_figures():
-    # Every open matplotlib figure as an image/png result, then closed.
+def _pysandbox_show_figures(skip=None):
+    # Every open matplotlib figure as an image/png result (but `skip`), then closed.
     import sys
 
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return
     for num in plt.get_fignums():
-        _pysandbox_display(plt.figure(num), False)
+        fig = plt.figure(num)
+        if fig is not skip:
+            _pysandbox_display(fig, False)
     plt.close("all")
 
 
-def _pysandbox_display(obj, main):
-    # One rich result: the object's MIME bundle, as a Display frame.
+def _pysandbox_raw_bundle(obj):
+    # A bundle given as such (IPython's raw=True): MIME type -> str, other values as JSON.
+    import base64
+    import json
+
+    data = {}
+    for mime, value in obj.items():
+        if isinstance(value, (bytes, bytearray)):
+            value = base64.b64encode(bytes(value)).decode("ascii")
+        elif not isinstance(value, str):
+            value = json.dumps(value)
+        data[str(mime)] = value
+    return data
+
+
+def _pysandbox_display(obj, main, raw=False):
+    # One rich result: the object's MIME bundle (`obj` itself when raw), as a Display frame.
     import json
 
     try:
-        data = _pysandbox_bundle(obj)
+        data = obj if raw else _pysandbox_bundle(obj)
     except Exception:
         data = {"text/plain": "<unrepresentable %s>" % type(obj).__name__}
     text = json.dumps({"data": data, "is_main_result": bool(main)}, ensure_ascii=False)
