@@ -69,6 +69,11 @@ fn main() {
         .unwrap_or(200);
     let interp = pysandbox_core::interp::resolve(None).expect("resolving the python interpreter");
     let python = interp.executable.to_string_lossy().into_owned();
+    // `pysandbox-bench RUNS packages`: the packages rows alone.
+    if std::env::args().nth(2).as_deref() == Some("packages") {
+        packages(runs, &python);
+        return;
+    }
     let s = |x: &str| x.to_string();
     let mut rows = vec![
         Row {
@@ -362,7 +367,22 @@ fn packages(runs: usize, python: &str) {
             .expect("python");
         String::from_utf8_lossy(&out.stdout).into_owned()
     });
-    let running = running_interpreter(python, "import pandas", DESCRIBE, runs, pause);
+    let running = running_interpreter(python, "import pandas", DESCRIBE, DESCRIBED, runs, pause);
+    // What any design that forks a fresh process per request pays on this machine: the same
+    // interpreter, pandas imported, its objects frozen out of the collector, forking a child per
+    // request that runs the code and exits (no namespace, no jail, no limit). The child's first
+    // touches of the parent's pages are copy-on-write faults.
+    let fork = format!(
+        "import os, sys\npid = os.fork()\nif pid == 0:\n    exec({DESCRIBE:?})\n    sys.stdout.flush()\n    os._exit(0)\nos.waitpid(pid, 0)\n"
+    );
+    let forked = running_interpreter(
+        python,
+        "import gc, pandas\ngc.collect()\ngc.freeze()",
+        &fork,
+        DESCRIBED,
+        runs,
+        pause,
+    );
     let base = percentile(&running, 0.5);
     println!();
     println!(
@@ -375,6 +395,7 @@ fn packages(runs: usize, python: &str) {
     );
     for (name, t) in [
         ("one running interpreter (no sandbox)", &running),
+        ("os.fork() per request from it (no sandbox)", &forked),
         ("warm pool, preloaded", &with),
         ("warm pool, not preloaded", &without),
         ("bare python -I -c (pays the imports)", &bare),
@@ -395,6 +416,74 @@ fn packages(runs: usize, python: &str) {
         dirty as f64 / 1024.0,
         clean as f64 / 1024.0
     );
+    plots(runs, python, &pool(PRELOAD), pause);
+}
+
+/// A line plot: built by the code, a PNG out.
+const PLOT: &str = "import matplotlib.pyplot as plt\n\
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=72)\n\
+    ax.plot(range(100), [i * i for i in range(100)])";
+
+/// A matplotlib line plot returned as PNG: in cell mode on a warm pool with pyplot preloaded
+/// (the figure left open becomes an image/png result), against `savefig` into a buffer in one
+/// running interpreter (no sandbox).
+fn plots(runs: usize, python: &str, pool: &pysandbox_core::warm::Pool, pause: Duration) {
+    use pysandbox_core::warm::Request;
+    let mut req = Request::code(PLOT);
+    req.cell = true;
+    let cell = || {
+        let o = pool.run_request(&req).expect("warm cell");
+        let png = o.run.results.first().and_then(|r| r.data.get("image/png"));
+        assert!(
+            png.is_some_and(|p| p.starts_with("iVBORw0KGgo")),
+            "no PNG: {:?}",
+            o.run
+        );
+    };
+    let mut warm = Vec::with_capacity(runs);
+    for i in 0..runs + 3 {
+        std::thread::sleep(pause);
+        let start = Instant::now();
+        cell();
+        if i >= 3 {
+            warm.push(start.elapsed());
+        }
+    }
+    pool.shutdown();
+    warm.sort();
+    let savefig = format!(
+        "import io\n{PLOT}\nbuf = io.BytesIO()\nfig.savefig(buf, format='png')\nplt.close(fig)\n\
+         print(buf.getvalue()[:4] == b'\\x89PNG')"
+    );
+    let running = running_interpreter(
+        python,
+        "import io\nimport matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt",
+        &savefig,
+        "True\n",
+        runs,
+        pause,
+    );
+    let base = percentile(&running, 0.5);
+    println!();
+    println!("matplotlib line plot (100 points, 288x216) as PNG, 5 ms apart");
+    println!(
+        "{:<44} {:>8} {:>10} {:>10} {:>12}",
+        "command", "runs", "p50 ms", "p99 ms", "p50 / running"
+    );
+    for (name, t) in [
+        ("one running interpreter, savefig (no sandbox)", &running),
+        ("warm pool, cell mode, pyplot preloaded", &warm),
+    ] {
+        let p50 = percentile(t, 0.5);
+        println!(
+            "{:<44} {:>8} {:>10.2} {:>10.2} {:>11.2}x",
+            name,
+            t.len(),
+            ms(p50),
+            ms(percentile(t, 0.99)),
+            p50.as_secs_f64() / base.as_secs_f64()
+        );
+    }
 }
 
 /// `code` in one plain interpreter that ran `setup` first and then reads code from a pipe: no
@@ -403,6 +492,7 @@ fn running_interpreter(
     python: &str,
     setup: &str,
     code: &str,
+    expected: &str,
     runs: usize,
     pause: Duration,
 ) -> Vec<Duration> {
@@ -428,12 +518,12 @@ fn running_interpreter(
         stdin.flush().expect("flush");
         let mut line = String::new();
         marks.read_line(&mut line).expect("marker");
-        let mut out = vec![0u8; DESCRIBED.len()];
+        let mut out = vec![0u8; expected.len()];
         stdout.read_exact(&mut out).expect("output");
         if i >= 3 {
             t.push(start.elapsed());
         }
-        assert_eq!(out, DESCRIBED.as_bytes());
+        assert_eq!(out, expected.as_bytes());
     }
     drop(stdin);
     let _ = child.wait();

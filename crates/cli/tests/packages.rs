@@ -552,3 +552,67 @@ fn ipython_display_adds_results() {
         }
     }
 }
+
+/// A module planted in the tests' interpreter's site-packages for one test, removed after.
+struct PlantedModule(std::path::PathBuf);
+
+impl PlantedModule {
+    fn new(stem: &str, source: &str) -> PlantedModule {
+        let (status, site) = on_host("import site; print(site.getsitepackages()[0])", &[]);
+        assert_eq!(status, 0, "{site}");
+        let path = std::path::Path::new(site.trim()).join(format!("{stem}.py"));
+        write_file(&path, source);
+        PlantedModule(path)
+    }
+}
+
+impl Drop for PlantedModule {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A preload that keeps a file open (as matplotlib keeps the fonts it has drawn with) and
+/// registers an after-fork hook: a warm child runs the hook as after os.fork(), and when the
+/// inherited object closes its descriptor, none of the child's own descriptors goes with it
+/// (it closes a /dev/null placeholder under the number the zygote's file had, which is never
+/// one of the child's pipes). Before this, such a close took whatever the child had opened
+/// since under that number, or its stdout: the request ended with status 1 and no output.
+#[test]
+fn a_preload_holding_a_file_does_not_break_the_children() {
+    let Some(combos) = package_combos() else {
+        return;
+    };
+    let stem = format!("pysandbox_test_fdholder_{}", random_hex(4));
+    let _module = PlantedModule::new(
+        &stem,
+        "import os\n\
+         held = open(os.__file__, 'rb')\n\
+         ran_at_fork = []\n\
+         os.register_at_fork(after_in_child=lambda: ran_at_fork.append(os.getpid()))\n",
+    );
+    let code = format!(
+        r#"
+import os, {stem} as m
+mine = [open("/tmp/f%d" % i, "w") for i in range(40)]
+m.held.close()
+for f in mine:
+    f.write("kept")
+    f.close()
+print("hook", len(m.ran_at_fork), "low", m.held.fileno() if not m.held.closed else "closed")
+print("files", sum(open("/tmp/f%d" % i).read() == "kept" for i in range(40)))
+"#
+    );
+    let preload = ["--preload", &stem];
+    for c in combos.into_iter().filter(|c| c.path != ExecPath::Cold) {
+        for round in 0..2 {
+            let r = c.run_with(&preload, &code, &full());
+            ok(c, &r);
+            let out = &r.outcome.stdout;
+            assert!(
+                out.contains("hook 1 low closed") && out.contains("files 40"),
+                "{c} round {round}: {out}"
+            );
+        }
+    }
+}

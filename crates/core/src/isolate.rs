@@ -220,6 +220,9 @@ pub struct ChildSetup<'a> {
     /// Keep the last of `fds` close-on-exec (the cold path's error pipe: it reports a failed
     /// `execve` only).
     pub last_cloexec: bool,
+    /// Descriptors (above `fds`) that get a copy of descriptor 0 (close-on-exec) instead of
+    /// staying closed: numbers objects inherited from a warm zygote may still close.
+    pub placeholders: &'a [RawFd],
     pub rlimits: Rlimits,
     /// Mount options of a session's own `/tmp`.
     pub tmp_options: Option<&'a CString>,
@@ -245,6 +248,9 @@ pub fn enter(s: &ChildSetup<'_>, report: &mut RawFd) -> Result<(), StepError> {
             Step::Descriptors => {
                 let at = s.fds.iter().position(|f| f == report);
                 sys::arrange_fds(s.fds).map_err(fail)?;
+                for &fd in s.placeholders {
+                    sys::dup_onto(0, fd).map_err(fail)?;
+                }
                 if s.last_cloexec {
                     sys::set_cloexec((s.fds.len() - 1) as RawFd).map_err(fail)?;
                 }

@@ -411,6 +411,7 @@ fn interpreter(p: &Prepared, fds: &InitFds) -> ! {
         stage: Stage::ColdInterpreter,
         fds: &arranged,
         last_cloexec: true,
+        placeholders: &[],
         rlimits: Rlimits {
             memory: l.memory,
             cpu_seconds: l.cpu.map(|c| c.as_secs() + u64::from(c.subsec_nanos() > 0)),

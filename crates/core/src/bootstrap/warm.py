@@ -31,6 +31,18 @@ def _pysandbox_warm(ns, boot):
     _W["boot"] = boot
     # PyDLL: the GIL stays held across the calls (the zygote has one thread; the library forks).
     lib = ctypes.PyDLL(cfg["library"])
+    # Descriptors 0 to 8 are the children's own (the library places their pipes there): taken
+    # (by /dev/null) before the preloads, so that no file a preload keeps open has one of
+    # those numbers, which a child's copy of its object would close one day. The library
+    # gives a child /dev/null under the numbers such objects hold above them.
+    null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+    for fd in range(9):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.dup2(null, fd, inheritable=False)
+    if null > 8:
+        os.close(null)
     if lib.pysandbox_zygote_protocol() != cfg["protocol"]:
         print("pysandbox zygote: %s speaks another protocol than the binary; rebuild both"
               % cfg["library"], file=sys.stderr)  # fmt: skip
@@ -41,6 +53,14 @@ def _pysandbox_warm(ns, boot):
         except Exception:
             pass
     _warm_prepare(cfg)
+    # The library forks with glibc's fork(), which runs C at-fork handlers but not Python's:
+    # a child calls what os.fork() would (the interpreter's own reinitialisation, then every
+    # os.register_at_fork(after_in_child=...) hook: random reseeds, logging remakes its locks,
+    # matplotlib drops fonts whose files the child does not have open). Looked up here: the
+    # child is isolated by the time it calls it.
+    after_fork = ctypes.pythonapi.PyOS_AfterFork_Child
+    after_fork.restype = None
+    after_fork.argtypes = ()
     # Objects made so far live in every child: keep the collector away from them, so that the
     # children's collections do not copy their pages (copy-on-write).
     gc.collect()
@@ -51,6 +71,7 @@ def _pysandbox_warm(ns, boot):
     if role <= 0:
         sys.stderr.flush()
         os._exit(0 if role == 0 else 125)
+    after_fork()
     _warm_child(role == 2)
 
 
@@ -111,11 +132,6 @@ def _warm_child(session):
 
     code = 1
     try:
-        # The random module's state is a copy of the zygote's (fork(2) runs no at-fork hook in
-        # Python): reseed it from the kernel. os.urandom keeps no state in user space.
-        rnd = sys.modules.get("random")
-        if rnd is not None:
-            rnd.seed()
         # The warm-up: the request path once, from a pipe of its own, output to /dev/null. A
         # worker of the Python package also takes its exec/eval/call path.
         warm_r, warm_w = os.pipe()

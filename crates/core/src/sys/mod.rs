@@ -376,6 +376,23 @@ pub(crate) fn arrange_fds(fds: &[RawFd]) -> io::Result<()> {
     close_from(fds.len() as libc::c_uint)
 }
 
+/// The open descriptors >= `first` (below the open-files limit, at most 4096 looked at).
+pub(crate) fn open_fds_from(first: RawFd) -> Vec<RawFd> {
+    let soft = getrlimit(libc::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft);
+    let limit = soft.clamp(first as u64, 4096) as RawFd;
+    (first..limit)
+        // SAFETY: F_GETFD only reads the descriptor's flags; a closed number fails with EBADF.
+        .filter(|&fd| unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0)
+        .collect()
+}
+
+/// `dup3(from, to, O_CLOEXEC)`: `to` becomes a copy of `from` (whatever it was is closed).
+pub(crate) fn dup_onto(from: RawFd, to: RawFd) -> io::Result<()> {
+    // SAFETY: dup3 takes plain integers; `to` is a number the caller owns.
+    cvt(unsafe { libc::dup3(from, to, libc::O_CLOEXEC) })?;
+    Ok(())
+}
+
 /// Close every descriptor >= `first`.
 pub(crate) fn close_from(first: libc::c_uint) -> io::Result<()> {
     // SAFETY: close_range takes plain integers; closing descriptors nobody else uses here.

@@ -39,6 +39,10 @@ const REMEMBERED: usize = 64;
 /// host has gone (everything it forked is killed), [`ROLE_FAILED`] when it could not start (the
 /// host was told).
 pub fn serve(config_fd: RawFd, ctl_fd: RawFd) -> i32 {
+    // Descriptors the interpreter's objects may hold (files a preload left open; the bootstrap
+    // keeps 0 to 8 taken before the preloads, so they are above): looked at before this code
+    // opens any of its own.
+    let inherited = sys::open_fds_from(CHILD_FDS);
     let ctl = match sys::adopt_fd(ctl_fd) {
         Ok(fd) => fd,
         Err(e) => {
@@ -74,7 +78,10 @@ pub fn serve(config_fd: RawFd, ctl_fd: RawFd) -> i32 {
         return fail(true, message);
     }
     let mut z = match Zygote::prepare(cfg, ctl) {
-        Ok(z) => z,
+        Ok(mut z) => {
+            z.inherited = inherited;
+            z
+        }
         Err((ctl, e)) => {
             let msg = FromZygote::Failed {
                 policy: false,
@@ -203,7 +210,12 @@ struct Zygote {
     seq: u64,
     /// The pool's request child, alive.
     request: Option<u64>,
+    /// Descriptors the interpreter held when it started serving (above the child's own).
+    inherited: Vec<RawFd>,
 }
+
+/// The descriptors a child is given (0 to 8, see [`Zygote::isolate_child`]).
+const CHILD_FDS: RawFd = 9;
 
 /// An error of the zygote's own (not of a child's isolation).
 struct ZygoteError(String);
@@ -231,6 +243,7 @@ impl Zygote {
                 asked: Vec::new(),
                 seq: 0,
                 request: None,
+                inherited: Vec::new(),
             }),
             Err(e) => Err((ctl, e)),
         }
@@ -501,6 +514,10 @@ impl Zygote {
             },
             fds: &fds,
             last_cloexec: false,
+            // A Python object the child inherits may close its descriptor one day (matplotlib
+            // drops its cached fonts after a fork): it then closes /dev/null, never a
+            // descriptor the child opened since under the same number.
+            placeholders: &self.inherited,
             rlimits: Rlimits {
                 memory: l.memory,
                 cpu_seconds,
