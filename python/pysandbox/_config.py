@@ -18,6 +18,7 @@ _KEYWORDS = (
     "timeout", "max_memory", "cpu_time", "max_output", "max_result", "processes",
     "recursion_limit", "preset", "network", "python", "env", "allow_write", "open_files",
     "file_size", "tmp_size", "use_subprocess", "cpython_restricted", "preload",
+    "warmup",
 )  # fmt: skip
 
 #: The default address-space limit in MB (pysandbox's), and the "full" preset's: numpy, pandas
@@ -77,7 +78,9 @@ class SandboxConfig:
     ``python`` (the interpreter to run), ``env`` (variables the code sees), ``allow_write``
     (writable host paths), ``preload`` (modules imported before the code: by a warm pool's
     workers once, so that every call finds them in ``sys.modules``; only modules the policy
-    allows, e.g. ``preload=["numpy", "pandas"]`` with ``preset="full"``).
+    allows, e.g. ``preload=["numpy", "pandas"]`` with ``preset="full"``), ``warmup`` (code run
+    once after the preloads, by a warm pool's workers before any call, to take first-use costs
+    such as a first plot; its names are dropped).
     """
 
     def __init__(self, *features: str, **kwargs: Any) -> None:
@@ -111,6 +114,7 @@ class SandboxConfig:
         self.cpython_restricted: bool = bool(kwargs.get("cpython_restricted", False))
         self._preload: List[str] = []
         self.preload = kwargs.get("preload") or []
+        self.warmup: Optional[str] = kwargs.get("warmup")
         for f in features:
             self.enable(f)
 
@@ -228,6 +232,10 @@ class SandboxConfig:
         }
         if self._preload:
             policy["preload"] = list(self._preload)
+        if self.warmup is not None:
+            if not isinstance(self.warmup, str):
+                raise PolicyError(f"warmup: expected Python code as a str, got {self.warmup!r}")
+            policy["warmup"] = self.warmup
         if self.network is not None:
             policy["network"] = self.network
         if self.recursion_limit is not None:

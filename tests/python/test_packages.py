@@ -171,3 +171,22 @@ def test_cells_give_plots_images_and_tables(mode):
             assert ses.execute("len(plt.get_fignums())", mode="cell").results[0].data == {
                 "text/plain": "0"
             }
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_warmup_runs_once_before_the_calls(pool):
+    warmup = ("import io\nimport pandas as pd\nimport matplotlib.pyplot as plt\n"
+              "pd.DataFrame({'x': [1, 2]}).describe()\nfig, ax = plt.subplots()\n"
+              "ax.set_title('t')\nfig.savefig(io.BytesIO(), format='png')\n"
+              "pd._warmed = getattr(pd, '_warmed', 0) + 1")  # fmt: skip
+    config = SandboxConfig(preset="full", timeout=30, preload=["pandas", "matplotlib.pyplot"],
+                           warmup=warmup)  # fmt: skip
+    assert config.to_policy()["warmup"] == warmup
+    with Sandbox(config, pool=pool, workers=1) as s:
+        for _ in range(2):
+            r = s.execute("import pandas as pd, matplotlib.pyplot as plt\n"
+                          "print(pd._warmed, plt.get_fignums(), 'fig' in globals())")  # fmt: skip
+            assert r.stdout == "1 [] False\n", r
+        check_cell(s.execute(CELL, mode="cell"))
+    with pytest.raises(PolicyError, match="warmup: expected Python code"):
+        SandboxConfig(warmup=3).to_policy()

@@ -323,10 +323,11 @@ fn packages(runs: usize, python: &str) {
         println!("\n(packages rows skipped: numpy, pandas, matplotlib are not installed for {python}: make deps)");
         return;
     }
-    let pool = |preload: &[&str]| {
+    let pool = |preload: &[&str], warmup: Option<&str>| {
         let mut policy = Policy::from_toml_str("preset = \"full\"").expect("policy");
         policy.python = Some(PathBuf::from(python));
         policy.preload_modules(preload).expect("preload");
+        policy.warmup = warmup.map(str::to_string);
         policy.limits.wall = Duration::from_secs(30);
         let mut opts = PoolOptions::new(pysandbox_binary());
         opts.workers = 1;
@@ -352,12 +353,16 @@ fn packages(runs: usize, python: &str) {
         time(n, &mut call)
     };
     let started = Instant::now();
-    let preloaded = pool(PRELOAD);
+    let preloaded = pool(PRELOAD, None);
     let start_secs = started.elapsed().as_secs_f64();
     let with = warm(&preloaded, runs);
     let (dirty, clean) = idle_uss_kib(&preloaded);
     preloaded.shutdown();
-    let plain = pool(&[]);
+    let warmed = pool(PRELOAD, Some(WARMUP));
+    let with_warmup = warm(&warmed, runs);
+    let (wdirty, wclean) = idle_uss_kib(&warmed);
+    warmed.shutdown();
+    let plain = pool(&[], None);
     let without = warm(&plain, slow);
     plain.shutdown();
     let bare = time(slow, &mut || {
@@ -397,6 +402,7 @@ fn packages(runs: usize, python: &str) {
         ("one running interpreter (no sandbox)", &running),
         ("os.fork() per request from it (no sandbox)", &forked),
         ("warm pool, preloaded", &with),
+        ("warm pool, preloaded + warmup", &with_warmup),
         ("warm pool, not preloaded", &without),
         ("bare python -I -c (pays the imports)", &bare),
     ] {
@@ -416,18 +422,31 @@ fn packages(runs: usize, python: &str) {
         dirty as f64 / 1024.0,
         clean as f64 / 1024.0
     );
-    plots(runs, python, &pool(PRELOAD), pause);
+    println!(
+        "idle warm worker with these preloads and the warmup: {:.1} MiB unique memory ({:.1} MiB written by it)",
+        (wdirty + wclean) as f64 / 1024.0,
+        wdirty as f64 / 1024.0,
+    );
+    println!("warmup: {WARMUP:?}");
+    plots(
+        runs,
+        python,
+        &pool(PRELOAD, None),
+        &pool(PRELOAD, Some(WARMUP)),
+        pause,
+    );
 }
 
-/// A line plot: built by the code, a PNG out.
-const PLOT: &str = "import matplotlib.pyplot as plt\n\
-    fig, ax = plt.subplots(figsize=(4, 3), dpi=72)\n\
-    ax.plot(range(100), [i * i for i in range(100)])";
+/// The packages rows' `warmup`: a small DataFrame described and a small plot drawn once in
+/// the zygote (lazy imports, caches, the font), which every request would otherwise pay.
+const WARMUP: &str = "import io\nimport pandas as pd\nimport matplotlib.pyplot as plt\n\
+    pd.DataFrame({'x': range(10), 'y': range(10)}).describe()\n\
+    fig, ax = plt.subplots(figsize=(2, 2))\nax.plot([1, 2])\n\
+    fig.savefig(io.BytesIO(), format='png')";
 
-/// A matplotlib line plot returned as PNG: in cell mode on a warm pool with pyplot preloaded
-/// (the figure left open becomes an image/png result), against `savefig` into a buffer in one
-/// running interpreter (no sandbox).
-fn plots(runs: usize, python: &str, pool: &pysandbox_core::warm::Pool, pause: Duration) {
+/// [`PLOT`] in cell mode on `pool`, `runs` times `pause` apart (then the pool is shut down):
+/// the times, sorted.
+fn plot_cells(runs: usize, pool: &pysandbox_core::warm::Pool, pause: Duration) -> Vec<Duration> {
     use pysandbox_core::warm::Request;
     let mut req = Request::code(PLOT);
     req.cell = true;
@@ -440,17 +459,37 @@ fn plots(runs: usize, python: &str, pool: &pysandbox_core::warm::Pool, pause: Du
             o.run
         );
     };
-    let mut warm = Vec::with_capacity(runs);
+    let mut t = Vec::with_capacity(runs);
     for i in 0..runs + 3 {
         std::thread::sleep(pause);
         let start = Instant::now();
         cell();
         if i >= 3 {
-            warm.push(start.elapsed());
+            t.push(start.elapsed());
         }
     }
     pool.shutdown();
-    warm.sort();
+    t.sort();
+    t
+}
+
+/// A line plot: built by the code, a PNG out.
+const PLOT: &str = "import matplotlib.pyplot as plt\n\
+    fig, ax = plt.subplots(figsize=(4, 3), dpi=72)\n\
+    ax.plot(range(100), [i * i for i in range(100)])";
+
+/// A matplotlib line plot returned as PNG: in cell mode on a warm pool with pyplot preloaded
+/// (the figure left open becomes an image/png result), against `savefig` into a buffer in one
+/// running interpreter (no sandbox).
+fn plots(
+    runs: usize,
+    python: &str,
+    pool: &pysandbox_core::warm::Pool,
+    warmed: &pysandbox_core::warm::Pool,
+    pause: Duration,
+) {
+    let warm = plot_cells(runs, pool, pause);
+    let with_warmup = plot_cells(runs, warmed, pause);
     let savefig = format!(
         "import io\n{PLOT}\nbuf = io.BytesIO()\nfig.savefig(buf, format='png')\nplt.close(fig)\n\
          print(buf.getvalue()[:4] == b'\\x89PNG')"
@@ -473,6 +512,7 @@ fn plots(runs: usize, python: &str, pool: &pysandbox_core::warm::Pool, pause: Du
     for (name, t) in [
         ("one running interpreter, savefig (no sandbox)", &running),
         ("warm pool, cell mode, pyplot preloaded", &warm),
+        ("warm pool, cell mode, preloaded + warmup", &with_warmup),
     ] {
         let p50 = percentile(t, 0.5);
         println!(

@@ -109,6 +109,10 @@ pub(crate) struct PolicyArgs {
     /// or comma-separated. Only modules the policy allows.
     #[arg(long = "preload", value_name = "MODULE", value_delimiter = ',')]
     preload: Vec<String>,
+    /// Code run once after the preloads (a warm worker: before any request) to take first-use
+    /// costs, e.g. a plot drawn and closed; its names are dropped.
+    #[arg(long, value_name = "CODE")]
+    warmup: Option<String>,
     /// Wall-clock limit (e.g. 2s, 250ms).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     timeout: Option<std::time::Duration>,
@@ -186,6 +190,9 @@ impl PolicyArgs {
             p.allow_module_spec(m)?;
         }
         p.preload_modules(&self.preload)?;
+        if let Some(w) = &self.warmup {
+            p.warmup = Some(w.clone());
+        }
         let l = &mut p.limits;
         l.wall = self.timeout.unwrap_or(l.wall);
         l.cpu = self.cpu_time.or(l.cpu);

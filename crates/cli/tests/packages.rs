@@ -455,6 +455,15 @@ fn cells_show_plots_images_and_tables_on_every_path() {
         let mut variants: Vec<&[&str]> = vec![&[]];
         if c.path != ExecPath::Cold {
             variants.push(&["--preload", "matplotlib.pyplot", "--preload", "pandas"]);
+            // A warmup that draws text in the zygote (matplotlib keeps the font file open)
+            // and leaves its figure open (closed after the warmup).
+            variants.push(&[
+                "--preload",
+                "matplotlib.pyplot",
+                "--warmup",
+                "import io\nimport matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.set_title('t')\n\
+                 fig.savefig(io.BytesIO(), format='png')\nplt.figure()",
+            ]);
         }
         for flags in variants {
             let o = c.run_cells(flags, &[PLOTS, after], &full());

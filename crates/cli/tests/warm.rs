@@ -579,3 +579,45 @@ fn batch_lines_of_a_session_share_its_state_and_nothing_else() {
     // A line got an error answer.
     assert_eq!(status, 1);
 }
+
+/// `--warmup`: run once where the preloads are (a warm worker's zygote: every request finds
+/// what it did, and it did it once, however many requests; a cold run: before the code), in a
+/// namespace of its own (its names are gone); a warmup that fails stops everything before any
+/// code runs, naming the warmup and its error. On every path, as every caller.
+#[test]
+fn warmup_runs_once_where_the_preloads_are() {
+    let warmup = "import json\nn = getattr(json, '_warmed', 0) + 1\njson._warmed = n";
+    let code = "import json\nprint('warmed', json._warmed, 'n' in globals())";
+    for_each_combo(|c| {
+        for _ in 0..2 {
+            let r = c.run(&["--warmup", warmup], code);
+            assert_eq!(
+                r.outcome.stdout,
+                "warmed 1 False\n",
+                "{c}: {}",
+                r.all_output()
+            );
+        }
+        let bad = ["--warmup", "import json\n1 / 0"];
+        let (status, all) = if c.path == ExecPath::Cold {
+            let r = c.run(&bad, "print('RAN')");
+            (r.status, r.all_output())
+        } else {
+            // The worker refuses to start: the batch answers nothing and says why.
+            let mut line = serde_json::json!({"id": 1, "code": "print('RAN')"});
+            if c.path == ExecPath::Session {
+                line["session"] = "s".into();
+            }
+            let mut flags = vec!["--workers", "1"];
+            flags.extend(bad);
+            let b = c.caller.batch(&flags, &[line], &RunOpts::default());
+            (b.status, format!("{:?} {}", b.answers, b.cli_stderr))
+        };
+        assert_ne!(status, 0, "{c}: {all}");
+        assert!(!all.contains("RAN"), "{c}: {all}");
+        assert!(
+            all.contains("warmup: the code raised ZeroDivisionError: division by zero"),
+            "{c}: {all}"
+        );
+    });
+}

@@ -476,6 +476,11 @@ pub struct Policy {
     /// finds them in `sys.modules`), before the code of a cold run (the same state on every
     /// path). Only modules the policy lets the code import.
     pub preload: Vec<String>,
+    /// Code run once after the preloads, where they are (a warm worker's zygote; before the code
+    /// of a cold run), in a namespace of its own: it takes first-use costs (lazy imports,
+    /// caches, a font) that every request would pay otherwise. The host's, not the code's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<String>,
     /// `allow_module(name, *symbols)`: an empty list allows the whole module.
     pub modules: BTreeMap<String, Vec<String>>,
     /// Host paths readable at the same place inside (`allow_path`).
@@ -945,6 +950,7 @@ impl Policy {
             && self.recursion_limit.is_none()
             && site_packages.is_empty()
             && self.preload.is_empty()
+            && self.warmup.is_none()
         {
             return None;
         }
@@ -1005,6 +1011,7 @@ impl Policy {
             "recursion_limit": self.recursion_limit,
             "site_packages": site_packages,
             "preload": self.preload,
+            "warmup": self.warmup,
         });
         Some(cfg.to_string())
     }

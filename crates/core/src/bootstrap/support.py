@@ -588,6 +588,34 @@ def _pysandbox_guard(ns, text):
     # Set right before the code runs (see _pysandbox_limited): the bootstrap's own imports need
     # more frames than a small limit leaves.
     _RECURSION[0] = cfg["recursion_limit"]
+    if cfg.get("warmup"):
+        _pysandbox_warmup(cfg["warmup"], ns.get("__builtins__", builtins))
+
+
+def _pysandbox_warmup(code, builtins_):
+    # The policy's `warmup`, after the preloads: code that takes the first-use costs (lazy
+    # imports, caches, fonts) once, by a warm zygote for all its requests (before the code in a
+    # cold run: the same state on every path). It runs with the code's builtins in a namespace
+    # of its own, dropped after; figures it left open are closed.
+    import sys
+
+    scratch = {"__name__": "__pysandbox_warmup__", "__builtins__": builtins_}
+    try:
+        exec(compile(code, "<warmup>", "exec", dont_inherit=True), scratch)
+    except BaseException as exc:
+        try:
+            why = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[-1])
+        except BaseException:
+            why = type(exc).__name__
+        raise _PreloadFailed("warmup: the code raised %s" % why) from exc
+    finally:
+        scratch.clear()
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is not None:
+            try:
+                plt.close("all")
+            except Exception:
+                pass
 
 
 class _PreloadFailed(Exception):
