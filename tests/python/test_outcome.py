@@ -119,3 +119,7 @@ def test_files_in_and_out(mode):
         Sandbox(cfg).execute("1", files={"../x": b""})
     with pytest.raises(TypeError, match="bytes or str"):
         Sandbox(cfg).execute("1", files={"x": 3})
+    with pytest.raises(pysandbox.PolicyError, match="unknown mode 'notebook'"):
+        Sandbox(cfg).execute("1", mode="notebook")
+    with pytest.raises(pysandbox.PolicyError, match="at most 100"):
+        Sandbox(cfg).execute("1", files={"f%d" % i: b"" for i in range(101)})

@@ -226,8 +226,22 @@ fn bad_files_are_refused_before_anything_runs() {
             let msg = o["error"]["message"].as_str().unwrap_or_default();
             assert!(msg.contains(want), "{c} {name}: {msg}");
         }
+        if c.path != ExecPath::Cold {
+            // (No NUL reaches a command line: only a batch line can carry one.)
+            let o = run_files(c, &flags, &[("a\0b", b"x")], &[], &code, &dir);
+            let msg = o["error"]["message"].as_str().unwrap_or_default();
+            assert!(msg.contains("contains a NUL byte"), "{c}: {o}");
+        }
         let o = run_files(c, &flags, &[], &["../*"], &code, &dir);
         assert_eq!(o["status"], "sandbox_error", "{c}: {o}");
+        let msg = o["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("collect: '../*'"), "{c}: {o}");
+        // More files than a run may be given.
+        let names: Vec<String> = (0..101).map(|i| format!("f{i}")).collect();
+        let many: Vec<(&str, &[u8])> = names.iter().map(|n| (n.as_str(), &b""[..])).collect();
+        let o = run_files(c, &flags, &many, &[], &code, &dir);
+        let msg = o["error"]["message"].as_str().unwrap_or_default();
+        assert!(msg.contains("101 files given, at most 100"), "{c}: {o}");
         // Larger than the /tmp they go to.
         let big = vec![b'x'; 2 << 20];
         let o = run_files(
@@ -246,5 +260,45 @@ fn bad_files_are_refused_before_anything_runs() {
             "{c}: {o}"
         );
         assert!(!marker.exists(), "{c}: the code ran");
+    });
+}
+
+/// A batch line with a mode that is neither "script" nor "cell" is refused, naming the field
+/// and the modes there are; nothing of it runs (the next line does).
+#[test]
+fn an_unknown_mode_is_refused() {
+    for_each_combo(|c| {
+        if c.path == ExecPath::Cold {
+            return;
+        }
+        let session = |mut l: Value| {
+            if c.path == ExecPath::Session {
+                l["session"] = json!("s");
+            }
+            l
+        };
+        let lines = [
+            session(json!({"id": 1, "code": "print('RAN')", "mode": "notebook"})),
+            session(json!({"id": 2, "code": "print('next')"})),
+        ];
+        let b = c
+            .caller
+            .batch(&["--workers", "1"], &lines, &RunOpts::default());
+        let bad = b
+            .answer(1)
+            .unwrap_or_else(|| panic!("{c}: {}", b.cli_stderr));
+        assert_eq!(bad["status"], "sandbox_error", "{c}: {bad}");
+        assert_eq!(bad["error"]["type"], "policy", "{c}: {bad}");
+        let msg = bad["error"]["message"].as_str().unwrap_or_default();
+        assert!(
+            msg.contains("unknown mode 'notebook'") && msg.contains("\"cell\""),
+            "{c}: {msg}"
+        );
+        assert_eq!(bad["stdout"], "", "{c}: {bad}");
+        assert_eq!(
+            b.answer(2).map(|a| a["stdout"].clone()),
+            Some(json!("next\n")),
+            "{c}"
+        );
     });
 }
