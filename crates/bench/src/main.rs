@@ -388,34 +388,20 @@ fn packages(runs: usize, python: &str) {
         runs,
         pause,
     );
-    let base = percentile(&running, 0.5);
-    println!();
-    println!(
-        "pandas DataFrame(1000 rows).describe(), 5 ms apart; preloads: {}",
-        PRELOAD.join(", ")
+    ratio_table(
+        &format!(
+            "pandas DataFrame(1000 rows).describe(), 5 ms apart; preloads: {}",
+            PRELOAD.join(", ")
+        ),
+        &[
+            ("one running interpreter (no sandbox)", &running),
+            ("os.fork() per request from it (no sandbox)", &forked),
+            ("warm pool, preloaded", &with),
+            ("warm pool, preloaded + warmup", &with_warmup),
+            ("warm pool, not preloaded", &without),
+            ("bare python -I -c (pays the imports)", &bare),
+        ],
     );
-    println!(
-        "{:<44} {:>8} {:>10} {:>10} {:>12}",
-        "command", "runs", "p50 ms", "p99 ms", "p50 / running"
-    );
-    for (name, t) in [
-        ("one running interpreter (no sandbox)", &running),
-        ("os.fork() per request from it (no sandbox)", &forked),
-        ("warm pool, preloaded", &with),
-        ("warm pool, preloaded + warmup", &with_warmup),
-        ("warm pool, not preloaded", &without),
-        ("bare python -I -c (pays the imports)", &bare),
-    ] {
-        let p50 = percentile(t, 0.5);
-        println!(
-            "{:<44} {:>8} {:>10.2} {:>10.2} {:>11.2}x",
-            name,
-            t.len(),
-            ms(p50),
-            ms(percentile(t, 0.99)),
-            p50.as_secs_f64() / base.as_secs_f64()
-        );
-    }
     println!(
         "idle warm worker with these preloads: {:.1} MiB unique memory (USS, all its processes): {:.1} MiB written by it (what each further worker adds), {:.1} MiB of file pages no other process maps; it started in {start_secs:.2} s",
         (dirty + clean) as f64 / 1024.0,
@@ -502,18 +488,26 @@ fn plots(
         runs,
         pause,
     );
-    let base = percentile(&running, 0.5);
+    ratio_table(
+        "matplotlib line plot (100 points, 288x216) as PNG, 5 ms apart",
+        &[
+            ("one running interpreter, savefig (no sandbox)", &running),
+            ("warm pool, cell mode, pyplot preloaded", &warm),
+            ("warm pool, cell mode, preloaded + warmup", &with_warmup),
+        ],
+    );
+}
+
+/// A table of sorted timings: runs, p50, p99, and p50 as a ratio of the first row's.
+fn ratio_table(title: &str, rows: &[(&str, &Vec<Duration>)]) {
+    let base = percentile(rows[0].1, 0.5);
     println!();
-    println!("matplotlib line plot (100 points, 288x216) as PNG, 5 ms apart");
+    println!("{title}");
     println!(
         "{:<44} {:>8} {:>10} {:>10} {:>12}",
         "command", "runs", "p50 ms", "p99 ms", "p50 / running"
     );
-    for (name, t) in [
-        ("one running interpreter, savefig (no sandbox)", &running),
-        ("warm pool, cell mode, pyplot preloaded", &warm),
-        ("warm pool, cell mode, preloaded + warmup", &with_warmup),
-    ] {
+    for (name, t) in rows {
         let p50 = percentile(t, 0.5);
         println!(
             "{:<44} {:>8} {:>10.2} {:>10.2} {:>11.2}x",

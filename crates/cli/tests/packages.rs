@@ -146,21 +146,8 @@ print(before, "%.4f" % (time.perf_counter() - t))
 
 /// Processes below `pid` (host /proc), with their command name and thread count.
 fn tree(pid: u32) -> Vec<(u32, u32, String, u32)> {
-    let mut all = vec![pid];
-    let mut i = 0;
-    while i < all.len() {
-        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{}/task", all[i])) {
-            for t in tasks.flatten() {
-                let kids = std::fs::read_to_string(t.path().join("children")).unwrap_or_default();
-                all.extend(
-                    kids.split_whitespace()
-                        .filter_map(|k| k.parse::<u32>().ok()),
-                );
-            }
-        }
-        i += 1;
-    }
-    all.into_iter()
+    descendants(pid)
+        .into_iter()
         .filter_map(|p| {
             let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
             let field = |name: &str| {

@@ -667,9 +667,8 @@ fn make_nobody_copy() -> String {
     copy.to_string_lossy().into_owned()
 }
 
-/// CPU ticks (utime + stime, 100 a second) of `pid` and every descendant, from the host's /proc:
-/// host-side evidence of whether a sandbox still runs.
-pub fn tree_cpu_ticks(pid: u32) -> u64 {
+/// `pid` and every process below it (the host's /proc: each task's `children`).
+pub fn descendants(pid: u32) -> Vec<u32> {
     let mut all = vec![pid];
     let mut i = 0;
     while i < all.len() {
@@ -684,7 +683,14 @@ pub fn tree_cpu_ticks(pid: u32) -> u64 {
         }
         i += 1;
     }
-    all.iter()
+    all
+}
+
+/// CPU ticks (utime + stime, 100 a second) of `pid` and every descendant, from the host's /proc:
+/// host-side evidence of whether a sandbox still runs.
+pub fn tree_cpu_ticks(pid: u32) -> u64 {
+    descendants(pid)
+        .iter()
         .map(|p| {
             let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
             let rest = stat.rfind(')').map_or("", |i| &stat[i + 2..]);

@@ -603,11 +603,7 @@ def _pysandbox_warmup(code, builtins_):
     try:
         exec(compile(code, "<warmup>", "exec", dont_inherit=True), scratch)
     except BaseException as exc:
-        try:
-            why = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[-1])
-        except BaseException:
-            why = type(exc).__name__
-        raise _PreloadFailed("warmup: the code raised %s" % why) from exc
+        raise _PreloadFailed("warmup: the code raised %s" % _pysandbox_why(exc)) from exc
     finally:
         scratch.clear()
         plt = sys.modules.get("matplotlib.pyplot")
@@ -636,13 +632,17 @@ def _pysandbox_preload(names, site):
                 hint = " (site-packages are importable with the 'full' preset only)"
             else:
                 hint = ""
-            try:
-                why = "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[-1])
-            except BaseException:
-                why = type(exc).__name__
             raise _PreloadFailed(
-                "preload: importing '%s' failed: %s%s" % (name, why, hint)
+                "preload: importing '%s' failed: %s%s" % (name, _pysandbox_why(exc), hint)
             ) from exc
+
+
+def _pysandbox_why(exc):
+    # An exception in one line: its type and the last line of its message.
+    try:
+        return "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[-1])
+    except BaseException:
+        return type(exc).__name__
 
 
 def _pysandbox_repl(ns, boot):
