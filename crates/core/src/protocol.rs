@@ -20,7 +20,7 @@ use crate::limits::Limit;
 
 /// Bumped whenever a frame's layout or the zygote's configuration (`warm::ZygoteConfig`)
 /// changes; the zygote library refuses another version.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Frames longer than this are refused on every channel except a report's `Result`, which has
 /// its own bound ([`ReportReader::new`]).
@@ -110,6 +110,8 @@ pub struct Request {
     pub collect: Vec<String>,
     /// Cell mode (notebook semantics: the last expression's value and `display()` are results).
     pub cell: bool,
+    /// `sys.argv[1:]` of the code (a warm request; a cold run takes them on its command line).
+    pub args: Vec<String>,
 }
 
 /// Child → host.
@@ -472,7 +474,11 @@ impl Request {
         for glob in &self.collect {
             w = w.bytes(glob.as_bytes());
         }
-        w.u8(u8::from(self.cell)).finish()
+        w = w.u8(u8::from(self.cell)).u32(self.args.len() as u32);
+        for a in &self.args {
+            w = w.bytes(a.as_bytes());
+        }
+        w.finish()
     }
 
     /// Decode a whole request frame of at most `max` bytes (the bootstrap's decoder is the one
@@ -494,6 +500,11 @@ impl Request {
         for _ in 0..f.u32()? {
             collect.push(f.text()?);
         }
+        let cell = f.bool()?;
+        let mut args = Vec::new();
+        for _ in 0..f.u32()? {
+            args.push(f.text()?);
+        }
         let r = Request {
             code,
             name,
@@ -501,7 +512,8 @@ impl Request {
             api,
             files,
             collect,
-            cell: f.bool()?,
+            cell,
+            args,
         };
         f.end()?;
         Ok(r)
@@ -748,6 +760,7 @@ mod tests {
             files: vec![("in/a.csv".into(), b"1,2".to_vec())],
             collect: vec!["*.png".into()],
             cell: true,
+            args: vec!["--n".into(), "3".into()],
         };
         assert_eq!(Request::decode(&r.encode(), MAX_FRAME).unwrap(), r);
         let reports = vec![

@@ -174,6 +174,8 @@ def _pysandbox_request(body):
     r["files"] = [(field().decode(), field()) for _ in range(int.from_bytes(take(4), "little"))]
     r["collect"] = [field().decode() for _ in range(int.from_bytes(take(4), "little"))]
     r["cell"] = take(1) == b"\x01"
+    count = int.from_bytes(take(4), "little") if at[0] < len(body) else 0
+    r["args"] = [field().decode("utf-8", "replace") for _ in range(count)]
     return r
 
 

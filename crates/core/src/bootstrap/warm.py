@@ -273,6 +273,10 @@ def _warm_request(fields, session, warm=False):
         ns = _W["ns"]
     if name != "<string>":
         ns["__file__"] = name
+    if fields.get("args"):
+        import sys
+
+        sys.argv[:] = [name] + fields["args"]
     saved, out, err = _W["saved"]
     status = 0
     try:

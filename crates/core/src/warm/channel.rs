@@ -131,6 +131,8 @@ struct Stream {
     total: usize,
     cap: usize,
     open: bool,
+    /// Bytes of `data` given to the tap so far.
+    emitted: usize,
 }
 
 impl Stream {
@@ -141,6 +143,17 @@ impl Stream {
             total: 0,
             cap,
             open: true,
+            emitted: 0,
+        }
+    }
+
+    /// Give the tap what was kept since its last call.
+    fn emit(&mut self, tap: Option<&super::Tap>, which: super::OutputStream) {
+        if let Some(t) = tap {
+            if self.data.len() > self.emitted {
+                (t.0)(which, &self.data[self.emitted..]);
+                self.emitted = self.data.len();
+            }
         }
     }
 
@@ -186,6 +199,7 @@ pub(crate) fn exchange(
     b: Bounds,
     cpu: Option<&CpuWatch>,
     after_write: &dyn Fn(),
+    tap: Option<&super::Tap>,
 ) -> Exchange {
     let start = Instant::now();
     let deadline = start + b.wall;
@@ -284,8 +298,10 @@ pub(crate) fn exchange(
                 write(&mut written);
             } else if p.fd == out.fd {
                 while out.take(&mut scratch, None) {}
+                out.emit(tap, super::OutputStream::Stdout);
             } else if p.fd == err.fd {
                 while err.take(&mut scratch, None) {}
+                err.emit(tap, super::OutputStream::Stderr);
             } else if p.fd == res.fd {
                 fresh.clear();
                 while res.take(&mut scratch, Some(&mut fresh)) {}
@@ -296,6 +312,8 @@ pub(crate) fn exchange(
     // What was written before the end (or before the closing frame) is in the pipes already.
     while out.take(&mut scratch, None) {}
     while err.take(&mut scratch, None) {}
+    out.emit(tap, super::OutputStream::Stdout);
+    err.emit(tap, super::OutputStream::Stderr);
     fresh.clear();
     while res.take(&mut scratch, Some(&mut fresh)) {}
     reader.feed(&fresh, &mut reports);

@@ -105,6 +105,9 @@ pub struct Request {
     /// value and `display()` calls are rich results.
     #[serde(default, rename = "mode", with = "mode_name")]
     pub cell: bool,
+    /// `sys.argv[1:]` of the code.
+    #[serde(default)]
+    pub args: Vec<String>,
     /// Wait until the child's process is gone and take how it ended (exit status or signal, CPU
     /// time, peak memory) from the kernel (the zygote's `wait4`), not from its closing `Done`
     /// frame, which the code can write itself and then run on (or crash) after printing: what a
@@ -112,6 +115,31 @@ pub struct Request {
     /// child's exit and one question to the zygote. Host-side only (not part of the frame).
     #[serde(skip)]
     pub until_exit: bool,
+    /// A wall-clock limit below the pool's, for this request only (a larger one is ignored:
+    /// the pool's is the ceiling). Host-side only.
+    #[serde(skip)]
+    pub wall: Option<std::time::Duration>,
+    /// Called with the output as it arrives (what is kept of it, within the output limit), for
+    /// callers that stream it. Host-side only.
+    #[serde(skip)]
+    pub tap: Option<Tap>,
+}
+
+/// Which output a [`Tap`] chunk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// A callback for output chunks as they arrive ([`Request::tap`]).
+#[derive(Clone)]
+pub struct Tap(pub std::sync::Arc<dyn Fn(OutputStream, &[u8]) + Send + Sync>);
+
+impl std::fmt::Debug for Tap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Tap")
+    }
 }
 
 /// `"mode": "script" | "cell"` as the flag it is.
@@ -175,7 +203,10 @@ impl Request {
             files: Vec::new(),
             collect: Vec::new(),
             cell: false,
+            args: Vec::new(),
             until_exit: false,
+            wall: None,
+            tap: None,
         }
     }
 
@@ -195,6 +226,7 @@ impl Request {
             files: self.files.clone(),
             collect: self.collect.clone(),
             cell: self.cell,
+            args: self.args.clone(),
         }
         .encode()
     }

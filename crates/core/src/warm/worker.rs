@@ -346,9 +346,12 @@ impl Worker {
     ) -> Result<WarmOutcome, WarmError> {
         let b = Bounds {
             until_exit: req.until_exit,
+            wall: req
+                .wall
+                .map_or(self.bounds.wall, |w| w.min(self.bounds.wall)),
             ..self.bounds
         };
-        let x = channel::exchange(ch, &req.encode(), b, cpu, after_write);
+        let x = channel::exchange(ch, &req.encode(), b, cpu, after_write, req.tap.as_ref());
         if let Some((step, message)) = x.setup_failed {
             return Err(WarmError::Isolation { step, message });
         }
