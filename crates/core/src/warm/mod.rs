@@ -132,9 +132,12 @@ pub enum OutputStream {
     Stderr,
 }
 
+/// What a [`Tap`] calls.
+pub type TapFn = dyn Fn(OutputStream, &[u8]) + Send + Sync;
+
 /// A callback for output chunks as they arrive ([`Request::tap`]).
 #[derive(Clone)]
-pub struct Tap(pub std::sync::Arc<dyn Fn(OutputStream, &[u8]) + Send + Sync>);
+pub struct Tap(pub std::sync::Arc<TapFn>);
 
 impl std::fmt::Debug for Tap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
