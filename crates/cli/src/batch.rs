@@ -156,7 +156,7 @@ struct BatchRequest {
 
 /// What a thread does with the line it read.
 enum Next {
-    Pool(BatchRequest),
+    Pool(Box<BatchRequest>),
     /// Run the queued lines of this session: no other thread is.
     Drive(String),
     /// Queued for a session another thread is running, or answered already.
@@ -229,11 +229,11 @@ pub fn batch(a: &BatchArgs) -> Result<ExitCode> {
                                 Next::Nothing
                             }
                         }
-                        Ok(req) => Next::Pool(req),
+                        Ok(req) => Next::Pool(Box::new(req)),
                     }
                 };
                 let req = match next {
-                    Next::Pool(req) => req,
+                    Next::Pool(req) => *req,
                     Next::Drive(name) => {
                         sessions.drive(&name, &mut |a| write(&a.line, a.failed));
                         continue;
