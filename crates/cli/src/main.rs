@@ -6,6 +6,7 @@ mod doctor;
 mod judge;
 mod repl;
 mod serve;
+mod server;
 mod sessions;
 
 use anyhow::{Context, Result};
@@ -76,6 +77,12 @@ enum Command {
     Judge(Box<judge::JudgeArgs>),
     /// An interactive console whose every input runs in the sandbox (prompt `sandbox>>> `).
     Repl(Box<repl::ReplArgs>),
+    /// An HTTP service over the warm pool: the native API (/v1), health, readiness, metrics.
+    ///
+    /// `pysandbox server --listen 127.0.0.1:8080 --policy ceiling.toml --token-file tokens`.
+    /// The policy is the ceiling: a request may narrow its limits and features, never widen
+    /// them (403). Without --token-file it listens on loopback only.
+    Server(Box<server::ServerArgs>),
     /// Show which kernel features this machine has and what pysandbox would use.
     Doctor {
         #[arg(long)]
@@ -325,6 +332,7 @@ fn main() -> ExitCode {
         } => batch::worker(sessions, api, inject_failure.as_deref()),
         Command::Batch(a) => batch::batch(&a),
         Command::Judge(a) => judge::run(&a),
+        Command::Server(a) => server::run(&a),
         Command::Doctor { python } => doctor::run(python.as_deref()),
         Command::Schema { errors } => {
             if errors {

@@ -1,1 +1,345 @@
-pub fn x() {}
+//! `pysandbox server`: an HTTP service over the warm pool. The core knows nothing of HTTP: this
+//! crate translates JSON bodies into the core's policy and requests, and its outcomes (one
+//! schema, `pysandbox_core::outcome`) and error kinds (one table: HTTP statuses included) back.
+//!
+//! Routes: the native API under `/v1` ([`native`]), `/healthz`, `/readyz`, `/metrics`.
+//! Authentication: with tokens, every route but `/healthz` needs `Authorization: Bearer`;
+//! without, the server listens on loopback only.
+
+pub mod metrics;
+pub mod native;
+pub mod state;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use pysandbox_core::outcome::{ErrorKind, Outcome, RunStatus};
+use pysandbox_core::warm::{PoolOptions, WarmError, WarmOutcome};
+use state::{App, Pools, Sessions};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub use state::ServerOptions;
+
+/// An error answer: the outcome schema's `sandbox_error` (its `error.type` the error kind), with
+/// the HTTP status the request's fault calls for.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            kind,
+            message: message.into(),
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, ErrorKind::Policy, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, ErrorKind::Policy, message)
+    }
+
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, ErrorKind::Setup, message)
+    }
+
+    /// The status of the error-kind table for a warm pool's error.
+    pub fn from_warm(e: &WarmError) -> ApiError {
+        let kind = e.kind();
+        ApiError::new(status_of(kind), kind, e.to_string())
+    }
+
+    /// The same error, located in a larger body (`[3]` of a batch).
+    pub fn at(mut self, place: &str) -> ApiError {
+        self.message = format!("{place}: {}", self.message);
+        self
+    }
+}
+
+fn status_of(kind: ErrorKind) -> StatusCode {
+    StatusCode::from_u16(kind.row().http).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let o = Outcome::sandbox_error(self.kind, self.message);
+        let mut r = (self.status, axum::Json(o)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+/// Run blocking work (the core's pools and sessions) off the async threads, counting it as in
+/// flight.
+pub(crate) async fn blocking<R: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&App) -> R + Send + 'static,
+) -> R {
+    let app = Arc::clone(app);
+    app.metrics.in_flight.fetch_add(1, Ordering::Relaxed);
+    let a2 = Arc::clone(&app);
+    let r = tokio::task::spawn_blocking(move || f(&a2)).await;
+    app.metrics.in_flight.fetch_sub(1, Ordering::Relaxed);
+    match r {
+        Ok(v) => v,
+        // Only a panic ends a blocking task early, and a panic aborts this process (release
+        // profile): there is nothing to answer.
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Count a limit the run tripped.
+pub(crate) fn count_limit(app: &App, o: &Outcome) {
+    if let Some(l) = o.limit {
+        app.metrics.limit(l.name());
+    }
+}
+
+/// A run's outcome as a response: 200 for any run (its status says how it went), the error
+/// table's status for a sandbox error.
+pub(crate) fn outcome_response(app: &App, result: Result<WarmOutcome, WarmError>) -> Response {
+    match result {
+        Ok(o) => {
+            count_limit(app, &o.run);
+            let status = if o.run.status == RunStatus::SandboxError {
+                o.run
+                    .error
+                    .as_ref()
+                    .and_then(|e| kind_named(&e.kind))
+                    .map_or(StatusCode::INTERNAL_SERVER_ERROR, status_of)
+            } else {
+                StatusCode::OK
+            };
+            (status, axum::Json(o.run)).into_response()
+        }
+        Err(e) => ApiError::from_warm(&e).into_response(),
+    }
+}
+
+fn kind_named(name: &str) -> Option<ErrorKind> {
+    pysandbox_core::outcome::ERROR_TABLE
+        .iter()
+        .map(|r| r.kind)
+        .find(|k| k.name() == name)
+}
+
+/// Constant-time comparison of a presented token with the configured ones.
+fn token_ok(app: &App, presented: &str) -> bool {
+    let mut ok = false;
+    for t in &app.opts.tokens {
+        let (a, b) = (t.as_bytes(), presented.as_bytes());
+        let mut diff = a.len() ^ b.len();
+        for i in 0..a.len().max(b.len()) {
+            diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+        }
+        ok |= diff == 0;
+    }
+    ok
+}
+
+/// The token a request presents: `Authorization: Bearer T`, or (for E2B's SDK, which sends
+/// its own headers) `X-API-Key: T` or `X-Access-Token: T`.
+fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        return v.strip_prefix("Bearer ").map(str::trim);
+    }
+    ["x-api-key", "x-access-token"]
+        .iter()
+        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+}
+
+async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    if app.opts.tokens.is_empty() || req.uri().path() == "/healthz" {
+        return next.run(req).await;
+    }
+    match presented(req.headers()) {
+        Some(t) if token_ok(&app, t) => next.run(req).await,
+        _ => {
+            let mut r = ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::Policy,
+                "missing or wrong token: send Authorization: Bearer <token>",
+            )
+            .into_response();
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            r
+        }
+    }
+}
+
+/// Access log and metrics for every request.
+async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().clone();
+    let r = next.run(req).await;
+    let took = start.elapsed();
+    app.metrics.record(&route, r.status().as_u16(), took);
+    tracing::info!(
+        method = %method,
+        route = %route,
+        status = r.status().as_u16(),
+        ms = took.as_secs_f64() * 1e3,
+        "request"
+    );
+    r
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    if app.pools.ceiling().workers() > 0 {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "no warm worker\n").into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let text = app
+        .metrics
+        .render(app.pools.ceiling().workers(), app.sessions.live());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// Every route.
+pub fn router(app: Arc<App>) -> Router {
+    use native as n;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/v1/info", get(n::info))
+        .route("/v1/execute", post(n::execute))
+        .route("/v1/batch", post(n::batch))
+        .route("/v1/judge", post(n::judge))
+        .route("/v1/sessions", post(n::create_session))
+        .route(
+            "/v1/sessions/{id}",
+            axum::routing::delete(n::delete_session),
+        )
+        .route("/v1/sessions/{id}/execute", post(n::session_execute))
+        .route(
+            "/v1/sessions/{id}/files/{*path}",
+            get(n::get_file).put(n::put_file),
+        )
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), auth))
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
+            observe,
+        ))
+        .layer(DefaultBodyLimit::max(app.opts.max_body))
+        .with_state(app)
+}
+
+/// Start the warm pool, then serve until SIGTERM or SIGINT; then drain (requests in flight
+/// finish) and stop every worker and session.
+pub fn serve(opts: ServerOptions) -> anyhow::Result<()> {
+    if opts.tokens.is_empty() && !opts.listen.ip().is_loopback() {
+        anyhow::bail!(
+            "refusing to listen on {} without tokens: give --token-file, or listen on loopback \
+             (127.0.0.1)",
+            opts.listen
+        );
+    }
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PYSANDBOX_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .try_init();
+    let ceiling = pysandbox_core::judge::policy(&opts.policy);
+    ceiling.validate()?;
+    let python_version = pysandbox_core::interp::resolve(ceiling.python.as_deref())
+        .map(|i| i.version)
+        .unwrap_or_default();
+    let mut pool_opts = PoolOptions::new(&opts.binary);
+    pool_opts.workers = opts.workers.max(1);
+    pool_opts.max_queue = opts.max_queue;
+    let pools = Pools::start(&ceiling, pool_opts)?;
+    let app = Arc::new(App {
+        sessions: Sessions::new(opts.max_sessions, opts.session_idle),
+        opts,
+        ceiling,
+        pools,
+        metrics: metrics::Metrics::default(),
+        started: Instant::now(),
+        python_version,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(run(Arc::clone(&app)));
+    app.sessions.close_all();
+    app.pools.shutdown();
+    result
+}
+
+async fn run(app: Arc<App>) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(app.opts.listen).await?;
+    let local = listener.local_addr()?;
+    if app.opts.tokens.is_empty() {
+        tracing::warn!(%local, "listening without tokens: loopback only");
+    } else {
+        tracing::info!(%local, tokens = app.opts.tokens.len(), "listening");
+    }
+    // Tests and scripts read the address (port 0 picks one) from this line on stdout.
+    println!("pysandbox server listening on http://{local}");
+    let reaper = {
+        let app = Arc::clone(&app);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                let a = Arc::clone(&app);
+                let _ = tokio::task::spawn_blocking(move || a.sessions.reap()).await;
+            }
+        })
+    };
+    axum::serve(listener, router(Arc::clone(&app)))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    reaper.abort();
+    tracing::info!("drained: stopping workers and sessions");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("signal: draining");
+}

@@ -1,0 +1,70 @@
+//! `pysandbox server`: the HTTP service (crate `pysandbox-server`) with the operator's policy
+//! from `--policy FILE` and the usual flags.
+
+use crate::PolicyArgs;
+use anyhow::{Context, Result};
+use clap::Args;
+use pysandbox_core::limits::parse_duration;
+use pysandbox_server::ServerOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Args)]
+pub struct ServerArgs {
+    /// Address to listen on (without --token-file: loopback only).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    listen: std::net::SocketAddr,
+    /// Warm workers (default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    workers: Option<usize>,
+    /// Bearer tokens, one per line: every route but /healthz then needs one.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// Requests that may wait for a worker; beyond, 429 with Retry-After.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    max_queue: usize,
+    /// Live sessions at most; beyond, 429.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    max_sessions: usize,
+    /// A session ends after this long without a call.
+    #[arg(long, value_name = "DURATION", default_value = "300s", value_parser = parse_duration)]
+    session_idle: std::time::Duration,
+    /// Largest request body (bytes).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    max_body: usize,
+    /// The operator's policy: the ceiling of every request (a request may narrow it).
+    #[command(flatten)]
+    policy: PolicyArgs,
+}
+
+pub fn run(a: &ServerArgs) -> Result<ExitCode> {
+    let policy = a.policy.policy()?;
+    let tokens = match &a.token_file {
+        Some(f) => std::fs::read_to_string(f)
+            .with_context(|| format!("reading the tokens in {}", f.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(str::to_string)
+            .collect(),
+        None => Vec::new(),
+    };
+    if a.token_file.is_some() && tokens.is_empty() {
+        anyhow::bail!("--token-file: no token in the file (one per line)");
+    }
+    let opts = ServerOptions {
+        listen: a.listen,
+        workers: a
+            .workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+        policy,
+        tokens,
+        max_queue: a.max_queue,
+        max_sessions: a.max_sessions,
+        session_idle: a.session_idle,
+        binary: std::env::current_exe().context("finding the pysandbox binary")?,
+        max_body: a.max_body,
+    };
+    pysandbox_server::serve(opts)?;
+    Ok(ExitCode::SUCCESS)
+}
