@@ -48,3 +48,42 @@ def forged_result_code(payload_text):
         "(lambda os, f: (f.write(%r), f.flush(), os._exit(0)))"
         "(__import__('os'), __import__('os').fdopen(4, 'wb', closefd=False))" % (data,)
     )
+
+
+class Server:
+    """A `pysandbox server` started for a test on a free loopback port (the real binary of the
+    installed package), stopped with SIGTERM at the end; `url` is its base address."""
+
+    def __init__(self, *flags, env=None):
+        import pysandbox
+
+        self.proc = subprocess.Popen(
+            [pysandbox.helper_binary(), "server", "--listen", "127.0.0.1:0", *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=dict(os.environ, **(env or {})),
+        )  # fmt: skip
+        line = self.proc.stdout.readline()
+        if "listening on " not in line:
+            self.proc.kill()
+            raise RuntimeError("the server did not start: " + line + self.proc.stderr.read())
+        self.url = line.split("listening on ", 1)[1].strip()
+
+    def stop(self, timeout=30):
+        import signal
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A server with the "full" preset (numpy, pandas, matplotlib importable), 2 workers."""
+    s = Server("--preset", "full", "--workers", "2", "--timeout", "10s")
+    yield s
+    s.stop()
