@@ -15,9 +15,9 @@ DONE_7 = b"\x15\x00\x00\x00\x03\x07\x00\x00\x00" + bytes(16)
 #: Report::Limit(Limit::Memory).
 LIMIT_MEMORY = b"\x0b\x00\x00\x00\x01\x06\x00\x00\x00memory"
 #: Request { code: b"print(1)", name: "a.py", stdin: Some(b"in"), api: None, no files, nothing
-#: to collect, not a cell }.
-REQUEST = (b"\x26\x00\x00\x00\x01" + b"\x08\x00\x00\x00print(1)" + b"\x04\x00\x00\x00a.py"
-           + b"\x01\x02\x00\x00\x00in" + b"\x00" + bytes(8) + b"\x00")  # fmt: skip
+#: to collect, not a cell, no arguments }.
+REQUEST = (b"\x2a\x00\x00\x00\x01" + b"\x08\x00\x00\x00print(1)" + b"\x04\x00\x00\x00a.py"
+           + b"\x01\x02\x00\x00\x00in" + b"\x00" + bytes(8) + b"\x00" + bytes(4))  # fmt: skip
 
 
 @pytest.fixture(scope="module")

@@ -810,10 +810,10 @@ mod tests {
             api: None,
             ..Default::default()
         };
-        let mut want = b"\x26\x00\x00\x00\x01\x08\x00\x00\x00print(1)\x04\x00\x00\x00a.py".to_vec();
+        let mut want = b"\x2a\x00\x00\x00\x01\x08\x00\x00\x00print(1)\x04\x00\x00\x00a.py".to_vec();
         want.extend(b"\x01\x02\x00\x00\x00in\x00");
-        // No files, nothing to collect, not a cell.
-        want.extend([0u8; 9]);
+        // No files, nothing to collect, not a cell, no arguments.
+        want.extend([0u8; 13]);
         assert_eq!(r.encode(), want);
     }
 
