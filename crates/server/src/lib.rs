@@ -249,14 +249,24 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/sessions/{id}/files/{*path}",
             get(n::get_file).put(n::put_file),
         )
-        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), auth))
-        .layer(axum::middleware::from_fn_with_state(
+        .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
             observe,
         ))
+        .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), auth))
         .layer(DefaultBodyLimit::max(app.opts.max_body))
+        // A slow client cannot hold a request (and so a worker) by trickling its body.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            BODY_TIMEOUT,
+        ))
         .with_state(app)
 }
+
+/// How long a client may take to send its request's headers, and then its body.
+const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long requests in flight may take to finish after SIGTERM.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Start the warm pool, then serve until SIGTERM or SIGINT; then drain (requests in flight
 /// finish) and stop every worker and session.
@@ -323,12 +333,56 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
             }
         })
     };
-    axum::serve(listener, router(Arc::clone(&app)))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    accept(listener, router(Arc::clone(&app))).await;
     reaper.abort();
     tracing::info!("drained: stopping workers and sessions");
     Ok(())
+}
+
+/// Serve connections until SIGTERM or SIGINT, then stop accepting and wait for the requests in
+/// flight (at most [`DRAIN_TIMEOUT`]). HTTP/1 with a header read timeout: a client that never
+/// finishes its headers is dropped.
+async fn accept(listener: tokio::net::TcpListener, app: Router) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let stream = match conn {
+                    Ok((s, _)) => s,
+                    Err(e) => {
+                        // Out of descriptors, say: wait a little rather than spin.
+                        tracing::warn!(error = %e, "accept");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let svc = TowerToHyperService::new(app.clone());
+                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                let conn = graceful.watch(conn.into_owned());
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut signal => break,
+        }
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("requests still in flight after the drain timeout");
+    }
 }
 
 async fn shutdown_signal() {
