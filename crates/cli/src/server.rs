@@ -32,6 +32,12 @@ pub struct ServerArgs {
     /// Largest request body (bytes).
     #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
     max_body: usize,
+    /// A client that has not sent its request's headers after this long is dropped.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration)]
+    header_timeout: std::time::Duration,
+    /// A client that has not sent its request's body after this long gets 408.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    body_timeout: std::time::Duration,
     /// The operator's policy: the ceiling of every request (a request may narrow it).
     #[command(flatten)]
     policy: PolicyArgs,
@@ -49,8 +55,25 @@ pub fn run(a: &ServerArgs) -> Result<ExitCode> {
             .collect(),
         None => Vec::new(),
     };
-    if a.token_file.is_some() && tokens.is_empty() {
-        anyhow::bail!("--token-file: no token in the file (one per line)");
+    // Configuration faults are the operator's: said, with exit status 2 (as a bad policy).
+    let refuse = |message: String| {
+        eprintln!("pysandbox: {message}");
+        Ok(ExitCode::from(2))
+    };
+    if let Some(f) = &a.token_file {
+        if tokens.is_empty() {
+            return refuse(format!(
+                "--token-file {}: no token in the file (one per line)",
+                f.display()
+            ));
+        }
+    }
+    if tokens.is_empty() && !a.listen.ip().is_loopback() {
+        return refuse(format!(
+            "refusing to listen on {} without tokens: give --token-file, or listen on loopback \
+             (127.0.0.1)",
+            a.listen
+        ));
     }
     let opts = ServerOptions {
         listen: a.listen,
@@ -64,6 +87,8 @@ pub fn run(a: &ServerArgs) -> Result<ExitCode> {
         session_idle: a.session_idle,
         binary: std::env::current_exe().context("finding the pysandbox binary")?,
         max_body: a.max_body,
+        header_timeout: a.header_timeout,
+        body_timeout: a.body_timeout,
     };
     pysandbox_server::serve(opts)?;
     Ok(ExitCode::SUCCESS)

@@ -21,7 +21,7 @@ use pysandbox_core::warm::{PoolOptions, WarmError, WarmOutcome};
 use state::{App, Pools, Sessions};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub use state::ServerOptions;
 
@@ -228,6 +228,53 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// Read a request's whole body before its handler runs, within `--body-timeout` and
+/// `--max-body`: a slow client cannot hold a request (and so a worker) by trickling its body,
+/// and both faults are answered in the outcome schema (408, 413) like every other error.
+async fn read_body(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let max = app.opts.max_body;
+    let too_big = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorKind::Policy,
+            format!("body: larger than the server's bound of {max} bytes (--max-body)"),
+        )
+        .into_response()
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_big();
+    }
+    let (parts, body) = req.into_parts();
+    let read = tokio::time::timeout(app.opts.body_timeout, axum::body::to_bytes(body, max)).await;
+    match read {
+        Ok(Ok(bytes)) => next.run(Request::from_parts(parts, bytes.into())).await,
+        Ok(Err(e)) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(s) = source {
+                if s.is::<http_body_util::LengthLimitError>() {
+                    return too_big();
+                }
+                source = s.source();
+            }
+            ApiError::bad_request(format!("body: {e}")).into_response()
+        }
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            ErrorKind::Policy,
+            format!(
+                "body: not received within {:?} (--body-timeout)",
+                app.opts.body_timeout
+            ),
+        )
+        .into_response(),
+    }
+}
+
 /// Every route.
 pub fn router(app: Arc<App>) -> Router {
     use native as n;
@@ -251,20 +298,17 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
+            read_body,
+        ))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&app),
             observe,
         ))
         .layer(axum::middleware::from_fn_with_state(Arc::clone(&app), auth))
         .layer(DefaultBodyLimit::max(app.opts.max_body))
-        // A slow client cannot hold a request (and so a worker) by trickling its body.
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
-            BODY_TIMEOUT,
-        ))
         .with_state(app)
 }
 
-/// How long a client may take to send its request's headers, and then its body.
-const HEADER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long requests in flight may take to finish after SIGTERM.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
@@ -288,9 +332,15 @@ pub fn serve(opts: ServerOptions) -> anyhow::Result<()> {
         .try_init();
     let ceiling = pysandbox_core::judge::policy(&opts.policy);
     ceiling.validate()?;
-    let python_version = pysandbox_core::interp::resolve(ceiling.python.as_deref())
-        .map(|i| i.version)
+    let interp = pysandbox_core::interp::resolve(ceiling.python.as_deref()).ok();
+    let python_version = interp
+        .as_ref()
+        .map(|i| i.version.clone())
         .unwrap_or_default();
+    let packages = match (&interp, ceiling.preset) {
+        (Some(i), pysandbox_core::policy::Preset::Full) => state::installed(&i.site_packages),
+        _ => Vec::new(),
+    };
     let mut pool_opts = PoolOptions::new(&opts.binary);
     pool_opts.workers = opts.workers.max(1);
     pool_opts.max_queue = opts.max_queue;
@@ -303,6 +353,7 @@ pub fn serve(opts: ServerOptions) -> anyhow::Result<()> {
         metrics: metrics::Metrics::default(),
         started: Instant::now(),
         python_version,
+        packages,
     });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -333,7 +384,7 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
             }
         })
     };
-    accept(listener, router(Arc::clone(&app))).await;
+    accept(listener, router(Arc::clone(&app)), app.opts.header_timeout).await;
     reaper.abort();
     tracing::info!("drained: stopping workers and sessions");
     Ok(())
@@ -342,7 +393,7 @@ async fn run(app: Arc<App>) -> anyhow::Result<()> {
 /// Serve connections until SIGTERM or SIGINT, then stop accepting and wait for the requests in
 /// flight (at most [`DRAIN_TIMEOUT`]). HTTP/1 with a header read timeout: a client that never
 /// finishes its headers is dropped.
-async fn accept(listener: tokio::net::TcpListener, app: Router) {
+async fn accept(listener: tokio::net::TcpListener, app: Router, header_timeout: Duration) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
@@ -350,7 +401,7 @@ async fn accept(listener: tokio::net::TcpListener, app: Router) {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_TIMEOUT);
+        .header_read_timeout(header_timeout);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let signal = shutdown_signal();
     tokio::pin!(signal);

@@ -703,7 +703,12 @@ pub async fn info(State(app): State<Arc<App>>) -> Response {
             "network": p.effective_network(),
             "preload": p.preload,
         },
-        "packages": if p.preset == Preset::Full { "site-packages importable" } else { "standard library only" },
+        "stdlib": true,
+        "packages": app
+            .packages
+            .iter()
+            .map(|(name, version)| serde_json::json!({"name": name, "version": version}))
+            .collect::<Vec<_>>(),
         "workers": app.opts.workers,
         "max_queue": app.opts.max_queue,
         "max_sessions": app.opts.max_sessions,

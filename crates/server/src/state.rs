@@ -35,6 +35,10 @@ pub struct ServerOptions {
     pub binary: PathBuf,
     /// Largest request body.
     pub max_body: usize,
+    /// How long a client may take to send a request's headers (then it is dropped).
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body (then 408).
+    pub body_timeout: Duration,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -233,4 +237,28 @@ pub struct App {
     pub started: Instant,
     /// The interpreter's version, for `/v1/info`.
     pub python_version: String,
+    /// Distributions importable beyond the standard library (name, version): the full preset's.
+    pub packages: Vec<(String, String)>,
+}
+
+/// The distributions installed in `site_packages` (name, version), from their `.dist-info`
+/// directories' names: what code under the full preset can import beyond the standard library.
+pub fn installed(site_packages: &[PathBuf]) -> Vec<(String, String)> {
+    let mut all = Vec::new();
+    for dir in site_packages {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(stem) = name.strip_suffix(".dist-info") {
+                if let Some((n, v)) = stem.split_once('-') {
+                    all.push((n.replace('_', "-").to_lowercase(), v.to_string()));
+                }
+            }
+        }
+    }
+    all.sort();
+    all.dedup();
+    all
 }
