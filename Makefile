@@ -23,6 +23,11 @@ deps:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap hyperfine python3.11 time >/dev/null; fi
 	$(PY) -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout jsonschema
 	$(PY) -m pip install -q --disable-pip-version-check numpy pandas matplotlib pillow ipython
+	@# The playground's browser test (tests/python/test_playground.py): Playwright drives
+	@# Debian's chromium through its path; no browser is downloaded.
+	@if [ ! -x /usr/bin/chromium ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
+	$(PY) -m pip install -q --disable-pip-version-check playwright
 
 build:
 	$(CARGO) build --release --workspace

@@ -17,7 +17,7 @@ pub struct ServerArgs {
     /// Warm workers (default: the number of CPUs).
     #[arg(long, value_name = "N")]
     workers: Option<usize>,
-    /// Bearer tokens, one per line: every route but /healthz then needs one.
+    /// Bearer tokens, one per line: routes but /healthz and the playground (/) then need one.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// Requests that may wait for a worker; beyond, 429 with Retry-After.

@@ -2,12 +2,14 @@
 //! crate translates JSON bodies into the core's policy and requests, and its outcomes (one
 //! schema, `pysandbox_core::outcome`) and error kinds (one table: HTTP statuses included) back.
 //!
-//! Routes: the native API under `/v1` ([`native`]), `/healthz`, `/readyz`, `/metrics`.
-//! Authentication: with tokens, every route but `/healthz` needs `Authorization: Bearer`;
-//! without, the server listens on loopback only.
+//! Routes: the native API under `/v1` ([`native`]), the playground at `/` ([`playground`]),
+//! `/healthz`, `/readyz`, `/metrics`.
+//! Authentication: with tokens, every route but `/healthz` and the playground's files needs
+//! `Authorization: Bearer`; without, the server listens on loopback only.
 
 pub mod metrics;
 pub mod native;
+pub mod playground;
 pub mod state;
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -167,7 +169,11 @@ fn presented(headers: &HeaderMap) -> Option<&str> {
 }
 
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
-    if app.opts.tokens.is_empty() || req.uri().path() == "/healthz" {
+    // The playground's page and script hold nothing (its calls carry the token): a browser
+    // navigating to it cannot send one.
+    let path = req.uri().path();
+    let open = path == "/healthz" || playground::OPEN_PATHS.contains(&path);
+    if app.opts.tokens.is_empty() || open {
         return next.run(req).await;
     }
     match presented(req.headers()) {
@@ -279,6 +285,8 @@ async fn read_body(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 pub fn router(app: Arc<App>) -> Router {
     use native as n;
     Router::new()
+        .route("/", get(playground::page))
+        .route("/playground.js", get(playground::script))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
