@@ -55,18 +55,28 @@ class Server:
     installed package), stopped with SIGTERM at the end; `url` is its base address."""
 
     def __init__(self, *flags, env=None):
+        import tempfile
+
         import pysandbox
 
+        # The access log goes to a file: a pipe nobody drains would stop the server once full.
+        self.log = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [pysandbox.helper_binary(), "server", "--listen", "127.0.0.1:0", *flags],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
             env=dict(os.environ, **(env or {})),
         )  # fmt: skip
         line = self.proc.stdout.readline()
         if "listening on " not in line:
             self.proc.kill()
-            raise RuntimeError("the server did not start: " + line + self.proc.stderr.read())
+            self.proc.wait()
+            raise RuntimeError("the server did not start: " + line + self.log_text())
         self.url = line.split("listening on ", 1)[1].strip()
+
+    def log_text(self):
+        """What the server logged so far."""
+        self.log.seek(0)
+        return self.log.read()
 
     def stop(self, timeout=30):
         import signal
@@ -78,6 +88,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
         return self.proc.returncode
 
 

@@ -283,5 +283,3 @@ def test_with_tokens_the_page_loads_and_asks_for_one(browser, tmp_path):
         ctx.close()
     finally:
         s.stop()
-        s.proc.stdout.close()
-        s.proc.stderr.close()
