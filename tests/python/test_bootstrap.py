@@ -55,7 +55,7 @@ def test_requests_are_read_whole_and_in_pieces(boot):
         first = boot["_warm_next"](r, pending)
         assert (first["code"], first["name"], first["stdin"], first["api"]) == (
             b"print(1)", b"a.py", b"in", None)  # fmt: skip
-        assert (first["files"], first["collect"], first["cell"]) == ([], [], False)
+        assert (first["files"], first["collect"], first["cell"], first["live"]) == ([], [], False, False)
         second = boot["_warm_next"](r, pending)
         assert (second["code"], second["stdin"], second["api"]) == (b"x = 1", None, b"{}")
         assert not pending

@@ -156,7 +156,7 @@ fn tokens(s: &str) -> impl Iterator<Item = &str> {
 }
 
 /// What became of one case.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub enum Verdict {
     /// The run was clean and its output matched (or there was nothing to compare with).
     #[serde(rename = "AC")]
@@ -230,7 +230,7 @@ pub struct Case {
 }
 
 /// One case's verdict and its run's outcome (output, usage, how it ended).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CaseResult {
     pub verdict: Verdict,
     #[serde(flatten)]
@@ -242,7 +242,7 @@ pub struct CaseResult {
 pub type CompileError = ErrorInfo;
 
 /// Every case's result, in case order, and the totals.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct JudgeResult {
     pub cases: Vec<CaseResult>,
     /// Cases with the verdict `AC`.

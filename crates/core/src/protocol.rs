@@ -110,6 +110,10 @@ pub struct Request {
     pub collect: Vec<String>,
     /// Cell mode (notebook semantics: the last expression's value and `display()` are results).
     pub cell: bool,
+    /// Someone watches the output as it comes (a streaming caller): `sys.stdout` is
+    /// line-buffered, so that each line reaches the host when it is printed. Encoded with
+    /// `cell` in one flags byte (bit 0 cell, bit 1 live).
+    pub live: bool,
     /// `sys.argv[1:]` of the code (a warm request; a cold run takes them on its command line).
     pub args: Vec<String>,
 }
@@ -474,7 +478,8 @@ impl Request {
         for glob in &self.collect {
             w = w.bytes(glob.as_bytes());
         }
-        w = w.u8(u8::from(self.cell)).u32(self.args.len() as u32);
+        let flags = u8::from(self.cell) | u8::from(self.live) << 1;
+        w = w.u8(flags).u32(self.args.len() as u32);
         for a in &self.args {
             w = w.bytes(a.as_bytes());
         }
@@ -500,7 +505,11 @@ impl Request {
         for _ in 0..f.u32()? {
             collect.push(f.text()?);
         }
-        let cell = f.bool()?;
+        let flags = f.u8()?;
+        if flags & !3 != 0 {
+            return Err(FrameError::Value("request flags beyond cell and live"));
+        }
+        let (cell, live) = (flags & 1 != 0, flags & 2 != 0);
         let mut args = Vec::new();
         for _ in 0..f.u32()? {
             args.push(f.text()?);
@@ -513,6 +522,7 @@ impl Request {
             files,
             collect,
             cell,
+            live,
             args,
         };
         f.end()?;
@@ -760,9 +770,16 @@ mod tests {
             files: vec![("in/a.csv".into(), b"1,2".to_vec())],
             collect: vec!["*.png".into()],
             cell: true,
+            live: true,
             args: vec!["--n".into(), "3".into()],
         };
         assert_eq!(Request::decode(&r.encode(), MAX_FRAME).unwrap(), r);
+        // A flag beyond cell and live is refused.
+        let mut bad = Request::default().encode();
+        let at = bad.len() - 5;
+        assert_eq!(bad[at], 0);
+        bad[at] = 4;
+        assert!(Request::decode(&bad, MAX_FRAME).is_err());
         let reports = vec![
             Report::Limit(Limit::Memory),
             Report::Result(b"{\"d\": []}".to_vec()),

@@ -9,6 +9,7 @@
 
 pub mod metrics;
 pub mod native;
+pub mod openapi;
 pub mod playground;
 pub mod state;
 
@@ -287,6 +288,7 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/", get(playground::page))
         .route("/playground.js", get(playground::script))
+        .route("/openapi.json", get(openapi::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -237,26 +237,30 @@ pub async fn execute(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     outcome_response(&app, result)
 }
 
-/// One line of a streamed execute.
-#[derive(Serialize)]
+/// One line of a streamed execute (`Accept: application/x-ndjson`), told by its `type`.
+#[derive(Serialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
-enum Event<'a> {
+pub enum StreamEvent<'a> {
+    /// Output as it arrives (UTF-8; a character split between chunks waits for its end).
     Stdout {
         text: &'a str,
     },
     Stderr {
         text: &'a str,
     },
+    /// A rich output (cell mode), as the outcome's `results` holds it.
     Result(&'a pysandbox_core::outcome::RichResult),
+    /// The exception the code raised.
     Error {
         error: &'a pysandbox_core::outcome::ErrorInfo,
     },
+    /// Last: the whole outcome.
     End {
         outcome: &'a Outcome,
     },
 }
 
-fn line(e: &Event<'_>) -> Bytes {
+fn line(e: &StreamEvent<'_>) -> Bytes {
     let mut v = serde_json::to_vec(e).unwrap_or_default();
     v.push(b'\n');
     Bytes::from(v)
@@ -302,9 +306,9 @@ pub(crate) fn stream(
         };
         if !text.is_empty() {
             let e = if stdout {
-                Event::Stdout { text: &text }
+                StreamEvent::Stdout { text: &text }
             } else {
-                Event::Stderr { text: &text }
+                StreamEvent::Stderr { text: &text }
             };
             let _ = tap_tx.send(Ok(line(&e)));
         }
@@ -320,12 +324,12 @@ pub(crate) fn stream(
             Err(e) => Outcome::sandbox_error(e.kind(), e.to_string()),
         };
         for r in &outcome.results {
-            let _ = tx.send(Ok(line(&Event::Result(r))));
+            let _ = tx.send(Ok(line(&StreamEvent::Result(r))));
         }
         if let Some(err) = &outcome.error {
-            let _ = tx.send(Ok(line(&Event::Error { error: err })));
+            let _ = tx.send(Ok(line(&StreamEvent::Error { error: err })));
         }
-        let _ = tx.send(Ok(line(&Event::End { outcome: &outcome })));
+        let _ = tx.send(Ok(line(&StreamEvent::End { outcome: &outcome })));
     });
     let body = Body::from_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()

@@ -154,7 +154,7 @@ def _pysandbox_write(data):
 
 def _pysandbox_request(body):
     # A Request frame's body (after its length; docs/protocol.md) as a dict: code, name, stdin,
-    # api, files [(name, bytes)], collect [glob], cell.
+    # api, files [(name, bytes)], collect [glob], cell, live, args.
     at = [1]
 
     def take(n):
@@ -173,7 +173,8 @@ def _pysandbox_request(body):
     r = {"code": field(), "name": field(), "stdin": optional(), "api": optional()}
     r["files"] = [(field().decode(), field()) for _ in range(int.from_bytes(take(4), "little"))]
     r["collect"] = [field().decode() for _ in range(int.from_bytes(take(4), "little"))]
-    r["cell"] = take(1) == b"\x01"
+    flags = take(1)
+    r["cell"], r["live"] = flags in (b"\x01", b"\x03"), flags in (b"\x02", b"\x03")
     count = int.from_bytes(take(4), "little") if at[0] < len(body) else 0
     r["args"] = [field().decode("utf-8", "replace") for _ in range(count)]
     return r

@@ -277,6 +277,14 @@ def _warm_request(fields, session, warm=False):
         import sys
 
         sys.argv[:] = [name] + fields["args"]
+    if fields.get("live"):
+        import sys
+
+        # A caller streams the output: each line reaches the host as it is printed.
+        try:
+            sys.stdout.reconfigure(line_buffering=True)
+        except Exception:
+            pass
     saved, out, err = _W["saved"]
     status = 0
     try:

@@ -229,6 +229,7 @@ impl Request {
             files: self.files.clone(),
             collect: self.collect.clone(),
             cell: self.cell,
+            live: self.tap.is_some(),
             args: self.args.clone(),
         }
         .encode()
