@@ -193,8 +193,6 @@ def test_fusion_limits_are_clamped_to_the_ceiling():
         assert res.status == sf.RunStatus.Success and res.run_result.stdout == "ok\n"
     finally:
         s.stop()
-        s.proc.stdout.close()
-        s.proc.stderr.close()
 
 
 # --- SandboxFusion: /run_jupyter ----------------------------------------------------------
