@@ -28,6 +28,9 @@ deps:
 	@if [ ! -x /usr/bin/chromium ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 	$(PY) -m pip install -q --disable-pip-version-check playwright
+	@# The real clients of the server's compatible APIs (tests/python/test_server_compat.py):
+	@# SandboxFusion's, and aiopyston (module `pyston`; PyPI's `pyston` is an unrelated JIT) for Piston.
+	$(PY) -m pip install -q --disable-pip-version-check sandbox-fusion aiopyston requests
 
 build:
 	$(CARGO) build --release --workspace

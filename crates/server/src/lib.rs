@@ -3,13 +3,16 @@
 //! schema, `pysandbox_core::outcome`) and error kinds (one table: HTTP statuses included) back.
 //!
 //! Routes: the native API under `/v1` ([`native`]), the playground at `/` ([`playground`]),
-//! `/healthz`, `/readyz`, `/metrics`.
+//! the SandboxFusion ([`fusion`]) and Piston ([`piston`]) compatible APIs, `/healthz`,
+//! `/readyz`, `/metrics`.
 //! Authentication: with tokens, every route but `/healthz` and the playground's files needs
 //! `Authorization: Bearer`; without, the server listens on loopback only.
 
+pub mod fusion;
 pub mod metrics;
 pub mod native;
 pub mod openapi;
+pub mod piston;
 pub mod playground;
 pub mod state;
 
@@ -306,6 +309,8 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/sessions/{id}/files/{*path}",
             get(n::get_file).put(n::put_file),
         )
+        .merge(fusion::routes())
+        .merge(piston::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
             read_body,
