@@ -7,6 +7,7 @@
 //! Authentication: with tokens, every route but `/healthz` and the playground's files needs
 //! `Authorization: Bearer`; without, the server listens on loopback only.
 
+pub mod e2b;
 pub mod metrics;
 pub mod native;
 pub mod playground;
@@ -155,15 +156,18 @@ fn token_ok(app: &App, presented: &str) -> bool {
 }
 
 /// The token a request presents: `Authorization: Bearer T`, or (for E2B's SDK, which sends
-/// its own headers) `X-API-Key: T` or `X-Access-Token: T`.
-fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
+/// its own headers) `X-API-Key: T` (control plane), `X-Access-Token: T` (envd) or
+/// `E2B-Traffic-Access-Token: T` (the code interpreter's contexts). Another `Authorization`
+/// scheme (envd's `Basic user:`, which names a user, not a secret) is not a token.
+pub(crate) fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(t) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return v.strip_prefix("Bearer ").map(str::trim);
+        return Some(t.trim());
     }
-    ["x-api-key", "x-access-token"]
+    ["x-api-key", "x-access-token", "e2b-traffic-access-token"]
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
 }
@@ -304,6 +308,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/v1/sessions/{id}/files/{*path}",
             get(n::get_file).put(n::put_file),
         )
+        .merge(e2b::router(Arc::clone(&app)))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
             read_body,
