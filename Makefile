@@ -28,6 +28,7 @@ deps:
 	@if [ ! -x /usr/bin/chromium ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; fi
 	$(PY) -m pip install -q --disable-pip-version-check playwright
+	$(PY) -m pip install -q --disable-pip-version-check 'e2b-code-interpreter>=2,<3'
 
 build:
 	$(CARGO) build --release --workspace

@@ -119,6 +119,23 @@ pub fn router<S: Clone + Send + Sync + 'static>(app: Arc<App>) -> Router<S> {
         .with_state(e2b)
 }
 
+/// Whether `path` is one of the E2B routes, whose errors take E2B's shape (the SDK parses them).
+pub fn owns(path: &str) -> bool {
+    matches!(
+        path,
+        "/v2/sandboxes" | "/health" | "/files" | "/execute" | "/contexts"
+    ) || path.starts_with("/sandboxes/")
+        || path.starts_with("/contexts/")
+}
+
+/// The answer to a request on an E2B route without a valid token.
+pub fn unauthorized() -> Response {
+    fail(
+        StatusCode::UNAUTHORIZED,
+        "missing or wrong token: set E2B_API_KEY to one of the server's tokens",
+    )
+}
+
 /// An error as E2B's API and envd send it: `{"code", "message"}` (the SDK shows `message`).
 fn fail(status: StatusCode, message: impl Into<String>) -> Response {
     let message = message.into();

@@ -182,6 +182,7 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     }
     match presented(req.headers()) {
         Some(t) if token_ok(&app, t) => next.run(req).await,
+        _ if e2b::owns(req.uri().path()) => e2b::unauthorized(),
         _ => {
             let mut r = ApiError::new(
                 StatusCode::UNAUTHORIZED,
