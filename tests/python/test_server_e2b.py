@@ -199,6 +199,19 @@ def test_kill_ends_the_sessions(e2b_server, monkeypatch):
     assert Sandbox.kill(sandbox.sandbox_id) is False
 
 
+def test_sandbox_times_out_after_its_timeout_without_calls(e2b_server, monkeypatch):
+    point_sdk(monkeypatch, e2b_server.url)
+    before = live_sessions(e2b_server.url)
+    sandbox = Sandbox.create(timeout=1)
+    assert sandbox.run_code("2 * 3").text == "6"
+    assert sandbox.is_running()
+    time.sleep(1.5)
+    assert not sandbox.is_running()
+    assert live_sessions(e2b_server.url) == before
+    with pytest.raises(Exception, match="timed out|not found"):
+        sandbox.run_code("1")
+
+
 def test_debug_mode_skips_the_control_plane(e2b_server, monkeypatch):
     # E2B_DEBUG=true: no create call; the SDK names its sandbox "debug_sandbox_id", opened on
     # first use.

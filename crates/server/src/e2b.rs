@@ -220,14 +220,19 @@ async fn create_sandbox(State(e2b): St, headers: HeaderMap, body: Bytes) -> Resp
     let template = r
         .template_id
         .unwrap_or_else(|| "code-interpreter-v1".into());
+    sweep(&e2b).await;
     let id = new_id();
     match add_sandbox(&e2b, &id, idle).await {
         Ok(()) => {}
         Err(r) => return r,
     }
     // The tokens the SDK then sends to the sandbox (envd's `X-Access-Token`, the code
-    // interpreter's `E2B-Traffic-Access-Token`): the caller's own, which the server accepts.
-    let token = crate::presented(&headers).map(str::to_string);
+    // interpreter's `E2B-Traffic-Access-Token`): the caller's own, which the server accepts;
+    // none when the server has no tokens.
+    let token = match e2b.app.opts.tokens.is_empty() {
+        true => None,
+        false => crate::presented(&headers).map(str::to_string),
+    };
     (
         StatusCode::CREATED,
         axum::Json(json!({
@@ -241,6 +246,24 @@ async fn create_sandbox(State(e2b): St, headers: HeaderMap, body: Bytes) -> Resp
         })),
     )
         .into_response()
+}
+
+/// Forget the sandboxes that have timed out (their sessions have idled out, or are closed now):
+/// a client that never kills its sandboxes does not grow the table.
+async fn sweep(e2b: &Arc<E2b>) {
+    let gone: Vec<Arc<Sandbox>> = {
+        let mut all = lock(&e2b.sandboxes);
+        let ids: Vec<String> = all
+            .iter()
+            .filter(|(_, s)| s.expired())
+            .map(|(k, _)| k.clone())
+            .collect();
+        ids.iter().filter_map(|k| all.remove(k)).collect()
+    };
+    let sessions: Vec<String> = gone.iter().flat_map(|s| s.sessions()).collect();
+    if !sessions.is_empty() {
+        close_sessions(e2b, sessions).await;
+    }
 }
 
 /// Open a sandbox's default context and register it as `id`.
