@@ -106,6 +106,14 @@ def test_state_is_kept_across_calls(sbx):
     assert execution.execution_count == 2
 
 
+def test_env_vars_hold_for_one_run(sbx):
+    code = "import os\nos.environ.get('GREETING'), os.environ.get('HOME_TOWN')"
+    execution = sbx.run_code(code, envs={"GREETING": "hi \"there\"\n", "HOME_TOWN": "Zürich"})
+    assert execution.error is None, execution.error
+    assert execution.text == repr(("hi \"there\"\n", "Zürich"))
+    assert sbx.run_code(code).text == "(None, None)"
+
+
 def test_matplotlib_figure_arrives_as_png(sbx):
     needs("matplotlib")
     execution = sbx.run_code(

@@ -686,12 +686,6 @@ async fn execute(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(resp) = python_only(r.language.as_deref()) {
         return resp;
     }
-    if r.env_vars.as_ref().is_some_and(|v| !v.is_empty()) {
-        return fail(
-            StatusCode::BAD_REQUEST,
-            "env_vars: environment variables per run are not supported by pysandbox",
-        );
-    }
     let sbx = match sandbox_of(&e2b, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -740,7 +734,25 @@ async fn execute(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
     })));
     let app = Arc::clone(&e2b.app);
     tokio::spawn(async move {
-        let result = blocking(&app, move |app| run_ctx(app, &sbx, ctx.as_deref(), &req)).await;
+        let env = r.env_vars.filter(|v| !v.is_empty());
+        let result = blocking(&app, move |app| {
+            let ctx = ctx.as_deref();
+            let Some(env) = env else {
+                return run_ctx(app, &sbx, ctx, &req);
+            };
+            let set = run_ctx(app, &sbx, ctx, &RunRequest::code(&env_set(&env)))?;
+            if set.run.status != RunStatus::Ok {
+                return Err(ApiError::bad_request(format!(
+                    "env_vars: setting them failed: {}",
+                    set.run.error.map_or(set.run.stderr, |e| e.message)
+                )));
+            }
+            let run = run_ctx(app, &sbx, ctx, &req);
+            // Put back what was there (a run that ended the session took its state along).
+            let _ = run_ctx(app, &sbx, ctx, &RunRequest::code(ENV_RESTORE));
+            run
+        })
+        .await;
         let outcome = match result {
             Ok(o) => {
                 crate::count_limit(&app, &o.run);
@@ -759,6 +771,22 @@ async fn execute(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
     let body = Body::from_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
     ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
 }
+
+/// Python that sets a run's `env_vars` in `os.environ`, keeping what they replace on a stack in
+/// the `os` module (no name of the code's namespace is touched). The variables are JSON, which
+/// is also a Python literal for a map of strings.
+fn env_set(env: &BTreeMap<String, String>) -> String {
+    let vars = serde_json::to_string(env).unwrap_or_else(|_| "{}".into());
+    format!(
+        "(lambda o, v: (o.__dict__.setdefault('_e2b_env_saved', []).append(\
+         {{k: o.environ.get(k) for k in v}}), o.environ.update(v)))(__import__('os'), {vars})"
+    )
+}
+
+/// Python that puts back what the last [`env_set`] replaced.
+const ENV_RESTORE: &str = "(lambda o: [o.environ.pop(k, None) if v is None else \
+     o.environ.__setitem__(k, v) for k, v in o.__dict__['_e2b_env_saved'].pop().items()])\
+     (__import__('os'))";
 
 #[derive(Debug, Default, Deserialize)]
 struct NewContext {
