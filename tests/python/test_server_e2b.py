@@ -30,13 +30,7 @@ def e2b_server():
         skip_or_fail("the E2B SDK is not installed (pip install e2b-code-interpreter)")
     s = Server("--preset", "full", "--workers", "2", "--timeout", "20s")
     yield s
-    stop(s)
-
-
-def stop(s):
     s.stop()
-    s.proc.stdout.close()
-    s.proc.stderr.close()
 
 
 def point_sdk(monkeypatch, url, key="e2b_pysandbox"):
@@ -266,4 +260,4 @@ def test_with_tokens(tmp_path, monkeypatch):
         sandbox.kill()
         assert live_sessions(s.url, token) == 0
     finally:
-        stop(s)
+        s.stop()
