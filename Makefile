@@ -31,6 +31,7 @@ deps:
 	@# The real clients of the server's compatible APIs (tests/python/test_server_compat.py):
 	@# SandboxFusion's, and aiopyston (module `pyston`; PyPI's `pyston` is an unrelated JIT) for Piston.
 	$(PY) -m pip install -q --disable-pip-version-check sandbox-fusion aiopyston requests
+	$(PY) -m pip install -q --disable-pip-version-check 'e2b-code-interpreter>=2,<3'
 
 build:
 	$(CARGO) build --release --workspace

@@ -8,6 +8,7 @@
 //! Authentication: with tokens, every route but `/healthz` and the playground's files needs
 //! `Authorization: Bearer`; without, the server listens on loopback only.
 
+pub mod e2b;
 pub mod fusion;
 pub mod metrics;
 pub mod native;
@@ -159,15 +160,18 @@ fn token_ok(app: &App, presented: &str) -> bool {
 }
 
 /// The token a request presents: `Authorization: Bearer T`, or (for E2B's SDK, which sends
-/// its own headers) `X-API-Key: T` or `X-Access-Token: T`.
-fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(v) = headers
+/// its own headers) `X-API-Key: T` (control plane), `X-Access-Token: T` (envd) or
+/// `E2B-Traffic-Access-Token: T` (the code interpreter's contexts). Another `Authorization`
+/// scheme (envd's `Basic user:`, which names a user, not a secret) is not a token.
+pub(crate) fn presented(headers: &HeaderMap) -> Option<&str> {
+    if let Some(t) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return v.strip_prefix("Bearer ").map(str::trim);
+        return Some(t.trim());
     }
-    ["x-api-key", "x-access-token"]
+    ["x-api-key", "x-access-token", "e2b-traffic-access-token"]
         .iter()
         .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
 }
@@ -182,6 +186,7 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     }
     match presented(req.headers()) {
         Some(t) if token_ok(&app, t) => next.run(req).await,
+        _ if e2b::owns(req.uri().path()) => e2b::unauthorized(),
         _ => {
             let mut r = ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -311,6 +316,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .merge(fusion::routes())
         .merge(piston::routes())
+        .merge(e2b::router(Arc::clone(&app)))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&app),
             read_body,
