@@ -473,7 +473,18 @@ fn sessions_keep_state_and_files_and_are_capped() {
 #[test]
 fn a_session_idle_past_its_timeout_is_gone_with_its_processes() {
     let s = Server::start(Caller::Root, &["--workers", "1"]);
-    let before = tree(&s).len();
+    // The workers warm first (a worker forks its next child ahead, after an answer): the
+    // processes a session adds are then told apart by pid.
+    execute(&s, json!({"code": "pass"}));
+    let mut before = tree(&s);
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = tree(&s);
+        if now == before {
+            break;
+        }
+        before = now;
+    }
     let c = s.post("/v1/sessions", &json!({"idle_timeout": 1})).json();
     let id = c["id"].as_str().unwrap();
     let r = s.post(
@@ -481,13 +492,31 @@ fn a_session_idle_past_its_timeout_is_gone_with_its_processes() {
         &json!({"code": "x = 1"}),
     );
     assert_eq!(r.status, 200, "{}", r.text());
-    assert!(tree(&s).len() > before, "the session's processes");
+    let session: Vec<u32> = tree(&s)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(!session.is_empty(), "the session's processes");
+    let alive = |pids: &[u32]| -> Vec<u32> {
+        pids.iter()
+            .copied()
+            .filter(|p| std::path::Path::new(&format!("/proc/{p}")).exists())
+            .collect()
+    };
     // The reaper runs every 5 s.
     let end = Instant::now() + Duration::from_secs(15);
-    while Instant::now() < end && tree(&s).len() > before {
+    while Instant::now() < end && !alive(&session).is_empty() {
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(tree(&s).len(), before, "the session's processes are gone");
+    assert!(
+        alive(&session).is_empty(),
+        "the session's processes are gone: {:?} of {session:?}: {:?}",
+        alive(&session),
+        alive(&session)
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
+            .collect::<Vec<_>>()
+    );
     let r = s.post(
         &format!("/v1/sessions/{id}/execute"),
         &json!({"code": "print(x)"}),
