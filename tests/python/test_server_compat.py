@@ -372,3 +372,39 @@ def test_piston_encodings_and_memory_limit(server):
     hog["run_memory_limit"] = -1  # none of the request's own, as aiopyston sends by default
     r = requests.post(server.url + "/api/v2/execute", json=hog, timeout=60).json()
     assert r["run"]["status"] is None and r["run"]["code"] == 0
+
+
+def test_clients_present_tokens_the_way_they_can(tmp_path):
+    # SandboxFusion's client sends no header of its own: the token rides in the endpoint's URL
+    # (`http://user:TOKEN@host`), which HTTP clients send as `Authorization: Basic`.
+    sf = _fusion()
+    tokens = tmp_path / "tokens"
+    tokens.write_text("compat-s3cret\n")
+    s = Server("--preset", "full", "--workers", "1", "--token-file", str(tokens))
+    try:
+        host = s.url.split("://", 1)[1]
+        sf.set_endpoint(f"http://fusion:wrong@{host}")
+        with pytest.raises(Exception, match="code 401"):
+            run(sf, code="print('no')")
+        sf.set_endpoint(f"http://fusion:compat-s3cret@{host}")
+        res = run(sf, code="print('yes')")
+        assert res.status == sf.RunStatus.Success and res.run_result.stdout == "yes\n"
+        # aiopyston sends its api_key as the Authorization header.
+        pyston = _pyston()
+
+        async def calls(c):
+            return await c.execute("python", [pyston.File("print(6 * 7)")])
+
+        pyston_client = pyston.PystonClient
+
+        def keyed(base_url):
+            return pyston_client(base_url=base_url, api_key="Bearer compat-s3cret")
+
+        pyston.PystonClient = keyed
+        try:
+            out = piston(s, calls)
+        finally:
+            pyston.PystonClient = pyston_client
+        assert out.run_stage.output == "42\n"
+    finally:
+        s.stop()

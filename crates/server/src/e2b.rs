@@ -231,7 +231,9 @@ async fn create_sandbox(State(e2b): St, headers: HeaderMap, body: Bytes) -> Resp
     // none when the server has no tokens.
     let token = match e2b.app.opts.tokens.is_empty() {
         true => None,
-        false => crate::presented(&headers).map(str::to_string),
+        false => crate::presented(&headers)
+            .into_iter()
+            .find(|t| crate::token_ok(&e2b.app, t)),
     };
     (
         StatusCode::CREATED,

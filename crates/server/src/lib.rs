@@ -146,7 +146,7 @@ fn kind_named(name: &str) -> Option<ErrorKind> {
 }
 
 /// Constant-time comparison of a presented token with the configured ones.
-fn token_ok(app: &App, presented: &str) -> bool {
+pub(crate) fn token_ok(app: &App, presented: &str) -> bool {
     let mut ok = false;
     for t in &app.opts.tokens {
         let (a, b) = (t.as_bytes(), presented.as_bytes());
@@ -159,21 +159,35 @@ fn token_ok(app: &App, presented: &str) -> bool {
     ok
 }
 
-/// The token a request presents: `Authorization: Bearer T`, or (for E2B's SDK, which sends
-/// its own headers) `X-API-Key: T` (control plane), `X-Access-Token: T` (envd) or
-/// `E2B-Traffic-Access-Token: T` (the code interpreter's contexts). Another `Authorization`
-/// scheme (envd's `Basic user:`, which names a user, not a secret) is not a token.
-pub(crate) fn presented(headers: &HeaderMap) -> Option<&str> {
-    if let Some(t) = headers
+/// The tokens a request presents: `Authorization: Bearer T`; `Authorization: Basic` with T as
+/// the password (what HTTP clients send for a URL `http://user:T@host`: SandboxFusion's client
+/// has no other way); or, for E2B's SDK, which sends its own headers, `X-API-Key: T` (control
+/// plane), `X-Access-Token: T` (envd) or `E2B-Traffic-Access-Token: T` (the code interpreter's
+/// contexts). envd's `Basic user:` names a user with no password: not a token.
+pub(crate) fn presented(headers: &HeaderMap) -> Vec<String> {
+    let mut all = Vec::new();
+    if let Some(v) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
     {
-        return Some(t.trim());
+        if let Some(t) = v.strip_prefix("Bearer ") {
+            all.push(t.trim().to_string());
+        } else if let Some(b) = v.strip_prefix("Basic ") {
+            let pair = pysandbox_core::outcome::base64_decode(b.trim())
+                .and_then(|d| String::from_utf8(d).ok());
+            if let Some((_, password)) = pair.as_deref().and_then(|p| p.split_once(':')) {
+                if !password.is_empty() {
+                    all.push(password.to_string());
+                }
+            }
+        }
     }
-    ["x-api-key", "x-access-token", "e2b-traffic-access-token"]
-        .iter()
-        .find_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+    for h in ["x-api-key", "x-access-token", "e2b-traffic-access-token"] {
+        if let Some(t) = headers.get(h).and_then(|v| v.to_str().ok()) {
+            all.push(t.to_string());
+        }
+    }
+    all
 }
 
 async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
@@ -184,14 +198,16 @@ async fn auth(State(app): State<Arc<App>>, req: Request, next: Next) -> Response
     if app.opts.tokens.is_empty() || open {
         return next.run(req).await;
     }
-    match presented(req.headers()) {
-        Some(t) if token_ok(&app, t) => next.run(req).await,
+    let ok = presented(req.headers()).iter().any(|t| token_ok(&app, t));
+    match ok {
+        true => next.run(req).await,
         _ if e2b::owns(req.uri().path()) => e2b::unauthorized(),
         _ => {
             let mut r = ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 ErrorKind::Policy,
-                "missing or wrong token: send Authorization: Bearer <token>",
+                "missing or wrong token: send Authorization: Bearer <token> (docs/server.md lists the \
+                 other ways clients present one)",
             )
             .into_response();
             r.headers_mut().insert(
