@@ -5,6 +5,8 @@
 //! unique memory of an idle worker; then a pandas request with and without preloaded packages.
 #![forbid(unsafe_code)]
 
+mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -72,6 +74,11 @@ fn main() {
     // `pysandbox-bench RUNS packages`: the packages rows alone.
     if std::env::args().nth(2).as_deref() == Some("packages") {
         packages(runs, &python);
+        return;
+    }
+    // `pysandbox-bench RUNS server`: the HTTP server's rows alone.
+    if std::env::args().nth(2).as_deref() == Some("server") {
+        server::run(runs, &python);
         return;
     }
     let s = |x: &str| x.to_string();

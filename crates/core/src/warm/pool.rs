@@ -114,8 +114,11 @@ impl Pool {
             if s.closed {
                 return Err(WarmError::Closed);
             }
-            if let Some(w) = s.idle.pop() {
-                return Ok(w);
+            // The worker idle longest: its next child is most likely forked and isolated
+            // already (a worker prepares it after each answer), where the one just given back
+            // is still at it.
+            if !s.idle.is_empty() {
+                return Ok(s.idle.remove(0));
             }
             if s.waiting >= self.opts.max_queue {
                 return Err(WarmError::Busy(s.waiting));
