@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PY ?= $(shell command -v python3.11 >/dev/null && python3.11 -c 'import sys; print(sys.executable)' || command -v python3)
 
-.PHONY: demo deps build python test test-rust test-python lint bench
+.PHONY: demo deps build python test test-rust test-python lint bench bench-server
 
 ## One command from a fresh machine: install what is missing, build, run a sandboxed example.
 demo: deps build
@@ -62,3 +62,8 @@ lint:
 bench: build python
 	-$(PY) -m pip install -q --disable-pip-version-check pydantic-monty
 	./target/release/pysandbox-bench 200
+
+## The HTTP server under load: concurrency 1, 8, 64 and paced, next to `pysandbox batch`; 10x the
+## queue bound; the server's RSS over 20,000 requests (docs/server.md).
+bench-server: build
+	./target/release/pysandbox-bench 2000 server
