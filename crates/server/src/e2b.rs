@@ -584,24 +584,6 @@ fn now_ns() -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
-/// UTF-8 text from chunks that may split a character: what decodes now, the rest kept.
-#[derive(Default)]
-struct Carry(Vec<u8>);
-
-impl Carry {
-    fn push(&mut self, chunk: &[u8]) -> String {
-        self.0.extend_from_slice(chunk);
-        let upto = match std::str::from_utf8(&self.0) {
-            Ok(_) => self.0.len(),
-            Err(e) if e.error_len().is_none() => e.valid_up_to(),
-            Err(_) => self.0.len(),
-        };
-        let text = String::from_utf8_lossy(&self.0[..upto]).into_owned();
-        self.0.drain(..upto);
-        text
-    }
-}
-
 /// A rich result as the code interpreter sends it: the MIME bundle's known types as flat keys
 /// (`text`, `html`, `png`...), the others under `extra`.
 fn result_line(data: &BTreeMap<String, String>, main: bool) -> Value {
@@ -720,7 +702,10 @@ async fn execute(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
     let _ = tx.send(Ok(line(
         &json!({"type": "number_of_executions", "execution_count": count}),
     )));
-    let carry = Arc::new(Mutex::new((Carry::default(), Carry::default())));
+    let carry = Arc::new(Mutex::new((
+        crate::native::Utf8Carry::default(),
+        crate::native::Utf8Carry::default(),
+    )));
     let tap_tx = tx.clone();
     req.tap = Some(Tap(Arc::new(move |which, chunk| {
         let mut c = lock(&carry);

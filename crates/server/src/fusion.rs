@@ -653,20 +653,7 @@ mod tests {
     use super::*;
     use pysandbox_core::outcome::ErrorKind;
 
-    fn outcome(
-        status: RunStatus,
-        limit: Option<Limit>,
-        exit: Option<i32>,
-        sig: Option<i32>,
-    ) -> Outcome {
-        let mut o = Outcome::sandbox_error(ErrorKind::Worker, String::new());
-        o.status = status;
-        o.limit = limit;
-        o.exit_code = exit;
-        o.signal = sig;
-        o.error = None;
-        o
-    }
+    use crate::test_outcome as outcome;
 
     #[test]
     fn statuses_follow_sandbox_fusion_parse_run_status() {

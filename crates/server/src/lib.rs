@@ -485,3 +485,20 @@ async fn shutdown_signal() {
     }
     tracing::info!("signal: draining");
 }
+
+/// An outcome with these fields (the compatible APIs' unit tests map them).
+#[cfg(test)]
+pub(crate) fn test_outcome(
+    status: RunStatus,
+    limit: Option<pysandbox_core::limits::Limit>,
+    exit: Option<i32>,
+    sig: Option<i32>,
+) -> Outcome {
+    let mut o = Outcome::sandbox_error(ErrorKind::Worker, String::new());
+    o.status = status;
+    o.limit = limit;
+    o.exit_code = exit;
+    o.signal = sig;
+    o.error = None;
+    o
+}

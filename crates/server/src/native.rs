@@ -268,10 +268,10 @@ fn line(e: &StreamEvent<'_>) -> Bytes {
 
 /// UTF-8 text from chunks that may split a character: what decodes now, the rest kept.
 #[derive(Default)]
-struct Utf8Carry(Vec<u8>);
+pub(crate) struct Utf8Carry(Vec<u8>);
 
 impl Utf8Carry {
-    fn push(&mut self, chunk: &[u8]) -> String {
+    pub(crate) fn push(&mut self, chunk: &[u8]) -> String {
         self.0.extend_from_slice(chunk);
         let upto = match std::str::from_utf8(&self.0) {
             Ok(_) => self.0.len(),

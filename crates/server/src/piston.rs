@@ -414,7 +414,6 @@ async fn execute(State(app): State<Arc<App>>, body: Bytes) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pysandbox_core::outcome::ErrorKind;
 
     #[test]
     fn versions_match_as_piston_patterns() {
@@ -470,20 +469,7 @@ mod tests {
         assert!(files_of(None).is_err());
     }
 
-    fn outcome(
-        status: RunStatus,
-        limit: Option<Limit>,
-        exit: Option<i32>,
-        sig: Option<i32>,
-    ) -> Outcome {
-        let mut o = Outcome::sandbox_error(ErrorKind::Worker, String::new());
-        o.status = status;
-        o.limit = limit;
-        o.exit_code = exit;
-        o.signal = sig;
-        o.error = None;
-        o
-    }
+    use crate::test_outcome as outcome;
 
     #[test]
     fn statuses_are_pistons() {
