@@ -455,6 +455,17 @@ fn sessions_keep_state_and_files_and_are_capped() {
             assert!(!r.text().contains("root:x:0:0"));
         }
 
+        let planted = format!("pysandbox-escape-{}", random_hex(6));
+        for bad in [
+            format!("..%2F..%2F..%2Ftmp%2F{planted}"),
+            format!("%2Ftmp%2F{planted}"),
+            "a%00b".to_string(),
+        ] {
+            let r = request(&s.addr, "PUT", &at(&format!("/files/{bad}")), &[], b"x");
+            assert_eq!(r.status, 400, "as {caller}: PUT {bad}: {}", r.text());
+        }
+        assert!(!std::path::Path::new("/tmp").join(&planted).exists());
+
         // The cap: a second session is refused while the first lives.
         let second = s.post("/v1/sessions", &json!({}));
         assert_eq!(second.status, 429, "as {caller}: {}", second.text());
