@@ -83,10 +83,27 @@ class _SandboxActor:
         self.session_ids = itertools.count(1)
         self.lock = threading.Lock()
         self.served = 0
+        #: Batch calls running now, and the most at once (the pool bounds it: back-pressure).
+        self.calls = 0
+        self.peak_calls = 0
 
     def _count(self, n: int) -> None:
         with self.lock:
             self.served += n
+
+    def _batch(self, fn: Any, items: Sequence[Any]) -> List[Any]:
+        """``fn(*item)`` for every item, over the slots; answers in order."""
+        with self.lock:
+            self.calls += 1
+            self.peak_calls = max(self.peak_calls, self.calls)
+        try:
+            futures = [self.executor.submit(_settle, fn, *item) for item in items]
+            out = [f.result() for f in futures]
+        finally:
+            with self.lock:
+                self.calls -= 1
+        self._count(len(out))
+        return out
 
     def info(self) -> Dict[str, Any]:
         """Where it runs and what it did: node id, pid, slots, runs served, the kernel's features
@@ -97,6 +114,7 @@ class _SandboxActor:
             "pid": os.getpid(),
             "slots": self.slots,
             "served": self.served,
+            "peak_calls": self.peak_calls,
             "sessions": len(self.sessions),
             "kernel": self.features,
             "worker_pids": list(warm.worker_pids()) if warm is not None else [],
@@ -115,10 +133,7 @@ class _SandboxActor:
     def execute_many(self, requests: Sequence[Request]) -> List[Union[Result, Exception]]:
         """Many requests in one call, spread over the slots; results in order, each a Result or
         the exception that request raised."""
-        futures = [self.executor.submit(_settle, _run, self.sandbox, r) for r in requests]
-        out = [f.result() for f in futures]
-        self._count(len(out))
-        return out
+        return self._batch(_run, [(self.sandbox, r) for r in requests])
 
     def judge(self, code: str, cases: Sequence[Mapping[str, Any]],
               compare: str = "exact") -> JudgeResult:  # fmt: skip
@@ -129,10 +144,7 @@ class _SandboxActor:
     def judge_many(self, items: Sequence[Tuple[str, Sequence[Mapping[str, Any]], str]]
                    ) -> List[Union[JudgeResult, Exception]]:  # fmt: skip
         """Many ``(code, cases, compare)`` in one call; a JudgeResult (or exception) each, in order."""
-        futures = [self.executor.submit(_settle, self.sandbox.judge, *item) for item in items]
-        out = [f.result() for f in futures]
-        self._count(len(out))
-        return out
+        return self._batch(self.sandbox.judge, items)
 
     # Sessions ---------------------------------------------------------------------------------
 

@@ -24,10 +24,10 @@ from ._actor import Request, SandboxActor, request_dict
 def _cause(e: BaseException) -> str:
     """A Ray failure in one line (Ray's messages run to dozens of lines)."""
     text = str(e).strip()
-    if isinstance(e, RayActorError):
-        for line in text.splitlines():
-            if "SandboxError" in line or "cannot run on" in line:
-                return line.strip()
+    # An actor that refused to start: the reason is the traceback's last line.
+    for line in text.splitlines():
+        if line.startswith("pysandbox._errors.SandboxError: "):
+            return line.split(": ", 1)[1].strip()
     first = text.splitlines()[0] if text else ""
     return f"{type(e).__name__}: {first[:300]}"
 
