@@ -200,6 +200,28 @@ def test_sigkill_an_actor_in_the_middle_of_a_map_of_2000(cluster):
         # The killed actor's warm workers did not outlive it.
         time.sleep(1)
         assert not _alive(victim["worker_pids"]), victim
+        # An actor killed behind the pool's back: a submitted run is retried on another one.
+        os.kill(p.actors_info()[0]["pid"], signal.SIGKILL)
+        refs = [p.submit(f"print({i} * 3)") for i in range(10)]
+        assert [r.stdout for r in ray.get(refs, timeout=60)] == [f"{i * 3}\n" for i in range(10)]
+
+
+def test_a_node_lost_in_the_middle_of_a_map(cluster):
+    third = cluster.add_node(num_cpus=0, resources={"sandbox": 4})
+    cluster.wait_for_nodes()
+    nodes = _node_ids()
+    assert len(nodes) == 3
+    with SandboxPool(CONFIG, slots_per_actor=1, num_cpus=0, resources={"sandbox": 1}) as p:
+        assert {i["node_id"] for i in p.actors_info()} == nodes
+        answers = {}
+        for i, answer in p.map_unordered([f"print({i} * 3)" for i in range(1500)], chunk=10):
+            answers[i] = answer
+            if len(answers) == 200:
+                cluster.remove_node(third, allow_graceful=False)
+        assert _check_every_answer(answers, 1500) == 0
+        assert p.failures and all(node == third.node_id for node, _ in p.failures), p.failures
+        # Its replacement went to a node that is still there.
+        assert third.node_id not in {i["node_id"] for i in p.actors_info()}
 
 
 def test_every_actor_killed_the_map_ends_with_named_errors(cluster):

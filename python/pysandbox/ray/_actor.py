@@ -78,7 +78,9 @@ class _SandboxActor:
             raise SandboxError(f"the sandbox cannot run on {where}: {e}") from None
         if probe != 42:
             raise SandboxError(f"the sandbox cannot run on {where}: a probe gave {probe!r}")
-        self.executor = ThreadPoolExecutor(self.slots, thread_name_prefix="pysandbox-slot")
+        # Two threads per slot: while a run goes on, the next request is already queued on the
+        # warm pool (its Python side, encoding and decoding, overlaps the run).
+        self.executor = ThreadPoolExecutor(2 * self.slots, thread_name_prefix="pysandbox-slot")
         self.sessions: Dict[int, Session] = {}
         self.session_ids = itertools.count(1)
         self.lock = threading.Lock()

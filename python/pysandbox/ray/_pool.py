@@ -319,9 +319,18 @@ class SandboxPool:
         return PoolSession(self, actor, sid)
 
     def actors_info(self) -> List[Dict[str, Any]]:
-        """Each live actor's :meth:`SandboxActor.info`: node id, pid, slots, runs served, ..."""
+        """Each live actor's :meth:`SandboxActor.info`: node id, pid, slots, runs served, ...
+        An actor found dead here is replaced (as in a batch)."""
         live = [a for a in self._actors if a.ready is None]
-        return ray.get([a.handle.info.remote() for a in live])
+        refs = [a.handle.info.remote() for a in live]
+        out = []
+        for actor, ref in zip(live, refs):
+            try:
+                actor.info = ray.get(ref)
+                out.append(actor.info)
+            except RayActorError as e:
+                self._lost(actor, _cause(e))
+        return out
 
     @property
     def actors(self) -> List[Any]:
@@ -333,6 +342,8 @@ class SandboxPool:
         with self._lock:
             self._closed = True
             actors, self._actors = self._actors, []
+        if not actors or not ray.is_initialized():
+            return
         refs = [a.handle.close.remote() for a in actors]
         try:
             ray.wait(refs, num_returns=len(refs), timeout=timeout)
