@@ -97,7 +97,8 @@ def main(n: int = 2000) -> None:
                     outs = pool.map([code(i) for i in range(n)], chunk=chunk)
                     rate = n / (time.perf_counter() - start)
                     check(outs, n)
-                    label = f"SandboxPool.map {actors} actor(s) x {slots} slots on {nodes} node(s), chunk {chunk or 'auto'}"
+                    label = (f"SandboxPool.map {actors} actor(s) x {slots} slots on {nodes} "
+                             f"node(s), chunk {chunk or 'auto'}")
                     rows.append((label, rate))
                 if actors == 1:
                     sandbox = Sandbox(SandboxConfig(), pool=True, workers=slots)

@@ -4,7 +4,8 @@
 >>> from pysandbox import SandboxConfig
 >>> from pysandbox.ray import SandboxPool
 >>> pool = SandboxPool(SandboxConfig("stdin"), actors=2, slots_per_actor=4)  # doctest: +SKIP
->>> [r.stdout for r in pool.map(["print(1 + 1)", {"code": "print(input())", "stdin": "hi"}])]  # doctest: +SKIP
+>>> requests = ["print(1 + 1)", {"code": "print(input())", "stdin": "hi"}]
+>>> [r.stdout for r in pool.map(requests)]  # doctest: +SKIP
 ['2\\n', 'hi\\n']
 
 Install with ``pip install 'pysandbox[ray]'`` (``pip install '.[ray]'`` from a checkout); every

@@ -135,7 +135,8 @@ class SandboxPool:
                 self._settle_ready(pending.pop(ref), ref)
             if not done:
                 for a in pending.values():
-                    self._lost(a, f"not ready after {self.ready_timeout} s (no room on its node?)", replace=False)
+                    why = f"not ready after {self.ready_timeout} s (no room on its node?)"
+                    self._lost(a, why, replace=False)
                 break
         live = [a for a in self._actors if a.dead is None]
         if not live:
@@ -177,6 +178,9 @@ class SandboxPool:
             node = actor.node_id if actor.node_id in per_node else min(nodes, key=per_node.__getitem__)
             self._start(node)
 
+    def _recent_failures(self) -> str:
+        return "; ".join(c for _, c in self.failures[-3:]) or "none started"
+
     def _free(self) -> Optional[_Actor]:
         """The least loaded ready actor with room for another call, if any."""
         ready = [a for a in self._actors if a.ready is None and a.dead is None and a.load < self.max_inflight]
@@ -191,7 +195,8 @@ class SandboxPool:
             raise SandboxError("the pool is shut down")
         if not items:
             return
-        size = chunk or max(1, min(64, math.ceil(len(items) / (2 * self.max_inflight * max(1, len(self._actors))))))
+        calls = 2 * self.max_inflight * max(1, len(self._actors))
+        size = chunk or max(1, min(64, math.ceil(len(items) / calls)))
         queue: Deque[_Chunk] = deque(_Chunk(s, items[s:s + size]) for s in range(0, len(items), size))
         inflight: Dict[Any, Tuple[_Actor, _Chunk]] = {}
         while queue or inflight:
@@ -209,7 +214,8 @@ class SandboxPool:
                 while queue:
                     c = queue.popleft()
                     for i in range(len(c.items)):
-                        yield c.start + i, SandboxError(f"no sandbox actor is alive to run this request: {why}")
+                        yield c.start + i, SandboxError(
+                            f"no sandbox actor is alive to run this request: {why}")
                 return
             self._expire(starting)
             done, _ = ray.wait(list(inflight) + list(starting), num_returns=1, timeout=1.0)
@@ -269,11 +275,14 @@ class SandboxPool:
         for i, p in enumerate(programs):
             if not isinstance(p, str):
                 raise TypeError(f"programs[{i}]: a program is code (str), got {type(p).__name__}")
-        per_program = isinstance(cases, Sequence) and not isinstance(cases, (str, bytes)) and \
-            len(cases) > 0 and all(isinstance(c, Sequence) and not isinstance(c, (str, bytes, Mapping)) for c in cases)
+        def is_list(x: Any) -> bool:
+            return isinstance(x, Sequence) and not isinstance(x, (str, bytes, Mapping))
+
+        per_program = is_list(cases) and len(cases) > 0 and all(is_list(c) for c in cases)
         if per_program:
             if len(cases) != len(programs):
-                raise ValueError(f"cases: one list per program expected ({len(programs)}), got {len(cases)} lists")
+                raise ValueError(f"cases: one list per program expected ({len(programs)}), "
+                                 f"got {len(cases)} lists")  # fmt: skip
             lists = [list(c) for c in cases]
         else:
             lists = [list(cases)] * len(programs)
@@ -299,7 +308,7 @@ class SandboxPool:
                 ray.wait([self._submitted.popleft()], num_returns=1)
             live = sorted((a for a in self._actors if a.ready is None), key=lambda a: a.load)
             if not live:
-                raise SandboxError("no sandbox actor is alive: " + "; ".join(c for _, c in self.failures[-3:]))
+                raise SandboxError("no sandbox actor is alive: " + self._recent_failures())
             ref = _submit_task.remote([a.handle for a in live[:2]], req)
             self._submitted.append(ref)
         return ref
@@ -308,7 +317,7 @@ class SandboxPool:
         """A stateful session (``Sandbox.session``) on one actor, the least loaded."""
         actor = self._free() or next((a for a in self._actors if a.ready is None), None)
         if actor is None:
-            raise SandboxError("no sandbox actor is alive: " + "; ".join(c for _, c in self.failures[-3:]))
+            raise SandboxError("no sandbox actor is alive: " + self._recent_failures())
         try:
             sid = ray.get(actor.handle.session_open.remote(idle_timeout, lifetime))
         except RayActorError as e:
