@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PY ?= $(shell command -v python3.11 >/dev/null && python3.11 -c 'import sys; print(sys.executable)' || command -v python3)
 
-.PHONY: demo deps build python test test-rust test-python lint bench bench-server
+.PHONY: demo deps build python test test-rust test-python lint bench bench-server bench-ray
 
 ## One command from a fresh machine: install what is missing, build, run a sandboxed example.
 demo: deps build
@@ -32,6 +32,8 @@ deps:
 	@# SandboxFusion's, and aiopyston (module `pyston`; PyPI's `pyston` is an unrelated JIT) for Piston.
 	$(PY) -m pip install -q --disable-pip-version-check sandbox-fusion aiopyston requests
 	$(PY) -m pip install -q --disable-pip-version-check 'e2b-code-interpreter>=2,<3'
+	@# pysandbox.ray (tests/python/test_ray.py, examples/rl_reward.py, bench/ray_bench.py).
+	$(PY) -m pip install -q --disable-pip-version-check 'ray[default]>=2.9'
 
 build:
 	$(CARGO) build --release --workspace
@@ -67,3 +69,8 @@ bench: build python
 ## queue bound; the server's RSS over 20,000 requests (docs/server.md).
 bench-server: build
 	./target/release/pysandbox-bench 2000 server
+
+## pysandbox.ray: SandboxPool.map on a local two-node Ray cluster against the local warm pool
+## (`pysandbox batch`, a Sandbox with pool=True) in the same run, with the per-call overhead.
+bench-ray: build python
+	$(PY) bench/ray_bench.py

@@ -22,6 +22,11 @@ class LimitExceeded(SandboxError):
         #: The partial :class:`Result` (output so far, usage), when there is one.
         self.result = result
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        # Picklable (Ray carries errors between processes): the default would call
+        # ``cls(message)`` and fail on the missing arguments.
+        return (type(self), (str(self), self.limit, self.result))
+
 
 class Timeout(LimitExceeded):
     """The code ran longer than its wall-clock (``timeout``) or CPU-time (``cpu_time``) limit."""
@@ -53,6 +58,9 @@ class SandboxCrashed(SandboxError):
         super().__init__(message)
         self.signal = signal
 
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.args[0], self.signal))
+
 
 class SandboxedException(SandboxError):
     """The sandboxed code raised an exception.
@@ -66,6 +74,9 @@ class SandboxedException(SandboxError):
         self.type_name = type_name
         self.message = message
         self.traceback = traceback
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (type(self), (self.type_name, self.message, self.traceback))
 
     def __str__(self) -> str:
         head = f"the sandboxed code raised {self.type_name}: {self.message}"
