@@ -22,6 +22,8 @@ deps:
 	@if ! command -v bwrap >/dev/null || ! command -v hyperfine >/dev/null || [ ! -x /usr/bin/python3.11 ] || [ ! -x /usr/bin/time ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap hyperfine python3.11 time >/dev/null; fi
 	$(PY) -m pip install -q --disable-pip-version-check maturin pytest pytest-timeout jsonschema
+	@# The wheel's manylinux check (tests/python/test_install.py: `auditwheel show`).
+	$(PY) -m pip install -q --disable-pip-version-check auditwheel
 	$(PY) -m pip install -q --disable-pip-version-check numpy pandas matplotlib pillow ipython
 	@# The playground's browser test (tests/python/test_playground.py): Playwright drives
 	@# Debian's chromium through its path; no browser is downloaded.
@@ -44,10 +46,9 @@ test: build test-rust test-python
 test-rust: build
 	$(CARGO) test --release --workspace
 
-## The Python package, with the binary it runs inside (pip builds the native codec with maturin).
-python: build
-	mkdir -p python/pysandbox/_bin
-	cp target/release/pysandbox target/release/libpysandbox_zygote.so python/pysandbox/_bin/
+## The Python package: `pip install .` builds everything it ships (tools/pysandbox_build.py: the
+## binary and the zygote library with cargo, then the native module with maturin).
+python:
 	$(PY) -m pip install -q --disable-pip-version-check .
 
 test-python: python

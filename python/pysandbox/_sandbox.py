@@ -59,7 +59,7 @@ def helper_binary() -> str:
         return found
     raise SandboxError(
         "the pysandbox binary was not found: it ships inside the package (pysandbox/_bin); "
-        "reinstall with `make python`, or set PYSANDBOX_BIN"
+        "reinstall the package (`pip install .` builds it), or set PYSANDBOX_BIN"
     )
 
 
