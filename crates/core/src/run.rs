@@ -91,12 +91,15 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     };
     let code_fd = sys::sealed_memfd(c"code", &code).map_err(RunError::Code)?;
     let (report_r, report_w) = sys::pipe().map_err(RunError::Code)?;
+    // A cold run's interpreter gets the bootstrap compiled once on the host (a warm worker
+    // compiles it once at its start: the source).
     let support = if req.warm.is_some() {
-        format!("{SUPPORT}{WARM}")
+        format!("{SUPPORT}{WARM}").into_bytes()
     } else {
-        SUPPORT.to_string()
+        crate::interp::compiled_support(&spec.interpreter.executable, SUPPORT)
+            .unwrap_or_else(|| SUPPORT.as_bytes().to_vec())
     };
-    let support_fd = sys::sealed_memfd(c"support", support.as_bytes()).map_err(RunError::Code)?;
+    let support_fd = sys::sealed_memfd(c"support", &support).map_err(RunError::Code)?;
     let mut extra_fds = vec![code_fd, report_w, support_fd];
     let mut modes = Vec::new();
     if let Some(cfg) = &req.warm {

@@ -1,7 +1,8 @@
 # pysandbox's bootstrap for `pysandbox run`, executed with `python -I -S -B -c` inside the jail.
 # Kept small: the interpreter compiles it on every run. Descriptors: 3 the code (a sealed memfd),
-# 4 the report pipe to the supervisor (typed frames: docs/protocol.md), 5 the rest of the bootstrap (support.py, compiled only when
-# needed), 6 the guard's configuration (modes with "guard").
+# 4 the report pipe to the supervisor (typed frames: docs/protocol.md), 5 the rest of the bootstrap (support.py, as
+# source or as this interpreter's marshalled code; loaded only when needed), 6 the guard's
+# configuration (modes with "guard").
 # argv after -c: the mode ("-", or a comma-separated set of "guard" and "repl"), the code's file
 # name, then the code's arguments. Not a security layer: the jail around the interpreter is.
 import sys
@@ -17,7 +18,15 @@ def _pysandbox_run():
     def load():
         if not support:
             with open(5, "rb") as f:
-                exec(compile(f.read(), "<pysandbox>", "exec"), support)
+                data = f.read()
+            if data[:8] == b"\0PYSBMC\0":
+                # Compiled once by this interpreter on the host (crate::interp::compiled_support).
+                import marshal
+
+                code = marshal.loads(data[8:])
+            else:
+                code = compile(data, "<pysandbox>", "exec")
+            exec(code, support)
         return support
 
     # The code runs in a module of its own: nothing of this bootstrap is in its globals.
