@@ -118,6 +118,7 @@ fn main() {
             s("--chdir"),
             s("/tmp"),
         ];
+        let head = cmd.clone();
         for b in &interp.binds {
             cmd.extend([
                 s("--ro-bind"),
@@ -127,8 +128,26 @@ fn main() {
         }
         cmd.extend([python.clone(), s("-I"), s("-S"), s("-c"), s(CODE)]);
         rows.push(Row {
-            name: s("bubblewrap (cold)"),
+            name: s("bubblewrap, the same binds"),
             cmd,
+            times: Vec::new(),
+        });
+        // The baseline of issue 15: a few read-only directory binds (/usr, /lib, /lib64 and
+        // the interpreter's prefix), as bubblewrap is usually used.
+        let mut dirs = head;
+        for d in ["/usr", "/lib", "/lib64"] {
+            if Path::new(d).exists() {
+                dirs.extend([s("--ro-bind"), s(d), s(d)]);
+            }
+        }
+        let prefix = interp.prefix.to_string_lossy().into_owned();
+        if !prefix.starts_with("/usr/") {
+            dirs.extend([s("--ro-bind"), prefix.clone(), prefix]);
+        }
+        dirs.extend([python.clone(), s("-I"), s("-S"), s("-c"), s(CODE)]);
+        rows.push(Row {
+            name: s("bubblewrap, directory binds"),
+            cmd: dirs,
             times: Vec::new(),
         });
     } else {
