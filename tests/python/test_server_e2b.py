@@ -69,7 +69,8 @@ def test_output_streams_to_callbacks_as_it_is_written(sbx):
     out, err = [], []
     code = (
         "import sys, time\n"
-        "print('first', flush=True)\n"
+        # No flush: a streaming caller's stdout is line-buffered (a context is a session).
+        "print('first')\n"
         "print('to stderr', file=sys.stderr, flush=True)\n"
         "time.sleep(1.0)\n"
         "print('last')\n"

@@ -68,13 +68,6 @@ pub fn run(a: &ServerArgs) -> Result<ExitCode> {
             ));
         }
     }
-    if tokens.is_empty() && !a.listen.ip().is_loopback() {
-        return refuse(format!(
-            "refusing to listen on {} without tokens: give --token-file, or listen on loopback \
-             (127.0.0.1)",
-            a.listen
-        ));
-    }
     let opts = ServerOptions {
         listen: a.listen,
         workers: a
@@ -90,6 +83,9 @@ pub fn run(a: &ServerArgs) -> Result<ExitCode> {
         header_timeout: a.header_timeout,
         body_timeout: a.body_timeout,
     };
+    if let Some(why) = pysandbox_server::refusal(&opts) {
+        return refuse(why);
+    }
     pysandbox_server::serve(opts)?;
     Ok(ExitCode::SUCCESS)
 }

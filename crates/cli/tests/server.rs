@@ -341,60 +341,65 @@ fn execute_answers_the_outcome_schema_as_root_and_as_nobody() {
 #[test]
 fn streaming_sends_output_as_it_happens_and_ends_with_the_outcome() {
     let s = Server::start(Caller::Root, &["--workers", "1"]);
-    let code = "import time, sys\nprint('first', flush=True)\ntime.sleep(1.5)\n\
+    let session = s.post("/v1/sessions", &json!({})).json();
+    let in_session = format!("/v1/sessions/{}/execute", session["id"].as_str().unwrap());
+    // No flush: a streaming caller's stdout is line-buffered, fresh run and session alike.
+    let code = "import time, sys\nprint('first')\ntime.sleep(1.5)\n\
                 print('late', file=sys.stderr)\nraise ValueError('at the end')\n";
-    let body = json!({"code": code}).to_string();
-    let start = Instant::now();
-    let (status, headers, mut r) = send(
-        &s.addr,
-        "POST",
-        "/v1/execute",
-        &[("Accept", "application/x-ndjson")],
-        body.as_bytes(),
-    );
-    assert_eq!(status, 200);
-    assert!(headers
-        .iter()
-        .any(|(k, v)| k == "content-type" && v.starts_with("application/x-ndjson")));
-    let mut events: Vec<(Duration, Value)> = Vec::new();
-    let mut pending = Vec::new();
-    while let Some(c) = next_chunk(&mut r) {
-        pending.extend(c);
-        while let Some(i) = pending.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = pending.drain(..=i).collect();
-            events.push((start.elapsed(), serde_json::from_slice(&line).unwrap()));
+    for path in ["/v1/execute", in_session.as_str()] {
+        let body = json!({ "code": code }).to_string();
+        let start = Instant::now();
+        let (status, headers, mut r) = send(
+            &s.addr,
+            "POST",
+            path,
+            &[("Accept", "application/x-ndjson")],
+            body.as_bytes(),
+        );
+        assert_eq!(status, 200, "{path}");
+        assert!(headers
+            .iter()
+            .any(|(k, v)| k == "content-type" && v.starts_with("application/x-ndjson")));
+        let mut events: Vec<(Duration, Value)> = Vec::new();
+        let mut pending = Vec::new();
+        while let Some(c) = next_chunk(&mut r) {
+            pending.extend(c);
+            while let Some(i) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=i).collect();
+                events.push((start.elapsed(), serde_json::from_slice(&line).unwrap()));
+            }
         }
+        let kinds: Vec<&str> = events
+            .iter()
+            .map(|(_, e)| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(kinds.last(), Some(&"end"), "{path}: {kinds:?}");
+        assert_eq!(kinds.iter().filter(|k| **k == "end").count(), 1);
+        let first = events
+            .iter()
+            .find(|(_, e)| e["type"] == "stdout")
+            .expect("a stdout event");
+        assert_eq!(first.1["text"], "first\n");
+        let end = events.last().unwrap();
+        // The first line came while the code still slept, not with the outcome.
+        assert!(
+            end.0 - first.0 > Duration::from_millis(1000),
+            "{path}: stdout at {:?}, end at {:?}",
+            first.0,
+            end.0
+        );
+        let stderr_at = kinds.iter().position(|k| *k == "stderr").unwrap();
+        let error_at = kinds.iter().position(|k| *k == "error").unwrap();
+        assert!(stderr_at < kinds.len() - 1 && error_at < kinds.len() - 1);
+        let outcome = &end.1["outcome"];
+        assert_eq!(outcome["status"], "error");
+        assert_eq!(outcome["stdout"], "first\n");
+        assert_eq!(outcome["error"]["type"], "ValueError");
+        assert_eq!(
+            events.iter().find(|(_, e)| e["type"] == "error").unwrap().1["error"]["message"],
+            "at the end"
+        );
     }
-    let kinds: Vec<&str> = events
-        .iter()
-        .map(|(_, e)| e["type"].as_str().unwrap())
-        .collect();
-    assert_eq!(kinds.last(), Some(&"end"), "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| **k == "end").count(), 1);
-    let first = events
-        .iter()
-        .find(|(_, e)| e["type"] == "stdout")
-        .expect("a stdout event");
-    assert_eq!(first.1["text"], "first\n");
-    let end = events.last().unwrap();
-    // The first line came while the code still slept, not with the outcome.
-    assert!(
-        end.0 - first.0 > Duration::from_millis(1000),
-        "stdout at {:?}, end at {:?}",
-        first.0,
-        end.0
-    );
-    let stderr_at = kinds.iter().position(|k| *k == "stderr").unwrap();
-    let error_at = kinds.iter().position(|k| *k == "error").unwrap();
-    assert!(stderr_at < kinds.len() - 1 && error_at < kinds.len() - 1);
-    let outcome = &end.1["outcome"];
-    assert_eq!(outcome["status"], "error");
-    assert_eq!(outcome["stdout"], "first\n");
-    assert_eq!(outcome["error"]["type"], "ValueError");
-    assert_eq!(
-        events.iter().find(|(_, e)| e["type"] == "error").unwrap().1["error"]["message"],
-        "at the end"
-    );
 }
 
 #[test]

@@ -349,15 +349,23 @@ pub fn router(app: Arc<App>) -> Router {
 /// How long requests in flight may take to finish after SIGTERM.
 const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 
-/// Start the warm pool, then serve until SIGTERM or SIGINT; then drain (requests in flight
-/// finish) and stop every worker and session.
-pub fn serve(opts: ServerOptions) -> anyhow::Result<()> {
-    if opts.tokens.is_empty() && !opts.listen.ip().is_loopback() {
-        anyhow::bail!(
+/// Why `opts` is not a configuration to serve with (the operator's fault), if it is not:
+/// without tokens, loopback only.
+pub fn refusal(opts: &ServerOptions) -> Option<String> {
+    (opts.tokens.is_empty() && !opts.listen.ip().is_loopback()).then(|| {
+        format!(
             "refusing to listen on {} without tokens: give --token-file, or listen on loopback \
              (127.0.0.1)",
             opts.listen
-        );
+        )
+    })
+}
+
+/// Start the warm pool, then serve until SIGTERM or SIGINT; then drain (requests in flight
+/// finish) and stop every worker and session.
+pub fn serve(opts: ServerOptions) -> anyhow::Result<()> {
+    if let Some(why) = refusal(&opts) {
+        anyhow::bail!(why);
     }
     let _ = tracing_subscriber::fmt()
         .json()
