@@ -200,10 +200,12 @@ fn wrapped_executable(wrapper: &Path, dir: Option<&Path>) -> Result<PathBuf, Int
     Ok(exe)
 }
 
-fn fnv(bytes: &[u8]) -> u64 {
+const fn fnv(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x100000001b3);
+    let mut i = 0;
+    while i < bytes.len() {
+        h = (h ^ bytes[i] as u64).wrapping_mul(0x100000001b3);
+        i += 1;
     }
     h
 }
@@ -641,13 +643,18 @@ fn cache_store(dir: &Path, key: &CacheKey, interpreter: &Interpreter, site: &[Di
     }
 }
 
-/// Write `file` in the private cache directory `dir` through a temporary file and a rename.
-fn write_atomic(dir: &Path, file: &Path, text: &[u8]) {
+/// Make `dir` (mode 0700) if it is missing; whether it is ours alone.
+fn private_dir(dir: &Path) -> bool {
     if std::fs::create_dir_all(dir).is_err() {
-        return;
+        return false;
     }
     let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
-    if !trusted_dir(dir) {
+    trusted_dir(dir)
+}
+
+/// Write `file` in the private cache directory `dir` through a temporary file and a rename.
+fn write_atomic(dir: &Path, file: &Path, text: &[u8]) {
+    if !private_dir(dir) {
         return;
     }
     let tmp = dir.join(format!(".tmp-{}", std::process::id()));
@@ -665,50 +672,68 @@ fn write_atomic(dir: &Path, file: &Path, text: &[u8]) {
 /// What marks a compiled bootstrap in the `support` descriptor (`bootstrap/run.py` reads it).
 pub const COMPILED_MAGIC: &[u8; 8] = b"\0PYSBMC\0";
 
+/// Python source built into the binary, with its hash (computed by the compiler, so that a
+/// run does not hash the bootstrap's 40 KB to find its cached compilation).
+pub struct StaticSource {
+    pub text: &'static str,
+    pub hash: u64,
+}
+
+impl StaticSource {
+    pub const fn new(text: &'static str) -> StaticSource {
+        StaticSource {
+            text,
+            hash: fnv(text.as_bytes()),
+        }
+    }
+}
+
 /// `source` compiled by `exe` (`compile(source, "<pysandbox>", "exec")`, marshalled), behind
 /// [`COMPILED_MAGIC`]: what a cold run hands its interpreter instead of the source, so that it
 /// does not compile the bootstrap's 1,000 lines on every run (about 7 ms). Cached in the private
 /// cache directory per interpreter binary and source; `None` when it cannot be made (then the
 /// source is handed over: the same code, compiled inside).
-pub fn compiled_support(exe: &Path, source: &str) -> Option<Vec<u8>> {
+pub fn compiled_support(exe: &Path, source: &StaticSource) -> Option<Vec<u8>> {
+    compiled_in(&cache_dir()?, exe, source)
+}
+
+fn compiled_in(dir: &Path, exe: &Path, source: &StaticSource) -> Option<Vec<u8>> {
     let key = CacheKey::of(exe).ok()?;
-    let dir = cache_dir()?;
     let file = dir.join(format!(
         "support-v{}-{:016x}-{:016x}.bin",
         key.version,
         fnv(key.path.as_os_str().as_encoded_bytes()),
-        fnv(source.as_bytes())
+        source.hash
     ));
     let header = serde_json::to_vec(&key).ok()?;
-    if trusted(&file) && trusted_dir(&dir) {
-        if let Ok(data) = std::fs::read(&file) {
-            if let Some(code) = data
-                .strip_prefix(header.as_slice())
-                .and_then(|rest| rest.strip_prefix(b"\n"))
+    // A file we own that nobody else can write, for this very binary: the code it holds runs
+    // inside the sandbox only, but it must be ours.
+    if trusted(&file) && trusted_dir(dir) {
+        if let Ok(mut data) = std::fs::read(&file) {
+            let at = header.len() + 1;
+            if data.starts_with(&header)
+                && data.get(header.len()) == Some(&b'\n')
+                && data[at..].starts_with(COMPILED_MAGIC)
             {
-                if code.starts_with(COMPILED_MAGIC) {
-                    return Some(code.to_vec());
-                }
+                data.drain(..at);
+                return Some(data);
             }
         }
     }
     // Compiling on the host costs a process start: worth it only once, so only where the result
     // can be kept (a caller without a private cache directory compiles inside, as before).
-    if std::fs::create_dir_all(&dir).is_err() {
+    if !private_dir(dir) {
         return None;
     }
-    let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
-    if !trusted_dir(&dir) {
-        return None;
-    }
-    let compiled = compile_on_host(exe, source)?;
-    let mut code = COMPILED_MAGIC.to_vec();
-    code.extend(compiled);
+    let compiled = compile_on_host(exe, source.text)?;
     let mut data = header;
     data.push(b'\n');
-    data.extend(&code);
-    write_atomic(&dir, &file, &data);
-    Some(code)
+    let at = data.len();
+    data.extend(COMPILED_MAGIC);
+    data.extend(compiled);
+    write_atomic(dir, &file, &data);
+    data.drain(..at);
+    Some(data)
 }
 
 /// Our own bootstrap source compiled by the interpreter on the host (as [`inspect`] queries it).
@@ -832,17 +857,39 @@ mod tests {
     /// Installing or removing a package changes its site-packages directory: the entry made
     /// before is not used, and one made for a missing directory is not used once it exists.
     #[test]
-    fn the_bootstrap_is_compiled_once_and_cached() {
+    fn the_bootstrap_is_compiled_once_and_cached_and_only_our_own_cache_is_used() {
         let Ok(interp) = resolve(None) else {
             return;
         };
-        let source = "X = 1\n";
-        let first = compiled_support(&interp.executable, source).expect("compiled");
+        let d = scratch("support");
+        let exe = &interp.executable;
+        let source = StaticSource::new("X = 1\n");
+        let first = compiled_in(&d, exe, &source).expect("compiled");
         assert!(first.starts_with(COMPILED_MAGIC));
         // The second time from the cache: the same bytes.
-        assert_eq!(compiled_support(&interp.executable, source), Some(first));
+        assert_eq!(compiled_in(&d, exe, &source).as_ref(), Some(&first));
+        let file = std::fs::read_dir(&d)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.to_string_lossy().contains("support-"))
+            .unwrap();
+        // Another content in a file that is ours alone is what the next run gets (the control)…
+        let mut planted = std::fs::read(&file).unwrap();
+        let at = planted.len() - first.len();
+        planted.truncate(at);
+        planted.extend(COMPILED_MAGIC);
+        planted.extend(b"planted");
+        std::fs::write(&file, &planted).unwrap();
+        let got = compiled_in(&d, exe, &source).unwrap();
+        assert!(got.ends_with(b"planted"));
+        // …but not when others could have written it: compiled again, and the file replaced.
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(compiled_in(&d, exe, &source).as_ref(), Some(&first));
+        assert_eq!(compiled_in(&d, exe, &source).as_ref(), Some(&first));
         // Source the interpreter cannot compile: none (the caller hands over the source).
-        assert_eq!(compiled_support(&interp.executable, "def ("), None);
+        assert_eq!(compiled_in(&d, exe, &StaticSource::new("def (")), None);
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::path::PathBuf;
 pub const BOOTSTRAP: &str = include_str!("bootstrap/run.py");
 /// The rest of the bootstrap (guard, repl, tracebacks), on descriptor 5, compiled only if needed.
 pub const SUPPORT: &str = include_str!("bootstrap/support.py");
+/// [`SUPPORT`] with its hash, for its cached compilation.
+const SUPPORT_SOURCE: crate::interp::StaticSource = crate::interp::StaticSource::new(SUPPORT);
 /// The warm worker's zygote, appended to [`SUPPORT`] in warm mode (see `crate::warm`).
 pub const WARM: &str = include_str!("bootstrap/warm.py");
 
@@ -96,7 +98,7 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     let support = if req.warm.is_some() {
         format!("{SUPPORT}{WARM}").into_bytes()
     } else {
-        crate::interp::compiled_support(&spec.interpreter.executable, SUPPORT)
+        crate::interp::compiled_support(&spec.interpreter.executable, &SUPPORT_SOURCE)
             .unwrap_or_else(|| SUPPORT.as_bytes().to_vec())
     };
     let support_fd = sys::sealed_memfd(c"support", &support).map_err(RunError::Code)?;
