@@ -18,7 +18,7 @@
 //! sandbox; its working directory is the sandbox's filesystem as the file routes see it.
 //! Field names follow e2b-dev/E2B's OpenAPI spec and e2b-dev/code-interpreter's template server.
 
-use crate::native::{glob_escape, run_in_session};
+use crate::native::{collected, fetch_request, place_request, run_in_session};
 use crate::state::{lock, App};
 use crate::{blocking, ApiError};
 use axum::body::{Body, Bytes};
@@ -27,9 +27,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
-use pysandbox_core::outcome::{
-    base64_decode, check_file_name, ErrorInfo, ErrorKind, Outcome, RunStatus,
-};
+use pysandbox_core::outcome::{check_file_name, ErrorInfo, ErrorKind, Outcome, RunStatus};
 use pysandbox_core::warm::{OutputStream, Request as RunRequest, Tap, WarmError, WarmOutcome};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
@@ -446,12 +444,11 @@ async fn read_file(State(e2b): St, headers: HeaderMap, Query(q): Query<FileQuery
         Ok(n) => n,
         Err(e) => return fail(StatusCode::BAD_REQUEST, format!("path: {e}")),
     };
-    let mut req = RunRequest::code("");
-    req.collect.push(glob_escape(&name));
+    let req = fetch_request([name.as_str()]);
     let wanted = name.clone();
     let result = blocking(&e2b.app, move |app| run_ctx(app, &sbx, None, &req)).await;
     match result {
-        Ok(o) => match o.run.files.get(&wanted).and_then(|b| base64_decode(b)) {
+        Ok(o) => match collected(&o.run, &wanted) {
             Some(bytes) => {
                 ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
             }
@@ -523,7 +520,7 @@ async fn write_file(State(e2b): St, Query(q): Query<FileQuery>, request: Request
     if files.is_empty() {
         return fail(StatusCode::BAD_REQUEST, "body: no file");
     }
-    let mut req = RunRequest::code("");
+    let mut placed = Vec::with_capacity(files.len());
     let mut written = Vec::with_capacity(files.len());
     for (path, data) in files {
         let name = match local_name(&path) {
@@ -532,8 +529,9 @@ async fn write_file(State(e2b): St, Query(q): Query<FileQuery>, request: Request
         };
         let base = name.rsplit('/').next().unwrap_or(&name).to_string();
         written.push(json!({"name": base, "type": "file", "path": format!("{WORKDIR}/{name}")}));
-        req.files.push((name, data));
+        placed.push((name, data));
     }
+    let req = place_request(placed);
     let result = blocking(&e2b.app, move |app| run_ctx(app, &sbx, None, &req)).await;
     match result {
         Ok(o) if o.run.status == RunStatus::Ok => axum::Json(Value::Array(written)).into_response(),

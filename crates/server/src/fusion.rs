@@ -17,7 +17,7 @@
 //! `message` says when a limit was clamped. A request the server cannot read (bad base64, a
 //! file name outside the working directory) is a 400 with a SandboxFusion-shaped body.
 
-use crate::native::{glob_escape, narrow, run_in_session};
+use crate::native::{exact_globs, fetch_request, narrow, place_request, run_in_session};
 use crate::state::App;
 use crate::{blocking, count_limit, ApiError};
 use axum::body::Bytes;
@@ -267,32 +267,24 @@ fn relative(path: &str) -> &str {
     p
 }
 
-/// What `fetch_files` asks for: globs that match each path only, and the collected name → the
-/// name the caller gave. A path outside the working directory (absolute, or through `..`)
-/// cannot exist in the sandbox: like a missing file, it is left out of `files`.
-fn fetch_plan(fetch: &[String]) -> (Vec<String>, Vec<(String, String)>) {
-    let mut globs = Vec::new();
-    let mut names = Vec::new();
-    for f in fetch {
-        let rel = relative(f);
-        if pysandbox_core::outcome::check_file_name(rel).is_err() {
-            continue;
-        }
-        globs.push(glob_escape(rel));
-        names.push((rel.to_string(), f.clone()));
-    }
-    (globs, names)
+/// What `fetch_files` asks for: each path as a name in the working directory → the name the
+/// caller gave. A path outside the working directory (absolute, or through `..`) cannot exist in
+/// the sandbox: like a missing file, it is left out of `files`.
+fn fetch_plan(fetch: &[String]) -> Vec<(String, String)> {
+    fetch
+        .iter()
+        .map(|f| (relative(f), f))
+        .filter(|(rel, _)| pysandbox_core::outcome::check_file_name(rel).is_ok())
+        .map(|(rel, f)| (rel.to_string(), f.clone()))
+        .collect()
 }
 
 /// The collected files, under the names the caller gave.
 fn fetched(o: &Outcome, names: &[(String, String)]) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    for (rel, given) in names {
-        if let Some(b) = o.files.get(rel) {
-            out.insert(given.clone(), b.clone());
-        }
-    }
-    out
+    names
+        .iter()
+        .filter_map(|(rel, given)| Some((given.clone(), o.files.get(rel)?.clone())))
+        .collect()
 }
 
 /// A fault of the warm pool or session: SandboxError (with 200 when the client should retry,
@@ -327,8 +319,8 @@ async fn run_code(State(app): State<Arc<App>>, body: Bytes) -> Response {
         Ok(f) => f,
         Err(e) => return error_response(e),
     };
-    let (globs, names) = fetch_plan(&r.fetch_files.unwrap_or_default());
-    req.collect = globs;
+    let names = fetch_plan(&r.fetch_files.unwrap_or_default());
+    req.collect = exact_globs(names.iter().map(|(rel, _)| rel.as_str()));
     req.wall = Some(l.wall);
     let policy = l.policy;
     let result = blocking(&app, move |app| {
@@ -478,9 +470,7 @@ fn run_cells(
     };
     let run = |req: &Request| run_in_session(app, &id, req);
     if !files.is_empty() {
-        let mut req = Request::code("");
-        req.files = files;
-        match run(&req) {
+        match run(&place_request(files)) {
             Ok(o) if o.run.status == RunStatus::Ok => {}
             Ok(o) => nb.fault = Some(format!("placing the files failed: {}", o.run.stderr)),
             Err(e) => nb.fault = Some(e.to_string()),
@@ -551,10 +541,8 @@ fn run_cells(
     }
     let fetch = r.fetch_files.clone().unwrap_or_default();
     if nb.fault.is_none() && nb.stopped.is_none() && !fetch.is_empty() {
-        let (globs, names) = fetch_plan(&fetch);
-        let mut req = Request::code("");
-        req.collect = globs;
-        match run(&req) {
+        let names = fetch_plan(&fetch);
+        match run(&fetch_request(names.iter().map(|(rel, _)| rel.as_str()))) {
             Ok(o) => nb.files = fetched(&o.run, &names),
             Err(e) => nb.fault = Some(e.to_string()),
         }
@@ -706,14 +694,14 @@ mod tests {
 
     #[test]
     fn fetch_plan_keeps_the_callers_names_and_skips_what_cannot_exist() {
-        let (globs, names) = fetch_plan(&[
+        let names = fetch_plan(&[
             "./out.txt".into(),
             "d/x[1].csv".into(),
             "/etc/passwd".into(),
             "../up".into(),
         ]);
         assert_eq!(
-            globs,
+            exact_globs(names.iter().map(|(rel, _)| rel.as_str())),
             vec!["out.txt".to_string(), "d/x[[]1].csv".to_string()]
         );
         assert_eq!(names[0], ("out.txt".to_string(), "./out.txt".to_string()));

@@ -638,8 +638,7 @@ pub async fn put_file(
     if app.sessions.get(&id).is_none() {
         return no_session(&id).into_response();
     }
-    let mut req = Request::code("");
-    req.files.push((path, body.to_vec()));
+    let req = place_request(vec![(path, body.to_vec())]);
     match blocking(&app, move |app| run_in_session(app, &id, &req)).await {
         Ok(o) if o.run.status == pysandbox_core::outcome::RunStatus::Ok => {
             StatusCode::NO_CONTENT.into_response()
@@ -663,12 +662,10 @@ pub async fn get_file(
     if let Err(e) = pysandbox_core::outcome::check_file_name(&path) {
         return ApiError::bad_request(format!("path: {e}")).into_response();
     }
-    let mut req = Request::code("");
-    // The name as a glob that matches only itself.
-    req.collect.push(glob_escape(&path));
+    let req = fetch_request([path.as_str()]);
     let wanted = path.clone();
     match blocking(&app, move |app| run_in_session(app, &id, &req)).await {
-        Ok(o) => match o.run.files.get(&wanted).and_then(|b| base64_decode(b)) {
+        Ok(o) => match collected(&o.run, &wanted) {
             Some(bytes) => {
                 ([(header::CONTENT_TYPE, "application/octet-stream")], bytes).into_response()
             }
@@ -683,8 +680,34 @@ pub async fn get_file(
     }
 }
 
+/// A request that runs nothing and places `files` in the working directory (a session's).
+pub(crate) fn place_request(files: Vec<(String, Vec<u8>)>) -> Request {
+    let mut req = Request::code("");
+    req.files = files;
+    req
+}
+
+/// A request that runs nothing and sends back the regular files of the working directory with
+/// these exact names (a session's): [`collected`] then reads each.
+pub(crate) fn fetch_request<'a>(names: impl IntoIterator<Item = &'a str>) -> Request {
+    let mut req = Request::code("");
+    req.collect = exact_globs(names);
+    req
+}
+
+/// Globs that collect the files with these exact names (each an fnmatch pattern that matches
+/// only itself).
+pub(crate) fn exact_globs<'a>(names: impl IntoIterator<Item = &'a str>) -> Vec<String> {
+    names.into_iter().map(glob_escape).collect()
+}
+
+/// The bytes of the file `name` an outcome collected.
+pub(crate) fn collected(o: &Outcome, name: &str) -> Option<Vec<u8>> {
+    o.files.get(name).and_then(|b| base64_decode(b))
+}
+
 /// `name` as an fnmatch pattern matching only itself.
-pub(crate) fn glob_escape(name: &str) -> String {
+fn glob_escape(name: &str) -> String {
     name.chars()
         .map(|c| match c {
             '*' | '?' | '[' => format!("[{c}]"),
