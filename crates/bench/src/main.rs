@@ -267,31 +267,13 @@ fn warm(runs: usize, python: &str, base: Duration) {
 
     // Throughput: `pysandbox batch` with one worker per CPU.
     let n = 2000;
-    let input: String = (0..n)
-        .map(|i| format!("{{\"id\": {i}, \"code\": \"print(1+1)\"}}\n"))
-        .collect();
     let start = Instant::now();
-    let mut child = Command::new(pysandbox_binary())
-        .args(["batch", "--preset", "stdlib", "--python", python])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("pysandbox batch");
-    {
-        use std::io::Write;
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin.write_all(input.as_bytes()).expect("write requests");
-    }
-    let out = child.wait_with_output().expect("batch");
+    let rate = batch_throughput(python, n, &["--preset", "stdlib"]);
     let secs = start.elapsed().as_secs_f64();
-    let ok = String::from_utf8_lossy(&out.stdout)
-        .matches("\"stdout\":\"2\\n\"")
-        .count();
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let rate = n as f64 / secs;
     println!();
     println!(
-        "pysandbox batch: {ok}/{n} runs of print(1+1) in {secs:.2} s = {rate:.0} runs/s on {cpus} CPUs (pool start included)"
+        "pysandbox batch: {n}/{n} runs of print(1+1) in {secs:.2} s = {rate:.0} runs/s on {cpus} CPUs (pool start included)"
     );
     match fork_ceiling(python, n, cpus) {
         Some(f) => println!(
@@ -664,35 +646,8 @@ fn timed_row(
 /// The floor under a warm request: one plain interpreter, no isolation, no fork, that reads code
 /// from a pipe, runs it and says so (what the CPU and the pipes alone cost here).
 fn floor(runs: usize, python: &str, base: Duration) {
-    use std::io::{BufRead, BufReader, Read, Write};
-    let script = "import os, sys\nr = sys.stdin.buffer\nwhile True:\n    n = r.readline()\n    if not n:\n        break\n    exec(compile(r.read(int(n)), '<string>', 'exec'), {'__name__': '__main__'})\n    sys.stdout.flush()\n    os.write(2, b'done\\n')\n";
-    let mut child = Command::new(python)
-        .args(["-I", "-S", "-c", script])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut stdout = child.stdout.take().expect("stdout");
-    let mut marks = BufReader::new(child.stderr.take().expect("stderr"));
     for pause in [5, 20] {
-        let mut t = Vec::with_capacity(runs);
-        for i in 0..runs + 10 {
-            std::thread::sleep(Duration::from_millis(pause));
-            let start = Instant::now();
-            write!(stdin, "{}\n{CODE}", CODE.len()).expect("write");
-            stdin.flush().expect("flush");
-            let mut line = String::new();
-            marks.read_line(&mut line).expect("marker");
-            let mut out = [0u8; 2];
-            stdout.read_exact(&mut out).expect("output");
-            if i >= 10 {
-                t.push(start.elapsed());
-            }
-            assert_eq!(&out, b"2\n");
-        }
-        t.sort();
+        let t = running_interpreter(python, "", CODE, "2\n", runs, Duration::from_millis(pause));
         let p50 = percentile(&t, 0.5);
         println!(
             "{:<34} {:>10.2} {:>10.2} {:>13.3}x",
@@ -702,8 +657,35 @@ fn floor(runs: usize, python: &str, base: Duration) {
             p50.as_secs_f64() / base.as_secs_f64()
         );
     }
-    drop(stdin);
-    let _ = child.wait();
+}
+
+/// `pysandbox batch ARGS` (one worker per CPU unless ARGS say otherwise) over `n` lines of
+/// `print(1+1)`, every answer checked: runs per second, the pool's start included.
+pub(crate) fn batch_throughput(python: &str, n: usize, args: &[&str]) -> f64 {
+    use std::io::Write;
+    let input: String = (0..n)
+        .map(|i| format!("{{\"id\": {i}, \"code\": \"print(1+1)\"}}\n"))
+        .collect();
+    let start = Instant::now();
+    let mut child = Command::new(pysandbox_binary())
+        .args(["batch", "--python", python])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting pysandbox batch");
+    let mut stdin = child.stdin.take().expect("stdin");
+    // Written from a thread: the answers may fill stdout before every line is read.
+    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let out = child.wait_with_output().expect("batch");
+    let _ = writer.join();
+    let took = start.elapsed();
+    let good = String::from_utf8_lossy(&out.stdout)
+        .matches("\"stdout\":\"2\\n\"")
+        .count();
+    assert_eq!(good, n, "every batch answer correct");
+    n as f64 / took.as_secs_f64()
 }
 
 /// The Python package's warm pool (`Sandbox(config, pool=True).execute`), if the package is

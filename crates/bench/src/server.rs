@@ -174,36 +174,8 @@ fn paced(addr: &str, concurrency: usize, total: usize, pause: Duration) -> Load 
 }
 
 /// `pysandbox batch --workers W` over `n` lines of `print(1+1)`: runs/s.
-fn batch(binary: &std::path::Path, python: &str, workers: usize, n: usize) -> f64 {
-    let input: String = (0..n)
-        .map(|i| format!("{{\"id\": {i}, \"code\": \"print(1+1)\"}}\n"))
-        .collect();
-    let start = Instant::now();
-    let mut child = Command::new(binary)
-        .args([
-            "batch",
-            "--python",
-            python,
-            "--workers",
-            &workers.to_string(),
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting pysandbox batch");
-    let mut stdin = child.stdin.take().expect("stdin");
-    let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let out = child.wait_with_output().expect("batch");
-    let _ = writer.join();
-    let took = start.elapsed();
-    let answers = String::from_utf8_lossy(&out.stdout);
-    let good = answers
-        .lines()
-        .filter(|l| l.contains(r#""stdout":"2\n""#))
-        .count();
-    assert_eq!(good, n, "every batch answer correct");
-    n as f64 / took.as_secs_f64()
+fn batch(python: &str, workers: usize, n: usize) -> f64 {
+    crate::batch_throughput(python, n, &["--workers", &workers.to_string()])
 }
 
 pub fn run(total: usize, python: &str) {
@@ -215,7 +187,7 @@ pub fn run(total: usize, python: &str) {
         "\n# pysandbox server: print(1+1) through POST /v1/execute, keep-alive connections, \
          {workers} workers, {total} requests per row"
     );
-    let batch_before = batch(&binary, python, workers, total);
+    let batch_before = batch(python, workers, total);
     let server = Server::start(&binary, python, &["--workers", &w]);
     // Warm: every worker has answered.
     load(&server.addr, workers, 200);
@@ -237,7 +209,7 @@ pub fn run(total: usize, python: &str) {
     }
     // One caller at a time, 5 ms apart: the latency of a request that finds a worker ready.
     let spaced = paced(&server.addr, 1, total / 2, Duration::from_millis(5));
-    let batch_after = batch(&binary, python, workers, total);
+    let batch_after = batch(python, workers, total);
     let batch_rate = (batch_before + batch_after) / 2.0;
     for (c, l) in &rows {
         let rate = l.latencies.len() as f64 / l.wall.as_secs_f64();
