@@ -306,31 +306,45 @@ async fn read_body(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
     }
 }
 
+/// The native API's routes and the service's own, as (method, path, handler): the router serves
+/// exactly these and `/openapi.json` must describe each (a test holds the two together).
+pub(crate) fn api_routes() -> Vec<(
+    &'static str,
+    &'static str,
+    axum::routing::MethodRouter<Arc<App>>,
+)> {
+    use axum::routing::{delete, put};
+    use native as n;
+    vec![
+        ("get", "/healthz", get(healthz)),
+        ("get", "/readyz", get(readyz)),
+        ("get", "/metrics", get(metrics)),
+        ("get", "/v1/info", get(n::info)),
+        ("post", "/v1/execute", post(n::execute)),
+        ("post", "/v1/batch", post(n::batch)),
+        ("post", "/v1/judge", post(n::judge)),
+        ("post", "/v1/sessions", post(n::create_session)),
+        ("delete", "/v1/sessions/{id}", delete(n::delete_session)),
+        (
+            "post",
+            "/v1/sessions/{id}/execute",
+            post(n::session_execute),
+        ),
+        ("get", "/v1/sessions/{id}/files/{*path}", get(n::get_file)),
+        ("put", "/v1/sessions/{id}/files/{*path}", put(n::put_file)),
+    ]
+}
+
 /// Every route.
 pub fn router(app: Arc<App>) -> Router {
-    use native as n;
-    Router::new()
+    let mut r = Router::new()
         .route("/", get(playground::page))
         .route("/playground.js", get(playground::script))
-        .route("/openapi.json", get(openapi::serve))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/v1/info", get(n::info))
-        .route("/v1/execute", post(n::execute))
-        .route("/v1/batch", post(n::batch))
-        .route("/v1/judge", post(n::judge))
-        .route("/v1/sessions", post(n::create_session))
-        .route(
-            "/v1/sessions/{id}",
-            axum::routing::delete(n::delete_session),
-        )
-        .route("/v1/sessions/{id}/execute", post(n::session_execute))
-        .route(
-            "/v1/sessions/{id}/files/{*path}",
-            get(n::get_file).put(n::put_file),
-        )
-        .merge(fusion::routes())
+        .route("/openapi.json", get(openapi::serve));
+    for (_, path, handler) in api_routes() {
+        r = r.route(path, handler);
+    }
+    r.merge(fusion::routes())
         .merge(piston::routes())
         .merge(e2b::router(Arc::clone(&app)))
         .route_layer(axum::middleware::from_fn_with_state(
