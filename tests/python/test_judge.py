@@ -11,24 +11,9 @@ import pytest
 
 from pysandbox import CaseResult, JudgeResult, Sandbox, SandboxConfig, SandboxError
 
-PROGRAM = """\
-import sys
-line = input()
-if line == "tle":
-    while True:
-        pass
-elif line == "mle":
-    hog = bytearray(1 << 30)
-elif line == "raise":
-    1 / 0
-elif line == "exit":
-    sys.exit(3)
-elif line == "ole":
-    print("x" * 100000)
-else:
-    a, b = map(int, line.split())
-    print(a + b)
-"""
+#: A program whose input picks how it ends (shared with crates/cli/tests/judge.rs).
+with open(os.path.join(os.path.dirname(__file__), "..", "fixtures", "judge_program.py")) as _f:
+    PROGRAM = _f.read()
 
 #: (case, the verdict it must get)
 CASES = [

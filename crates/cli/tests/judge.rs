@@ -9,24 +9,8 @@ use serde_json::Value;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// A program whose input picks how it ends.
-const PROGRAM: &str = r#"import sys
-line = input()
-if line == "tle":
-    while True:
-        pass
-elif line == "mle":
-    hog = bytearray(1 << 30)
-elif line == "raise":
-    1 / 0
-elif line == "exit":
-    sys.exit(3)
-elif line == "ole":
-    print("x" * 100000)
-else:
-    a, b = map(int, line.split())
-    print(a + b)
-"#;
+/// A program whose input picks how it ends (shared with tests/python/test_judge.py).
+const PROGRAM: &str = include_str!("../../../tests/fixtures/judge_program.py");
 
 /// `(stdin, expected)` of each case, and the verdict it must get.
 const CASES: &[(&str, Option<&str>, &str)] = &[
