@@ -178,13 +178,9 @@ pub(crate) fn to_request(r: &ExecuteRequest, wall: Option<Duration>) -> Result<R
     }
     req.collect = r.collect.clone();
     req.cell = match r.mode.as_deref() {
-        None | Some("script") => false,
-        Some("cell") => true,
-        Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "mode: unknown mode '{other}': expected \"script\" or \"cell\""
-            )))
-        }
+        None => false,
+        Some(m) => pysandbox_core::warm::cell_mode(m)
+            .map_err(|e| ApiError::bad_request(format!("mode: {e}")))?,
     };
     req.wall = wall;
     Ok(req)

@@ -154,13 +154,18 @@ mod mode_name {
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-        match String::deserialize(d)?.as_str() {
-            "script" => Ok(false),
-            "cell" => Ok(true),
-            other => Err(serde::de::Error::custom(format!(
-                "unknown mode '{other}': expected \"script\" or \"cell\""
-            ))),
-        }
+        super::cell_mode(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Whether a mode name is cell mode: `"cell"`, or `"script"` (every front end's names).
+pub fn cell_mode(name: &str) -> Result<bool, String> {
+    match name {
+        "script" => Ok(false),
+        "cell" => Ok(true),
+        other => Err(format!(
+            "unknown mode '{other}': expected \"script\" or \"cell\""
+        )),
     }
 }
 
