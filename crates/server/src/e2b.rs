@@ -21,14 +21,14 @@
 use crate::native::{collected, fetch_request, place_request, run_in_session};
 use crate::state::{lock, App};
 use crate::{blocking, ApiError};
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::Router;
 use pysandbox_core::outcome::{check_file_name, ErrorInfo, ErrorKind, Outcome, RunStatus};
-use pysandbox_core::warm::{OutputStream, Request as RunRequest, Tap, WarmError, WarmOutcome};
+use pysandbox_core::warm::{OutputStream, Request as RunRequest, WarmError, WarmOutcome};
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, HashMap};
@@ -695,28 +695,20 @@ async fn execute(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
     };
     let mut req = RunRequest::new(None, &r.code, None);
     req.cell = true;
-    let (tx, rx) =
-        tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::convert::Infallible>>();
+    let (tx, response) = crate::native::ndjson();
     let _ = tx.send(Ok(line(
         &json!({"type": "number_of_executions", "execution_count": count}),
     )));
-    let carry = Arc::new(Mutex::new((
-        crate::native::Utf8Carry::default(),
-        crate::native::Utf8Carry::default(),
-    )));
     let tap_tx = tx.clone();
-    req.tap = Some(Tap(Arc::new(move |which, chunk| {
-        let mut c = lock(&carry);
-        let (text, kind) = match which {
-            OutputStream::Stdout => (c.0.push(chunk), "stdout"),
-            OutputStream::Stderr => (c.1.push(chunk), "stderr"),
+    req.tap = Some(crate::native::text_tap(move |which, text| {
+        let kind = match which {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
         };
-        if !text.is_empty() {
-            let _ = tap_tx.send(Ok(line(
-                &json!({"type": kind, "text": text, "timestamp": now_ns()}),
-            )));
-        }
-    })));
+        let _ = tap_tx.send(Ok(line(
+            &json!({"type": kind, "text": text, "timestamp": now_ns()}),
+        )));
+    }));
     let app = Arc::clone(&e2b.app);
     tokio::spawn(async move {
         let env = r.env_vars.filter(|v| !v.is_empty());
@@ -753,8 +745,7 @@ async fn execute(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
         }
         let _ = tx.send(Ok(line(&json!({"type": "end_of_execution"}))));
     });
-    let body = Body::from_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    response
 }
 
 /// Python that sets a run's `env_vars` in `os.environ`, keeping what they replace on a stack in

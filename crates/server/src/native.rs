@@ -264,10 +264,10 @@ fn line(e: &StreamEvent<'_>) -> Bytes {
 
 /// UTF-8 text from chunks that may split a character: what decodes now, the rest kept.
 #[derive(Default)]
-pub(crate) struct Utf8Carry(Vec<u8>);
+struct Utf8Carry(Vec<u8>);
 
 impl Utf8Carry {
-    pub(crate) fn push(&mut self, chunk: &[u8]) -> String {
+    fn push(&mut self, chunk: &[u8]) -> String {
         self.0.extend_from_slice(chunk);
         let upto = match std::str::from_utf8(&self.0) {
             Ok(_) => self.0.len(),
@@ -287,28 +287,15 @@ pub(crate) fn stream(
     mut req: Request,
     run: impl FnOnce(&App, &Request) -> Result<WarmOutcome, WarmError> + Send + 'static,
 ) -> Response {
-    let (tx, rx) =
-        tokio::sync::mpsc::unbounded_channel::<Result<Bytes, std::convert::Infallible>>();
-    let out = Arc::new(std::sync::Mutex::new((
-        Utf8Carry::default(),
-        Utf8Carry::default(),
-    )));
+    let (tx, response) = ndjson();
     let tap_tx = tx.clone();
-    req.tap = Some(Tap(Arc::new(move |which, chunk| {
-        let mut carry = lock(&out);
-        let (text, stdout) = match which {
-            OutputStream::Stdout => (carry.0.push(chunk), true),
-            OutputStream::Stderr => (carry.1.push(chunk), false),
+    req.tap = Some(text_tap(move |which, text| {
+        let e = match which {
+            OutputStream::Stdout => StreamEvent::Stdout { text },
+            OutputStream::Stderr => StreamEvent::Stderr { text },
         };
-        if !text.is_empty() {
-            let e = if stdout {
-                StreamEvent::Stdout { text: &text }
-            } else {
-                StreamEvent::Stderr { text: &text }
-            };
-            let _ = tap_tx.send(Ok(line(&e)));
-        }
-    })));
+        let _ = tap_tx.send(Ok(line(&e)));
+    }));
     let app2 = Arc::clone(&app);
     tokio::spawn(async move {
         let result = blocking(&app2, move |app| run(app, &req)).await;
@@ -327,8 +314,36 @@ pub(crate) fn stream(
         }
         let _ = tx.send(Ok(line(&StreamEvent::End { outcome: &outcome })));
     });
+    response
+}
+
+/// Where a streamed answer's lines go.
+pub(crate) type Lines = tokio::sync::mpsc::UnboundedSender<Result<Bytes, std::convert::Infallible>>;
+
+/// An `application/x-ndjson` response whose body is what is sent on the sender, as it comes.
+pub(crate) fn ndjson() -> (Lines, Response) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let body = Body::from_stream(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
-    ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response()
+    let response = ([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response();
+    (tx, response)
+}
+
+/// A tap that hands `emit` a run's output as text, each stream's own: a character split between
+/// chunks waits for its end; nothing is emitted for a chunk that completes no character.
+pub(crate) fn text_tap(emit: impl Fn(OutputStream, &str) + Send + Sync + 'static) -> Tap {
+    let carry = std::sync::Mutex::new((Utf8Carry::default(), Utf8Carry::default()));
+    Tap(Arc::new(move |which, chunk| {
+        let text = {
+            let mut c = lock(&carry);
+            match which {
+                OutputStream::Stdout => c.0.push(chunk),
+                OutputStream::Stderr => c.1.push(chunk),
+            }
+        };
+        if !text.is_empty() {
+            emit(which, &text);
+        }
+    }))
 }
 
 /// `POST /v1/batch`: a JSON array (or JSON lines) of execute requests; the outcomes in order.
