@@ -76,6 +76,14 @@ fn main() {
         packages(runs, &python);
         return;
     }
+    // `pysandbox-bench RUNS phases`: the per-phase table of a warm child alone.
+    if std::env::args().nth(2).as_deref() == Some("phases") {
+        let mut policy =
+            pysandbox_core::policy::Policy::from_toml_str("preset = \"stdlib\"").expect("policy");
+        policy.python = Some(PathBuf::from(&python));
+        phases(runs, &policy);
+        return;
+    }
     // `pysandbox-bench RUNS server`: the HTTP server's rows alone.
     if std::env::args().nth(2).as_deref() == Some("server") {
         server::run(runs, &python);
@@ -223,6 +231,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
     );
     python_api(runs, python, base);
     floor(runs, python, base);
+    phases(runs, &policy);
     // A session: one isolated child keeps its state, no fork per call.
     let mut session =
         pysandbox_core::warm::Session::open(&pysandbox_binary(), &policy, Duration::from_secs(600))
@@ -295,6 +304,71 @@ fn warm(runs: usize, python: &str, base: Duration) {
         clean as f64 / 1024.0
     );
     packages(runs, python);
+}
+
+/// The per-phase cost of a warm child: a worker whose children report each phase of their
+/// start (`PYSANDBOX_TRACE_PHASES`: durations and page faults), requests back to back. The
+/// residual is what no phase covers: the child's exit, the zygote noticing it, the hand-offs
+/// between host, zygote and child.
+fn phases(runs: usize, policy: &pysandbox_core::policy::Policy) {
+    use pysandbox_core::warm::{Pool, PoolOptions, TRACE_ENV};
+    // The worker inherits the variable at its start; nothing else here starts a worker meanwhile.
+    std::env::set_var(TRACE_ENV, "1");
+    let mut opts = PoolOptions::new(pysandbox_binary());
+    opts.workers = 1;
+    let pool = Pool::new(policy.clone(), opts).expect("start a traced warm worker");
+    std::env::remove_var(TRACE_ENV);
+    let mut names: Vec<String> = Vec::new();
+    let mut per: Vec<Vec<(u64, u64)>> = Vec::new();
+    let mut cycles = Vec::with_capacity(runs);
+    for i in 0..runs + 10 {
+        let start = Instant::now();
+        let o = pool.run(CODE, None).expect("traced warm run");
+        let took = start.elapsed();
+        assert_eq!(o.run.stdout, "2\n", "{o:?}");
+        if i < 10 {
+            continue;
+        }
+        cycles.push(took);
+        for m in &o.trace {
+            let at = match names.iter().position(|n| *n == m.phase) {
+                Some(at) => at,
+                None => {
+                    names.push(m.phase.clone());
+                    per.push(Vec::new());
+                    names.len() - 1
+                }
+            };
+            per[at].push((m.nanos, m.faults));
+        }
+    }
+    pool.shutdown();
+    if names.is_empty() {
+        println!("(the warm children reported no phases: per-phase table skipped)");
+        return;
+    }
+    cycles.sort();
+    let cycle = percentile(&cycles, 0.5).as_secs_f64() * 1e6;
+    println!();
+    println!("a warm child, phase by phase ({runs} requests back to back, medians):");
+    println!("{:<56} {:>9} {:>8}", "phase", "µs", "faults");
+    let mut total = 0.0;
+    for (name, v) in names.iter().zip(&mut per) {
+        let mut ns: Vec<u64> = v.iter().map(|x| x.0).collect();
+        let mut f: Vec<u64> = v.iter().map(|x| x.1).collect();
+        ns.sort_unstable();
+        f.sort_unstable();
+        let us = ns[ns.len() / 2] as f64 / 1e3;
+        if !name.starts_with('(') {
+            total += us;
+        }
+        println!("{:<56} {:>9.1} {:>8}", name, us, f[f.len() / 2]);
+    }
+    println!("{:<56} {:>9.1}", "sum of the phases (idle excluded)", total);
+    println!(
+        "{:<56} {:>9.1}",
+        "one request back to back, as the caller sees it", cycle
+    );
 }
 
 /// Unique memory of an idle pool's workers, every process of their trees (worker, init, zygote

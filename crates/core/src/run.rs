@@ -229,7 +229,9 @@ pub fn reported(report: &[u8], result_max: usize) -> Reported {
             | Report::Repl(_)
             | Report::File { .. }
             | Report::FilesTruncated
-            | Report::Display(_) => {}
+            | Report::Display(_)
+            // Only warm children are traced.
+            | Report::Trace(_) => {}
         }
     }
     r.extras.files_truncated |= reader.other_truncated;

@@ -24,3 +24,28 @@ pub extern "C" fn pysandbox_zygote_protocol() -> c_int {
 pub extern "C" fn pysandbox_zygote_serve(config_fd: c_int, ctl_fd: c_int) -> c_int {
     pysandbox_core::warm::serve_inside(config_fd, ctl_fd)
 }
+
+/// A traced child (`PYSANDBOX_TRACE_PHASES`): the bootstrap's phase `phase` (an index of
+/// `trace::BOOTSTRAP_PHASES`) has just ended. A no-op otherwise, or for an unknown index.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn pysandbox_zygote_mark(phase: c_int) {
+    use pysandbox_core::warm::trace;
+    if let Some(name) = usize::try_from(phase)
+        .ok()
+        .and_then(|i| trace::BOOTSTRAP_PHASES.get(i))
+    {
+        trace::mark(name);
+    }
+}
+
+/// A traced child: write its phases to `fd` (the report pipe) as one frame. 0, or -1 if the
+/// write failed. Nothing is written unless the child is traced.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn pysandbox_zygote_trace(fd: c_int) -> c_int {
+    match pysandbox_core::warm::trace::send_trace(fd) {
+        Ok(()) => 0,
+        Err(_) => -1,
+    }
+}

@@ -72,6 +72,9 @@ def _pysandbox_warm(ns, boot):
         sys.stderr.flush()
         os._exit(0 if role == 0 else 125)
     after_fork()
+    if cfg.get("trace"):
+        _W["lib"] = lib
+        lib.pysandbox_zygote_mark(0)
     _warm_child(role == 2)
 
 
@@ -142,6 +145,8 @@ def _warm_child(session):
             _warm_request(_warm_next(warm_r, bytearray()), session, warm=True)
         os.close(warm_r)
         os.close(warm_w)
+        if "lib" in _W:
+            _W["lib"].pysandbox_zygote_mark(1)
         _warm_main(session)
         for src, target in ((5, 1), (6, 2), (7, 4)):
             os.dup2(src, target)
@@ -190,7 +195,10 @@ def _warm_loop(session):
 
     pending = bytearray()
     while True:
-        status = _warm_request(_warm_next(3, pending), session)
+        fields = _warm_next(3, pending)
+        if "lib" in _W:
+            _W["lib"].pysandbox_zygote_mark(2)
+        status = _warm_request(fields, session)
         if not session:
             os._exit(status & 0xFF)
 
@@ -336,5 +344,8 @@ def _warm_request(fields, session, warm=False):
         status = 1
     cpu = ((ru.ru_utime + ru.ru_stime) * 1e6).__int__()
     done = status.to_bytes(4, "little", signed=True) + cpu.to_bytes(8, "little")
+    if not warm and "lib" in _W:
+        _W["lib"].pysandbox_zygote_mark(3)
+        _W["lib"].pysandbox_zygote_trace(4)
     write(4, frame(3, done + ru.ru_maxrss.to_bytes(8, "little")))
     return status
