@@ -575,13 +575,10 @@ impl Report {
                 .bytes(truncated_to(kind, ERROR_TYPE_MAX).as_bytes())
                 .bytes(truncated_to(message, ERROR_MESSAGE_MAX).as_bytes())
                 .bytes(truncated_to(traceback, ERROR_TRACEBACK_MAX).as_bytes()),
-            Report::Trace(marks) => marks
-                .iter()
-                .take(TRACE_MAX)
-                .fold(
-                    Writer::new(REPORT_TRACE).u32(marks.len().min(TRACE_MAX) as u32),
-                    |w, m| w.bytes(m.phase.as_bytes()).u64(m.nanos).u64(m.faults),
-                ),
+            Report::Trace(marks) => marks.iter().take(TRACE_MAX).fold(
+                Writer::new(REPORT_TRACE).u32(marks.len().min(TRACE_MAX) as u32),
+                |w, m| w.bytes(m.phase.as_bytes()).u64(m.nanos).u64(m.faults),
+            ),
             Report::Repl(state) => Writer::new(REPORT_REPL).u8(match state {
                 ReplState::Ready => 0,
                 ReplState::More => 1,

@@ -49,3 +49,15 @@ pub extern "C" fn pysandbox_zygote_trace(fd: c_int) -> c_int {
         Err(_) => -1,
     }
 }
+
+/// Whether `fd` has something to read (1), nothing within `timeout_ms` (0; -1 waits), or cannot
+/// be asked (-1): a child takes its warm-up only while no request waits.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn pysandbox_zygote_readable(fd: c_int, timeout_ms: c_int) -> c_int {
+    match pysandbox_core::warm::request_waiting(fd, timeout_ms) {
+        Ok(true) => 1,
+        Ok(false) => 0,
+        Err(_) => -1,
+    }
+}

@@ -447,7 +447,10 @@ impl Zygote {
         }
         if let Some(from) = prepared_from {
             trace::begin(&[
-                ("zygote: the last request's end reaped, a fresh /tmp", self.last_reap),
+                (
+                    "zygote: the last request's end reaped, a fresh /tmp",
+                    self.last_reap,
+                ),
                 (
                     "zygote: Landlock ruleset, pipes, PID namespace",
                     trace::now_nanos() - from,
@@ -572,6 +575,18 @@ impl Zygote {
             }
         }
     }
+}
+
+/// Whether a request child's request pipe (`fd`) holds something to read already: its warm-up is
+/// taken only while nothing waits (`bootstrap/warm.py`).
+/// `timeout_ms` as `poll`'s: 0 asks, -1 waits (a traced child tells its idle time apart).
+pub fn request_waiting(fd: RawFd, timeout_ms: i32) -> std::io::Result<bool> {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    Ok(sys::poll(&mut p, timeout_ms)? > 0 && p[0].revents & libc::POLLIN != 0)
 }
 
 /// A traced child's isolation step has ended.
@@ -712,7 +727,7 @@ pub mod trace {
         "after-fork hooks (PyOS_AfterFork_Child)",
         "the child warms its own request path",
         "(idle: waiting for the request)",
-        "the request: read, compile, run, report",
+        "the request: read, decode, compile, run, report",
     ];
 
     /// Write the trace as a `Trace` frame on `fd` (the report pipe); nothing unless tracing.
