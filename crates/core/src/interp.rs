@@ -597,7 +597,7 @@ struct CacheEntry {
     site: Vec<DirStamp>,
 }
 
-fn cache_dir() -> Option<PathBuf> {
+pub(crate) fn cache_dir() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
         Some(x) => PathBuf::from(x),
         None => PathBuf::from(std::env::var_os("HOME").filter(|v| !v.is_empty())?).join(".cache"),
@@ -624,7 +624,7 @@ fn cache_load(dir: &Path, key: &CacheKey) -> Option<Interpreter> {
     (entry.key == *key && entry.site.iter().all(DirStamp::current)).then_some(entry.interpreter)
 }
 
-fn trusted_dir(dir: &Path) -> bool {
+pub(crate) fn trusted_dir(dir: &Path) -> bool {
     let euid = crate::sys::geteuid();
     std::fs::symlink_metadata(dir)
         .is_ok_and(|m| m.is_dir() && m.uid() == euid && m.mode() & 0o022 == 0)
@@ -644,7 +644,7 @@ fn cache_store(dir: &Path, key: &CacheKey, interpreter: &Interpreter, site: &[Di
 }
 
 /// Make `dir` (mode 0700) if it is missing; whether it is ours alone.
-fn private_dir(dir: &Path) -> bool {
+pub(crate) fn private_dir(dir: &Path) -> bool {
     if std::fs::create_dir_all(dir).is_err() {
         return false;
     }

@@ -147,12 +147,28 @@ impl Prepared {
         // Landlock rules for the binds are added through their source descriptors (rules belong
         // to inodes, which a bind shares); only /tmp, a fresh tmpfs, is named by path.
         let mut access = Vec::new();
-        for b in &spec.interpreter.binds {
+        // The libraries as one directory where they can be (crate::libview): one bind for
+        // forty-odd files.
+        let mut others: Vec<&Path> = mounts::DEV_NODES.iter().map(Path::new).collect();
+        others.extend(spec.read_paths.iter().map(PathBuf::as_path));
+        others.extend(spec.write_paths.iter().map(PathBuf::as_path));
+        if spec.zygote_library.is_some() {
+            others.push(Path::new(crate::warm::LIBRARY_IN_JAIL));
+        }
+        let view = crate::libview::library_view(&spec.interpreter.binds, &others);
+        for (i, b) in spec.interpreter.binds.iter().enumerate() {
+            if view.as_ref().is_some_and(|v| v.covers.contains(&i)) {
+                continue;
+            }
             binds.push(mounts::check_bind(
                 &b.source,
                 &b.target,
                 BindKind::ReadOnly,
             )?);
+            access.push(Access::ReadExec);
+        }
+        if let Some(v) = &view {
+            binds.push(mounts::check_bind(&v.dir, &v.target, BindKind::ReadOnly)?);
             access.push(Access::ReadExec);
         }
         for dev in mounts::DEV_NODES {

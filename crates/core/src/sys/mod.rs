@@ -646,6 +646,23 @@ pub(crate) fn mknod_file(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// `linkat(from, to, AT_SYMLINK_FOLLOW)`: a hard link to what `from` names (through a
+/// `/proc/self/fd` magic link: the open file's inode).
+pub(crate) fn link_following(from: &Path, to: &Path) -> io::Result<()> {
+    let (f, t) = (cpath(from)?, cpath(to)?);
+    // SAFETY: valid C strings; linkat only reads them.
+    cvt(unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    })?;
+    Ok(())
+}
+
 /// `socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC)`: a channel that keeps message boundaries
 /// and carries descriptors (a warm worker's control channel).
 pub(crate) fn seqpacket_pair() -> io::Result<(OwnedFd, OwnedFd)> {

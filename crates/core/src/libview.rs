@@ -1,0 +1,271 @@
+//! The interpreter's libraries as one directory: a cold run binds one directory where it bound
+//! each library (forty-odd files: a mount point, a bind, an open and a Landlock rule each, about
+//! 0.7 ms of a run).
+//!
+//! The directory lives in the private cache directory and holds exactly the files the binds
+//! named, under the names the binds gave them (the loader's names): hard links to the very files
+//! (the same inodes, so the same pages), or copies where a link is not allowed (another
+//! filesystem, or `protected_hardlinks` and files the caller does not own). The view inside the
+//! jail is the one the single binds made: the same names, the same contents, nothing else.
+//!
+//! Its name is a hash of what every source is (path, device, inode, size, mtime, mode: not the
+//! ctime, which the view's own links change), taken
+//! from the source opened as exactly as a bind opens it (no symlink in any component): a library
+//! replaced or changed on the host (an upgrade writes a new file) names another directory, made
+//! afresh. A directory is used only if it is ours and nobody else can write it, and it is made
+//! whole under a temporary name and renamed into place. Without a private cache directory, or
+//! for any failure, the libraries are bound one by one as before.
+
+use crate::interp::{self, Bind};
+use crate::paths;
+use std::fs::File;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+/// Fewer library binds into one directory than this are left as they are.
+const MIN_FILES: usize = 8;
+
+/// One directory standing for several interpreter binds.
+#[derive(Debug)]
+pub(crate) struct LibraryView {
+    /// The directory on the host.
+    pub dir: PathBuf,
+    /// Where it is bound in the jail: the directory the binds' targets share.
+    pub target: PathBuf,
+    /// The indices of the binds it stands for.
+    pub covers: Vec<usize>,
+}
+
+/// The view for `binds` (the interpreter's), if one can stand for several of them: the file
+/// binds into the directory most of them share, when no other bind (`others`: every other
+/// target of the jail) lies below it.
+pub(crate) fn library_view(binds: &[Bind], others: &[&Path]) -> Option<LibraryView> {
+    view_in(&interp::cache_dir()?, binds, others)
+}
+
+fn view_in(cache: &Path, binds: &[Bind], others: &[&Path]) -> Option<LibraryView> {
+    let target = shared_parent(binds)?;
+    let covers: Vec<usize> = binds
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| !b.is_dir && b.target.parent() == Some(target.as_path()))
+        .map(|(i, _)| i)
+        .collect();
+    let below = |t: &Path| t.starts_with(&target);
+    let uncovered = binds
+        .iter()
+        .enumerate()
+        .any(|(i, b)| !covers.contains(&i) && below(&b.target));
+    if covers.len() < MIN_FILES || uncovered || others.iter().any(|t| below(t)) {
+        return None;
+    }
+    let mut files = Vec::with_capacity(covers.len());
+    let mut hash = Fnv::new();
+    for &i in &covers {
+        let b = &binds[i];
+        let name = b.target.file_name()?.to_str()?.to_string();
+        if name.starts_with('.') || files.iter().any(|(n, _, _)| *n == name) {
+            return None;
+        }
+        let file = File::from(paths::open_exact(&b.source).ok()?);
+        let m = file.metadata().ok()?;
+        if !m.is_file() {
+            return None;
+        }
+        hash.add(name.as_bytes());
+        hash.add(b.source.as_os_str().as_encoded_bytes());
+        for n in [
+            m.dev(),
+            m.ino(),
+            m.size(),
+            m.mtime() as u64,
+            m.mtime_nsec() as u64,
+            u64::from(m.mode()),
+        ] {
+            hash.add(&n.to_le_bytes());
+        }
+        files.push((name, file, m.mode()));
+    }
+    let dir = cache.join(format!("libs-{:016x}", hash.0));
+    if !interp::trusted_dir(&dir) {
+        if !interp::private_dir(cache) {
+            return None;
+        }
+        make(cache, &dir, &files).ok()?;
+        if !interp::trusted_dir(&dir) {
+            return None;
+        }
+    }
+    Some(LibraryView {
+        dir,
+        target,
+        covers,
+    })
+}
+
+/// The directory most file binds' targets are in.
+fn shared_parent(binds: &[Bind]) -> Option<PathBuf> {
+    let mut counts: Vec<(&Path, usize)> = Vec::new();
+    for b in binds.iter().filter(|b| !b.is_dir) {
+        let Some(p) = b.target.parent().filter(|p| *p != Path::new("/")) else {
+            continue;
+        };
+        match counts.iter_mut().find(|(q, _)| *q == p) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((p, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .map(|(p, _)| p.to_path_buf())
+}
+
+/// Make the view `dir`: built whole under a temporary name in `cache`, then renamed into place
+/// (a concurrent run that made it first wins; the copy made here is dropped).
+fn make(cache: &Path, dir: &Path, files: &[(String, File, u32)]) -> io::Result<()> {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let tmp = cache.join(format!(".libs-{}-{nanos}", std::process::id()));
+    std::fs::DirBuilder::new().mode(0o755).create(&tmp)?;
+    let filled = files
+        .iter()
+        .try_for_each(|(name, file, mode)| place(file, *mode, &tmp.join(name)));
+    let done = filled.and_then(|()| std::fs::rename(&tmp, dir));
+    if done.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    if interp::trusted_dir(dir) {
+        Ok(())
+    } else {
+        done
+    }
+}
+
+/// `to` as a hard link to the open `file` (its inode, not its path), or else a copy of it,
+/// readable by all and executable if it was, never set-id.
+fn place(file: &File, mode: u32, to: &Path) -> io::Result<()> {
+    let magic = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    if crate::sys::link_following(&magic, to).is_ok() {
+        return Ok(());
+    }
+    let mut from = File::open(&magic)?;
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644 | (mode & 0o111))
+        .open(to)?;
+    io::copy(&mut from, &mut out)?;
+    Ok(())
+}
+
+/// FNV-1a, 64 bits, fed piece by piece.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+    fn add(&mut self, bytes: &[u8]) {
+        for &b in bytes.iter().chain(&[0xff]) {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let d =
+            std::env::temp_dir().join(format!("pysandbox-libview-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn libs(src: &Path, n: usize) -> Vec<Bind> {
+        (0..n)
+            .map(|i| {
+                let source = src.join(format!("libx{i}.so.{i}.0"));
+                std::fs::write(&source, format!("library {i}")).unwrap();
+                Bind {
+                    source,
+                    target: PathBuf::from(format!("/lib/x86_64-linux-gnu/libx{i}.so.{i}")),
+                    is_dir: false,
+                }
+            })
+            .collect()
+    }
+
+    /// The view holds exactly the bound files under their targets' names; a source replaced
+    /// on the host (a new file, as an upgrade writes) makes a new view with the new content.
+    #[test]
+    fn the_view_holds_the_bound_files_and_follows_their_changes() {
+        let d = scratch("view");
+        let (src, cache) = (d.join("src"), d.join("cache"));
+        std::fs::create_dir_all(&src).unwrap();
+        let mut binds = libs(&src, 9);
+        binds.push(Bind {
+            source: src.clone(),
+            target: PathBuf::from("/opt/py/lib/python3.11"),
+            is_dir: true,
+        });
+        let v = view_in(&cache, &binds, &[Path::new("/dev/null")]).expect("a view");
+        assert_eq!(v.target, Path::new("/lib/x86_64-linux-gnu"));
+        assert_eq!(v.covers, (0..9).collect::<Vec<_>>());
+        let mut names: Vec<_> = std::fs::read_dir(&v.dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        let mut want: Vec<_> = (0..9).map(|i| format!("libx{i}.so.{i}")).collect();
+        want.sort();
+        assert_eq!(names, want);
+        assert_eq!(
+            std::fs::read_to_string(v.dir.join("libx3.so.3")).unwrap(),
+            "library 3"
+        );
+        // The same sources: the same directory, not made again.
+        assert_eq!(view_in(&cache, &binds, &[]).unwrap().dir, v.dir);
+        // One replaced by a new file: another directory, with the new content.
+        let fresh = src.join("new");
+        std::fs::write(&fresh, "library 3, patched").unwrap();
+        std::fs::rename(&fresh, &binds[3].source).unwrap();
+        let w = view_in(&cache, &binds, &[]).unwrap();
+        assert_ne!(w.dir, v.dir);
+        assert_eq!(
+            std::fs::read_to_string(w.dir.join("libx3.so.3")).unwrap(),
+            "library 3, patched"
+        );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// No view when few files share a directory, when another bind lies below it, when a
+    /// source is reached through a symlink, or when the directory is not ours alone.
+    #[test]
+    fn no_view_where_it_would_not_be_the_same() {
+        let d = scratch("none");
+        let (src, cache) = (d.join("src"), d.join("cache"));
+        std::fs::create_dir_all(&src).unwrap();
+        let binds = libs(&src, 9);
+        assert!(view_in(&cache, &binds[..MIN_FILES - 1], &[]).is_none());
+        let below = Path::new("/lib/x86_64-linux-gnu/extra/file");
+        assert!(view_in(&cache, &binds, &[below]).is_none());
+        let mut linked = binds.clone();
+        std::os::unix::fs::symlink(&binds[0].source, src.join("link")).unwrap();
+        linked[0].source = src.join("link");
+        assert!(view_in(&cache, &linked, &[]).is_none());
+        let v = view_in(&cache, &binds, &[]).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&v.dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        // Writable by others: not used (made again under the same name fails: none).
+        assert!(view_in(&cache, &binds, &[]).is_none());
+        let _ = std::fs::remove_dir_all(&d);
+    }
+}
