@@ -235,6 +235,8 @@ pub struct ChildSetup<'a> {
     /// Called after each step (a traced warm child notes its phases).
     pub after_step: Option<fn(Step)>,
     pub inject: Option<Step>,
+    /// The layer matrix's test-only switch ([`crate::layers`]).
+    pub disabled: crate::layers::Layers,
 }
 
 /// Run the child steps of `s.stage`, in order. `report` is where a failure should be written;
@@ -242,6 +244,9 @@ pub struct ChildSetup<'a> {
 pub fn enter(s: &ChildSetup<'_>, report: &mut RawFd) -> Result<(), StepError> {
     for step in steps(s.stage) {
         check_injected(s.inject, step)?;
+        if s.disabled.skips(step) {
+            continue;
+        }
         let fail = |e: io::Error| StepError::new(step, e);
         match step {
             // New session: no controlling terminal, so no TIOCSTI into the caller's.

@@ -9,6 +9,7 @@ pub mod isolate;
 pub mod jail;
 pub mod judge;
 pub mod landlock;
+pub mod layers;
 pub mod limits;
 pub mod mounts;
 pub mod outcome;
