@@ -18,6 +18,7 @@
 mod common;
 
 use common::*;
+use pysandbox_core::layers::{Layer, Layers};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::os::linux::net::SocketAddrExt;
@@ -53,6 +54,9 @@ enum Config {
     Full,
     /// The sandbox with this layer off.
     Off(&'static str),
+    /// The sandbox with the layers of this mask (bits in the order of [`LAYERS`]) off: to name
+    /// the layers that overlap.
+    Many(u16),
 }
 
 impl Config {
@@ -66,8 +70,17 @@ impl Config {
             Config::Host => "no sandbox".into(),
             Config::Full => "all layers".into(),
             Config::Off(l) => format!("{l} off"),
+            Config::Many(m) => format!("{} off", names(m).join(" + ")),
         }
     }
+}
+
+/// The layers of a mask.
+fn names(mask: u16) -> Vec<&'static str> {
+    (0..LAYERS.len())
+        .filter(|i| mask & (1 << i) != 0)
+        .map(|i| LAYERS[i])
+        .collect()
 }
 
 /// What a run left: everything written on stdout and stderr (the code's and pysandbox's), and
@@ -87,15 +100,23 @@ fn run(config: Config, flags: &[String], code: &str) -> Seen {
             .stdin(Stdio::null())
             .output()
             .expect("setpriv"),
-        Config::Full | Config::Off(_) => {
+        Config::Full | Config::Off(_) | Config::Many(_) => {
             let mut cmd = Command::new(bin());
             cmd.args(["run", "--json", "--python", PYTHON, "--preset", "stdlib"])
                 .args(["--timeout", "5s"])
                 .args(flags)
                 .env("PYSANDBOX_TESTING_DISABLE_LAYERS", "1")
                 .stdin(Stdio::null());
-            if let Config::Off(l) = config {
-                cmd.args(["--disable-layer", l]);
+            match config {
+                Config::Off(l) => {
+                    cmd.args(["--disable-layer", l]);
+                }
+                Config::Many(m) => {
+                    for l in names(m) {
+                        cmd.args(["--disable-layer", l]);
+                    }
+                }
+                _ => {}
             }
             cmd.args(["-c", code]).output().expect("pysandbox run")
         }
@@ -157,8 +178,18 @@ impl Victim {
     fn pid(&self) -> u32 {
         self.0.id()
     }
-    fn alive(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
+    /// Whether it has died within 200 ms (a signal takes a moment to end it).
+    fn died(&mut self) -> bool {
+        let deadline = Instant::now() + Duration::from_millis(200);
+        loop {
+            if self.0.try_wait().unwrap().is_some() {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 }
 
@@ -266,13 +297,15 @@ fn abstract_unix_to_host(c: Config) -> bool {
 /// A SysV shared-memory segment the host made (mode 0666), holding a secret.
 fn sysv_shm_of_host(c: Config) -> bool {
     let secret = format!("SHMSECRET-{}", random_hex(12));
-    let key = 0x5100_0000 + (std::process::id() % 0x10000) as i64 * 16 + rand_small();
+    // A random key, created exclusively (IPC_CREAT | IPC_EXCL | 0666): runs in parallel must
+    // not share a segment.
+    let key = i64::from_str_radix(&random_hex(4), 16).unwrap() & 0x7fff_ffff;
     let holder = format!(
         r#"
 import ctypes, sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.shmat.restype = ctypes.c_void_p
-shmid = libc.shmget({key}, 4096, 0o1666)
+shmid = libc.shmget({key}, 4096, 0o3666)
 assert shmid >= 0, ctypes.get_errno()
 addr = libc.shmat(shmid, None, 0)
 ctypes.memmove(addr, b"{secret}", {len})
@@ -309,10 +342,6 @@ print(ctypes.string_at(addr, 64))
     escaped
 }
 
-fn rand_small() -> i64 {
-    i64::from_str_radix(&random_hex(1), 16).unwrap() % 16
-}
-
 fn host_process_list(c: Config) -> bool {
     let secret = format!("PROCSECRET-{}", random_hex(12));
     let _v = Victim::start(&[PYTHON, "-c", "import time; time.sleep(30)", &secret]);
@@ -331,8 +360,7 @@ fn kill_host_process(c: Config) -> bool {
     let mut v = Victim::start(&["sleep", "30"]);
     let code = format!("import os, signal\nos.kill({}, signal.SIGKILL)", v.pid());
     run(c, &[], &code);
-    std::thread::sleep(Duration::from_millis(50));
-    !v.alive()
+    v.died()
 }
 
 fn ptrace_host_process(c: Config) -> bool {
@@ -354,8 +382,7 @@ else:
         pid = v.pid()
     );
     run(c, &[], &code);
-    std::thread::sleep(Duration::from_millis(50));
-    !v.alive()
+    v.died()
 }
 
 fn host_boot_id(c: Config) -> bool {
@@ -389,30 +416,49 @@ else:
 }
 
 fn process_outlives_run(c: Config) -> bool {
-    let dir = open_dir("matrix-daemon");
-    let marker = dir.join("marker");
+    // A daemon named by a token sleeps 5 s. The run ends at once; the host then looks for the
+    // token among its processes' names: the end of a PID namespace's init kills the rest of
+    // it, which takes a moment, so a process still there after 2 s has escaped the run.
+    let token = format!("pysbx{}", random_hex(5));
     let code = format!(
         r#"
-import os, time
+import ctypes, os, time
+r, w = os.pipe()
 if os.fork() == 0:
     os.setsid()
+    ctypes.CDLL(None).prctl(15, b"{token}", 0, 0, 0)
+    os.write(w, b"1")
     for fd in range(3):
         os.close(fd)
-    time.sleep(1.5)
-    open({marker:?}, "w").write("still here")
+    time.sleep(5)
     os._exit(0)
+os.read(r, 1)  # the daemon has its name: the run may end
 print("FORKED")
 "#
     );
-    let flags = [
-        "--allow-write".to_string(),
-        dir.str(),
-        "--processes".into(),
-        "4".into(),
-    ];
-    run(c, &flags, &code);
-    std::thread::sleep(Duration::from_millis(2500));
-    marker.exists()
+    run(c, &["--processes".into(), "4".into()], &code);
+    let find = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("comm")).is_ok_and(|n| n.trim() == token)
+            })
+            .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+            .collect::<Vec<_>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !find().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let left = find();
+    for pid in &left {
+        // The daemon this test's run started: end it now rather than in 5 s.
+        let _ = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+    !left.is_empty()
 }
 
 fn fork_bomb(c: Config) -> bool {
@@ -540,7 +586,7 @@ fn attacks() -> Vec<Attack> {
         },
         Attack {
             name: "a process outlives the run",
-            what: "a daemon writes its file 1.5 s after the run",
+            what: "a daemon it started is still running 2 s after the run",
             escaped: process_outlives_run,
         },
         Attack {
@@ -561,45 +607,92 @@ fn attacks() -> Vec<Attack> {
     ]
 }
 
-/// The table and its analysis, as checked into SECURITY.md.
-fn render(attacks: &[Attack], configs: &[Config], cells: &[Vec<bool>]) -> String {
-    let mut t = String::new();
-    t.push_str("| attack (evidence) |");
+/// The table and its analysis, as checked into SECURITY.md. `sets[a]` holds, for an attack
+/// that no single layer off lets through, the smallest sets of layers (two, else three) whose
+/// removal together does.
+fn render(
+    attacks: &[Attack],
+    configs: &[Config],
+    cells: &[Vec<bool>],
+    sets: &[Vec<u16>],
+) -> String {
+    let mut t = String::from("| attack | evidence of an escape |");
     for c in configs {
         t.push_str(&format!(" {} |", c.header()));
     }
-    t.push_str("\n|---|");
+    t.push_str("\n|---|---|");
     t.push_str(&"---|".repeat(configs.len()));
     t.push('\n');
     for (a, row) in attacks.iter().zip(cells) {
-        t.push_str(&format!("| {} ({}) |", a.name, a.what));
+        t.push_str(&format!("| {} | {} |", a.name, a.what));
         for &escaped in row {
             t.push_str(if escaped { " ESCAPES |" } else { " blocked |" });
         }
         t.push('\n');
     }
-    let off = |i: usize| match configs[i] {
-        Config::Off(l) => Some(l),
-        _ => None,
-    };
     t.push_str("\nStopped by one layer alone (escapes when only that layer is off):\n\n");
-    let mut overlap = Vec::new();
     for (a, row) in attacks.iter().zip(cells) {
-        let alone: Vec<_> = (0..configs.len())
-            .filter(|&i| row[i])
-            .filter_map(off)
+        let alone: Vec<_> = configs
+            .iter()
+            .zip(row)
+            .filter_map(|(c, &escaped)| match c {
+                Config::Off(l) if escaped => Some(*l),
+                _ => None,
+            })
             .collect();
-        if alone.is_empty() {
-            overlap.push(a.name);
-        } else {
+        if !alone.is_empty() {
             t.push_str(&format!("- {}: `{}`\n", a.name, alone.join("`, `")));
         }
     }
-    t.push_str("\nHeld by two or more layers (blocked with any single layer off):\n\n");
-    for name in overlap {
-        t.push_str(&format!("- {name}\n"));
+    t.push_str(
+        "\nHeld by two or more layers (blocked with any single layer off), and the smallest \
+         sets of layers (of two, else three) that, all off, let it through:\n\n",
+    );
+    for ((a, row), p) in attacks.iter().zip(cells).zip(sets) {
+        if !cells_single_blocked(configs, row) {
+            continue;
+        }
+        let opened = if p.is_empty() {
+            "none of two or three: a layer the switch cannot drop holds it too".to_string()
+        } else {
+            let p: Vec<_> = p
+                .iter()
+                .map(|m| format!("`{}`", names(*m).join("` + `")))
+                .collect();
+            p.join("; ")
+        };
+        t.push_str(&format!("- {}: {opened}\n", a.name));
     }
     t
+}
+
+/// Whether every one-layer-off configuration blocked the attack.
+fn cells_single_blocked(configs: &[Config], row: &[bool]) -> bool {
+    configs
+        .iter()
+        .zip(row)
+        .all(|(c, &escaped)| !matches!(c, Config::Off(_)) || !escaped)
+}
+
+/// Run every (attack, configuration) job on four threads; the result per job, in order.
+fn measure(attacks: &[Attack], jobs: &[(usize, Config)]) -> Vec<bool> {
+    let results = Mutex::new(vec![false; jobs.len()]);
+    let next = Mutex::new(0usize);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| loop {
+                let j = {
+                    let mut n = next.lock().unwrap();
+                    *n += 1;
+                    *n - 1
+                };
+                let Some(&(a, c)) = jobs.get(j) else { break };
+                let escaped = (attacks[a].escaped)(c);
+                results.lock().unwrap()[j] = escaped;
+            });
+        }
+    });
+    results.into_inner().unwrap()
 }
 
 fn security_md() -> PathBuf {
@@ -621,28 +714,11 @@ fn layer_matrix_matches_security_md() {
     let started = Instant::now();
     let attacks = attacks();
     let configs = Config::all();
-    let jobs: Vec<(usize, usize)> = (0..attacks.len())
-        .flat_map(|a| (0..configs.len()).map(move |c| (a, c)))
+    let jobs: Vec<(usize, Config)> = (0..attacks.len())
+        .flat_map(|a| configs.iter().map(move |c| (a, *c)))
         .collect();
-    let cells = Mutex::new(vec![vec![false; configs.len()]; attacks.len()]);
-    let next = Mutex::new(0usize);
-    std::thread::scope(|s| {
-        for _ in 0..4 {
-            s.spawn(|| loop {
-                let j = {
-                    let mut n = next.lock().unwrap();
-                    *n += 1;
-                    *n - 1
-                };
-                let Some(&(a, c)) = jobs.get(j) else { break };
-                let escaped = (attacks[a].escaped)(configs[c]);
-                cells.lock().unwrap()[a][c] = escaped;
-            });
-        }
-    });
-    let cells = cells.into_inner().unwrap();
-    let table = render(&attacks, &configs, &cells);
-    eprintln!("{table}\n(measured in {:.1?})", started.elapsed());
+    let results = measure(&attacks, &jobs);
+    let cells: Vec<Vec<bool>> = results.chunks(configs.len()).map(|r| r.to_vec()).collect();
     for (a, row) in attacks.iter().zip(&cells) {
         assert!(
             row[0],
@@ -651,6 +727,31 @@ fn layer_matrix_matches_security_md() {
         );
         assert!(!row[1], "'{}' ESCAPES the full sandbox", a.name);
     }
+    // The attacks no single layer off lets through: which pairs of layers hold them, and for
+    // those no pair opens, which triples.
+    let mut runs = jobs.len();
+    let mut sets: Vec<Vec<u16>> = vec![Vec::new(); attacks.len()];
+    let mut open: Vec<usize> = (0..attacks.len())
+        .filter(|&a| cells_single_blocked(&configs, &cells[a]))
+        .collect();
+    for size in [2, 3] {
+        let masks: Vec<u16> = (0u16..1 << LAYERS.len())
+            .filter(|m| m.count_ones() == size)
+            .collect();
+        let jobs: Vec<(usize, Config)> = open
+            .iter()
+            .flat_map(|&a| masks.iter().map(move |m| (a, Config::Many(*m))))
+            .collect();
+        runs += jobs.len();
+        for (&(a, c), escaped) in jobs.iter().zip(measure(&attacks, &jobs)) {
+            if let (Config::Many(m), true) = (c, escaped) {
+                sets[a].push(m);
+            }
+        }
+        open.retain(|&a| sets[a].is_empty());
+    }
+    let table = render(&attacks, &configs, &cells, &sets);
+    eprintln!("{table}\n({runs} runs in {:.1?})", started.elapsed());
     let path = security_md();
     let doc = std::fs::read_to_string(&path).unwrap();
     let (Some(b), Some(e)) = (doc.find(BEGIN), doc.find(END)) else {
@@ -671,4 +772,76 @@ fn layer_matrix_matches_security_md() {
             );
         }
     }
+}
+
+/// The switch is refused unless the operator also sets the guard variable to 1: exit 2, and
+/// nothing of the code runs (its marker file is not written). The supervisor refuses it too,
+/// for callers of the library that skip the command line.
+#[test]
+fn disabling_a_layer_needs_the_guard_variable() {
+    let dir = open_dir("matrix-guard");
+    let code = format!("open({:?}, 'w').write('ran')", dir.join("ran"));
+    for guard in [None, Some("0"), Some("yes")] {
+        let mut cmd = Command::new(bin());
+        cmd.args([
+            "run",
+            "--disable-layer",
+            "seccomp",
+            "--allow-write",
+            &dir.str(),
+        ])
+        .args(["-c", &code])
+        .env_remove("PYSANDBOX_TESTING_DISABLE_LAYERS");
+        if let Some(v) = guard {
+            cmd.env("PYSANDBOX_TESTING_DISABLE_LAYERS", v);
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{guard:?}: {stderr}");
+        assert!(
+            stderr.contains("without PYSANDBOX_TESTING_DISABLE_LAYERS=1"),
+            "{guard:?}: {stderr}"
+        );
+        assert!(!dir.join("ran").exists(), "{guard:?}: the code ran");
+    }
+    // Not on the warm path, which the switch does not reach.
+    let out = Command::new(bin())
+        .args(["run", "--warm", "--disable-layer", "seccomp", "x.py"])
+        .env("PYSANDBOX_TESTING_DISABLE_LAYERS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    // Control: with the guard, the same run goes ahead (and says so on stderr).
+    let out = Command::new(bin())
+        .args([
+            "run",
+            "--disable-layer",
+            "seccomp",
+            "--allow-write",
+            &dir.str(),
+        ])
+        .args(["-c", &code])
+        .env("PYSANDBOX_TESTING_DISABLE_LAYERS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("WARNING: test switch"));
+    assert!(dir.join("ran").exists());
+    // The library's own check, below the command line.
+    let mut resolved = pysandbox_core::policy::Policy::default().resolve().unwrap();
+    resolved.spec.disabled = Layers::NONE.with(Layer::Seccomp);
+    let launch = pysandbox_core::Launch {
+        stdin: pysandbox_core::Stdin::Null,
+        output: pysandbox_core::OutputMode::Capture,
+        extra_fds: Vec::new(),
+        report: None,
+        direct_stdout: None,
+        report_max: 0,
+    };
+    let err = pysandbox_core::supervisor::run(&resolved.spec, launch).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("PYSANDBOX_TESTING_DISABLE_LAYERS=1"),
+        "{err}"
+    );
 }

@@ -140,11 +140,11 @@ const REPORT_MAX: usize = 64 * 1024;
 
 /// Start a jail for `spec`, run it to the end and return what happened.
 pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> {
+    crate::layers::check_guard(spec.disabled).map_err(SupervisorError::Setup)?;
     let threads = sys::thread_count();
     if threads > 1 {
         return Err(SupervisorError::Threaded(threads));
     }
-    crate::layers::check_guard(spec.disabled).map_err(SupervisorError::Setup)?;
     let prepared = Prepared::new(spec)?;
     let pipe = || sys::pipe().map_err(SupervisorError::Pipe);
     let (sync_r, sync_w) = pipe()?;
