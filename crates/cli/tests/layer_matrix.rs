@@ -750,7 +750,20 @@ fn layer_matrix_matches_security_md() {
         }
         open.retain(|&a| sets[a].is_empty());
     }
-    let table = render(&attacks, &configs, &cells, &sets);
+    let mut table = render(&attacks, &configs, &cells, &sets);
+    // Landlock's ABI decides some cells (signal scoping, ABI 6): a kernel with another one
+    // measures another table, and this line says why.
+    let doctor = Command::new(bin()).arg("doctor").output().unwrap();
+    let doctor = String::from_utf8_lossy(&doctor.stdout);
+    let abi = doctor
+        .lines()
+        .find(|l| l.contains("landlock"))
+        .and_then(|l| l.split("ABI ").nth(1))
+        .and_then(|r| r.split(':').next())
+        .unwrap_or("unknown");
+    table.push_str(&format!(
+        "\nMeasured as root with Landlock ABI {abi}, on the cold path (`pysandbox run`).\n"
+    ));
     eprintln!("{table}\n({runs} runs in {:.1?})", started.elapsed());
     let path = security_md();
     let doc = std::fs::read_to_string(&path).unwrap();

@@ -34,7 +34,8 @@
 //! applies to the next child a process makes), and its `/tmp` is a fresh tmpfs the zygote
 //! mounts after each run. A step that fails stops the stage: nothing of the code runs, and the
 //! caller reports the step by name ([`StepError`]); a test-only switch ([`Injection`]) makes
-//! any step fail on purpose so that every failure path is exercised.
+//! any step fail on purpose so that every failure path is exercised. Another one
+//! ([`crate::layers`], cold runs only) turns whole layers off for the layer matrix.
 
 use crate::landlock;
 use crate::sys;
