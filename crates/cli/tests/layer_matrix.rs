@@ -175,6 +175,22 @@ impl Victim {
         }
         Victim(child)
     }
+    /// [`Victim::start`] for a program that prints a line once it is ready.
+    fn start_ready(args: &[&str]) -> Victim {
+        let mut child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start the victim");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "READY", "the victim did not start");
+        Victim(child)
+    }
     fn pid(&self) -> u32 {
         self.0.id()
     }
@@ -364,7 +380,13 @@ fn kill_host_process(c: Config) -> bool {
 }
 
 fn ptrace_host_process(c: Config) -> bool {
-    let mut v = Victim::start(&["sleep", "30"]);
+    // The victim lets any process of its uid trace it (PR_SET_PTRACER_ANY): Yama, where it is
+    // on, would otherwise stop the control, and Yama is no layer of pysandbox's.
+    let victim = "import ctypes, sys, time\n\
+                  ctypes.CDLL(None).prctl(0x59616d61, ctypes.c_ulong(-1), 0, 0, 0)\n\
+                  print('READY', flush=True)\n\
+                  time.sleep(30)";
+    let mut v = Victim::start_ready(&[PYTHON, "-c", victim]);
     // Attach, then kill it through ptrace (PTRACE_KILL): the victim's death is the evidence.
     let code = format!(
         r#"
