@@ -115,6 +115,7 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
                 warm: false,
                 zygote_library: None,
                 inject: None,
+                disabled: pysandbox_core::layers::Layers::NONE,
             };
             let req = RunRequest {
                 source: Source::Code("print(6 * 7)".into()),

@@ -12,6 +12,7 @@ mod sessions;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use pysandbox_core::isolate::Injection;
+use pysandbox_core::layers::{self, Layer, Layers};
 use pysandbox_core::limits::{self, parse_duration, parse_size, Limit};
 use pysandbox_core::outcome::{ErrorKind, Outcome as RunOutcome};
 use pysandbox_core::policy::{Feature, Policy, PolicyError};
@@ -287,6 +288,10 @@ struct RunArgs {
     /// `results`), `display(obj)` adds results.
     #[arg(long)]
     cell: bool,
+    /// Test-only (the layer matrix): turn this isolation layer off; repeatable. Refused unless
+    /// the caller also sets PYSANDBOX_TESTING_DISABLE_LAYERS=1 (see crates/core/src/layers.rs).
+    #[arg(long = "disable-layer", value_name = "LAYER", hide = true)]
+    disable_layers: Vec<String>,
     #[command(flatten)]
     policy: PolicyArgs,
     /// The script, then its arguments.
@@ -420,6 +425,25 @@ fn cmd_run(a: RunArgs) -> Result<ExitCode> {
 }
 
 fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
+    let mut disabled = Layers::NONE;
+    for name in &a.disable_layers {
+        match Layer::parse(name) {
+            Ok(l) => disabled = disabled.with(l),
+            Err(e) => return usage(format!("--disable-layer: {e}")),
+        }
+    }
+    if let Err(e) = layers::check_guard(disabled) {
+        return usage(e);
+    }
+    if !disabled.is_empty() {
+        if a.warm {
+            return usage("--disable-layer applies to cold runs only (not --warm)".into());
+        }
+        eprintln!(
+            "pysandbox: WARNING: test switch: isolation layers off: {}",
+            disabled.names()
+        );
+    }
     if a.warm {
         return batch::run_files(&a.policy, &a.script, a.json);
     }
@@ -430,6 +454,7 @@ fn cmd_run_inner(a: RunArgs) -> Result<ExitCode> {
     };
     let mut resolved = a.policy.policy()?.resolve()?;
     resolved.spec.inject = a.policy.injection()?.map(|i| i.step);
+    resolved.spec.disabled = disabled;
     let files = read_files(&a.files)?;
     warm::check_inputs(&files, &a.collect, resolved.spec.limits.tmp_size)
         .map_err(PolicyError::Parse)?;

@@ -34,7 +34,8 @@
 //! applies to the next child a process makes), and its `/tmp` is a fresh tmpfs the zygote
 //! mounts after each run. A step that fails stops the stage: nothing of the code runs, and the
 //! caller reports the step by name ([`StepError`]); a test-only switch ([`Injection`]) makes
-//! any step fail on purpose so that every failure path is exercised.
+//! any step fail on purpose so that every failure path is exercised. Another one
+//! ([`crate::layers`], cold runs only) turns whole layers off for the layer matrix.
 
 use crate::landlock;
 use crate::sys;
@@ -235,6 +236,8 @@ pub struct ChildSetup<'a> {
     /// Called after each step (a traced warm child notes its phases).
     pub after_step: Option<fn(Step)>,
     pub inject: Option<Step>,
+    /// The layer matrix's test-only switch ([`crate::layers`]).
+    pub disabled: crate::layers::Layers,
 }
 
 /// Run the child steps of `s.stage`, in order. `report` is where a failure should be written;
@@ -242,6 +245,9 @@ pub struct ChildSetup<'a> {
 pub fn enter(s: &ChildSetup<'_>, report: &mut RawFd) -> Result<(), StepError> {
     for step in steps(s.stage) {
         check_injected(s.inject, step)?;
+        if s.disabled.skips(step) {
+            continue;
+        }
         let fail = |e: io::Error| StepError::new(step, e);
         match step {
             // New session: no controlling terminal, so no TIOCSTI into the caller's.

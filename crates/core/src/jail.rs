@@ -25,6 +25,7 @@
 
 use crate::isolate::{self, ChildSetup, Rlimits, Stage, Step, StepError};
 use crate::landlock::{self, Access, LandlockRules};
+use crate::layers::{Layer, Layers};
 use crate::limits::Limits;
 use crate::mounts::{self, BindKind, BindMount, MountError};
 use crate::seccomp::{self, ExecPolicy, SeccompOptions};
@@ -76,6 +77,8 @@ pub struct JailSpec {
     pub zygote_library: Option<PathBuf>,
     /// The test-only switch: this step of the jail or of the interpreter's setup fails.
     pub inject: Option<Step>,
+    /// The layer matrix's test-only switch: these layers are off ([`crate::layers`]).
+    pub disabled: Layers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -126,6 +129,7 @@ pub(crate) struct Prepared {
     /// The supervisor runs as host root (known before the id maps change what geteuid says).
     pub host_root: bool,
     pub inject: Option<Step>,
+    pub disabled: Layers,
 }
 
 /// Descriptors the jail's init holds (raw numbers of the supervisor's descriptors, inherited).
@@ -228,10 +232,11 @@ impl Prepared {
                 network: spec.network == Network::Host,
                 zygote: spec.warm,
             },
-            own_network: spec.network == Network::None,
+            own_network: spec.network == Network::None && !spec.disabled.off(Layer::NetNamespace),
             warm: spec.warm,
             host_root: sys::geteuid() == 0,
             inject: spec.inject,
+            disabled: spec.disabled,
         })
     }
 }
@@ -272,6 +277,9 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
     let mut listener = None;
     for step in isolate::steps(stage) {
         isolate::check_injected(p.inject, step)?;
+        if p.disabled.skips(step) {
+            continue;
+        }
         match step {
             Step::NetworkLimits => {
                 if p.own_network {
@@ -297,6 +305,9 @@ fn init(p: Prepared, fds: &InitFds) -> Result<(), JailError> {
                     return Err(JailError::ParentGone);
                 }
                 sys::set_not_dumpable().map_err(JailError::NoNewPrivs)?;
+            }
+            Step::MountView if p.disabled.off(Layer::MountView) => {
+                mounts::host_view(p.limits.tmp_size)?
             }
             Step::MountView => mounts::build_root(&p.binds, &sources, p.limits.tmp_size)?,
             Step::Hostname => sys::sethostname(HOSTNAME).map_err(JailError::Hostname)?,
@@ -441,6 +452,7 @@ fn interpreter(p: &Prepared, fds: &InitFds) -> ! {
         seccomp: None,
         after_step: None,
         inject: p.inject,
+        disabled: p.disabled,
     };
     let mut report = fds.error;
     if let Err(e) = isolate::enter(&setup, &mut report) {

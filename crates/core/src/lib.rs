@@ -9,6 +9,7 @@ pub mod isolate;
 pub mod jail;
 pub mod judge;
 pub mod landlock;
+pub mod layers;
 mod libview;
 pub mod limits;
 pub mod mounts;

@@ -232,6 +232,32 @@ pub fn build_root(
     std::env::set_current_dir("/").map_err(MountError::PivotRoot)
 }
 
+/// The layer matrix's "mount view off" ([`crate::layers`]): the host's tree stays the root (in
+/// this private mount namespace, its mounts made slaves so nothing propagates back), with only
+/// a fresh private `/tmp` (the code's working directory) over the host's.
+pub fn host_view(tmp_size: u64) -> Result<(), MountError> {
+    sys::mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_SLAVE,
+        None,
+    )
+    .map_err(MountError::MakePrivate)?;
+    let tmp_opts = crate::isolate::tmp_options(tmp_size);
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        Path::new("/tmp"),
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV,
+        Some(&tmp_opts),
+    )
+    .map_err(|source| MountError::Tmp {
+        size: tmp_size,
+        source,
+    })
+}
+
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const MOUNT_ATTR_NOSUID: u64 = 0x2;
 const MOUNT_ATTR_NODEV: u64 = 0x4;

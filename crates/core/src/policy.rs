@@ -928,6 +928,7 @@ impl Policy {
             warm: false,
             zygote_library: None,
             inject: None,
+            disabled: crate::layers::Layers::NONE,
         };
         let guard = self.guard_config(&features, &site_packages);
         Resolved {

@@ -2,6 +2,7 @@
 //! enforces the wall clock by killing the whole PID namespace, and collects the outcome.
 
 use crate::jail::{self, InitFds, JailSpec, Prepared, INSIDE_ID};
+use crate::layers::Layer;
 use crate::limits::Limit;
 use crate::mounts::MountError;
 use crate::protocol::Relay;
@@ -139,6 +140,7 @@ const REPORT_MAX: usize = 64 * 1024;
 
 /// Start a jail for `spec`, run it to the end and return what happened.
 pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> {
+    crate::layers::check_guard(spec.disabled).map_err(SupervisorError::Setup)?;
     let threads = sys::thread_count();
     if threads > 1 {
         return Err(SupervisorError::Threaded(threads));
@@ -182,6 +184,16 @@ pub fn run(spec: &JailSpec, launch: Launch) -> Result<Outcome, SupervisorError> 
         | libc::CLONE_NEWUTS;
     if spec.network == jail::Network::None {
         ns |= libc::CLONE_NEWNET;
+    }
+    for (layer, flag) in [
+        (Layer::NetNamespace, libc::CLONE_NEWNET),
+        (Layer::IpcNamespace, libc::CLONE_NEWIPC),
+        (Layer::PidNamespace, libc::CLONE_NEWPID),
+        (Layer::UtsNamespace, libc::CLONE_NEWUTS),
+    ] {
+        if spec.disabled.off(layer) {
+            ns &= !flag;
+        }
     }
     let start = Instant::now();
     let (pid, pidfd) = match sys::clone_pidfd(ns).map_err(SupervisorError::Clone)? {

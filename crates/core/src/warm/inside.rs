@@ -551,6 +551,7 @@ impl Zygote {
             seccomp: Some(&self.p.filter),
             after_step: self.cfg.trace.then_some(trace_step as fn(Step)),
             inject: self.cfg.inject.filter(|i| i.child == seq).map(|i| i.step),
+            disabled: crate::layers::Layers::NONE,
         };
         let mut report = p.res_w.as_raw_fd();
         let result = isolate::enter(&setup, &mut report);
