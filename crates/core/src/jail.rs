@@ -217,10 +217,12 @@ impl Prepared {
             landlock: LandlockRules {
                 paths: rules,
                 // Scoping (ABI 6) keeps sibling jails from signalling each other or meeting on
-                // abstract unix sockets; on older kernels the PID and network namespaces already
-                // separate them.
+                // abstract unix sockets, and the code from the host's abstract sockets even where
+                // the network namespace is the host's (the layer matrix: otherwise the namespace
+                // alone stood there); on older kernels the PID and network namespaces separate
+                // them.
                 scope_signals: abi >= 6,
-                scope_abstract_unix: abi >= 6 && spec.network == Network::Host,
+                scope_abstract_unix: abi >= 6,
                 restrict_tcp: spec.network == Network::None && abi >= 4,
             },
             seccomp: SeccompOptions {
