@@ -27,7 +27,7 @@ const WORKERS: usize = 2;
 /// Every path's policy (the cold path and the server read it from a file).
 const POLICY: &str = r#"preset = "stdlib"
 [limits]
-wall = "4s"
+wall = "10s"
 cpu = "1s"
 memory = "256M"
 output = "64K"
@@ -36,6 +36,8 @@ file_size = "1M"
 "#;
 /// An RSS sample every this many requests of a path.
 const SAMPLE_EVERY: usize = 10;
+/// The server's `--header-timeout` (its default), after which it closes an idle connection.
+const IDLE_CLOSE: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum PathKind {
@@ -82,12 +84,16 @@ struct Log {
     wrong: Vec<String>,
     by_kind: std::collections::BTreeMap<&'static str, usize>,
     sessions_opened: usize,
+    /// Requests sent again on a new connection (the server closed an idle one).
+    reconnects: usize,
 }
 
 /// One thread's own connections and sessions.
 #[derive(Default)]
 struct Mine {
     conn: Option<Conn>,
+    /// When the connection last answered.
+    conn_used: Option<Instant>,
     session: Option<Session>,
     session_calls: u64,
     http_session: Option<String>,
@@ -195,6 +201,9 @@ impl Shared {
         b
     }
 
+    /// One HTTP request on the thread's keep-alive connection. The server closes a connection
+    /// idle for its `--header-timeout` (10 s): a request on one idle that long that finds it
+    /// closed before any answer is sent again on a new one (counted, and printed).
     fn http(
         &self,
         mine: &mut Mine,
@@ -202,27 +211,41 @@ impl Shared {
         path: &str,
         body: &Value,
     ) -> Result<(u16, Value), String> {
-        let conn = mine.conn.get_or_insert_with(|| Conn::open(&self.addr));
         let text = if body.is_null() {
             String::new()
         } else {
             body.to_string()
         };
-        match conn.request(method, path, &text) {
-            Ok((status, b)) => {
-                let v = if b.is_empty() {
-                    Value::Null
-                } else {
-                    serde_json::from_slice(&b)
-                        .map_err(|e| format!("{method} {path}: {status} not JSON: {e}"))?
-                };
-                Ok((status, v))
-            }
-            Err(e) => {
-                mine.conn = None;
-                Err(format!("{method} {path}: {e}"))
+        let idle = mine.conn_used.map(|t| t.elapsed());
+        let mut answer = None;
+        for attempt in 0..2 {
+            let conn = mine.conn.get_or_insert_with(|| Conn::open(&self.addr));
+            match conn.request(method, path, &text) {
+                Ok(a) => {
+                    answer = Some(a);
+                    break;
+                }
+                Err(e) => {
+                    mine.conn = None;
+                    let stale = e.kind() == std::io::ErrorKind::InvalidData
+                        && e.to_string().contains("not a status line: \"\"");
+                    if attempt == 0 && stale && idle.is_some_and(|d| d >= IDLE_CLOSE) {
+                        self.log.lock().unwrap().reconnects += 1;
+                        continue;
+                    }
+                    return Err(format!("{method} {path}: {e} (connection idle {idle:?})"));
+                }
             }
         }
+        mine.conn_used = Some(Instant::now());
+        let (status, b) = answer.expect("answered or returned");
+        let v = if b.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&b)
+                .map_err(|e| format!("{method} {path}: {status} not JSON: {e}"))?
+        };
+        Ok((status, v))
     }
 
     /// Request `i` on its path; its outcome, checked.
@@ -278,7 +301,7 @@ impl Shared {
                 }
                 cases::check(case, i, &o, counter)?;
             }
-            PathKind::Server if (i / 4) % 2 == 0 => {
+            PathKind::Server if (i / 4).is_multiple_of(2) => {
                 let (status, o) =
                     self.http(mine, "POST", "/v1/execute", &Self::body(&job, &job.code))?;
                 if status != 200 {
@@ -363,12 +386,20 @@ impl Shared {
             if let Err(why) = result {
                 log.wrong.push(format!("#{i} {path:?} {case:?}: {why}"));
             }
-            if n % SAMPLE_EVERY == 0 {
+            if n.is_multiple_of(SAMPLE_EVERY) {
                 match path {
                     PathKind::Server => {
+                        // The server's warm workers and what runs below them; not its
+                        // sessions' workers (`worker --sessions`), which come and go.
                         let all = host::processes();
-                        let workers = host::descendants(&all, self.server_pid);
-                        let w = sum_rss(workers.iter().map(|p| p.pid));
+                        let mut pids = Vec::new();
+                        for w in all.iter().filter(|p| {
+                            p.ppid == self.server_pid && !p.cmdline.contains("--sessions")
+                        }) {
+                            pids.push(w.pid);
+                            pids.extend(host::descendants(&all, w.pid).iter().map(|p| p.pid));
+                        }
+                        let w = sum_rss(pids);
                         log.server_rss.push((n, host::rss_kib(self.server_pid), w));
                     }
                     PathKind::Pool => {
@@ -539,7 +570,8 @@ pub fn run(total: usize, python: &str) -> i32 {
         );
     }
     println!(
-        "{:<10} {:>8} {:>10.1}   total {:.1} s; by kind: {}; sessions opened: {}",
+        "{:<10} {:>8} {:>10.1}   total {:.1} s; by kind: {}; sessions opened: {}; \
+         requests sent again (the server had closed an idle connection): {}",
         "all",
         total,
         total as f64 / wall.as_secs_f64(),
@@ -549,7 +581,8 @@ pub fn run(total: usize, python: &str) -> i32 {
             .map(|(k, n)| format!("{k} {n}"))
             .collect::<Vec<_>>()
             .join(", "),
-        log.sessions_opened
+        log.sessions_opened,
+        log.reconnects
     );
 
     // The checks, from the host.
@@ -571,7 +604,7 @@ pub fn run(total: usize, python: &str) -> i32 {
         log.server_rss.iter().map(|(n, _, w)| (*n, *w)).collect();
     for (name, samples, n) in [
         ("server RSS", &server_self, server_n),
-        ("server workers' RSS", &server_workers, server_n),
+        ("server warm workers' RSS", &server_workers, server_n),
         ("pool workers' RSS", &log.pool_rss, pool_n),
     ] {
         let (first, last) = first_last(samples, n, window);
