@@ -707,14 +707,25 @@ pub fn run(total: usize, python: &str) -> i32 {
             after.sysv.len()
         ),
     );
-    let temp: Vec<String> = host::new_in(&before.temp, &after.temp)
+    // The test suites (`cargo test` of this or another checkout, running alongside) keep
+    // their copies of the binary for the nobody caller in /tmp/pysandbox-test-nobody-*: not
+    // the soak's, shown apart.
+    let (suites, temp): (Vec<String>, Vec<String>) = host::new_in(&before.temp, &after.temp)
         .into_iter()
         .filter(|t| t.contains("pysandbox"))
-        .collect();
+        .partition(|t| {
+            t.rsplit('/')
+                .next()
+                .is_some_and(|n| n.starts_with("pysandbox-test-"))
+        });
     c.check(
         temp.is_empty() && tmp_left.is_empty() && dir_left.is_empty(),
         "no temp entry (TMPDIR, /tmp, /dev/shm, /var/tmp)",
-        format!("TMPDIR: {tmp_left:?}; soak dir: {dir_left:?}; new pysandbox entries: {temp:?}"),
+        format!(
+            "TMPDIR: {tmp_left:?}; soak dir: {dir_left:?}; new pysandbox entries: {temp:?} \
+             (and {} of the test suites running alongside)",
+            suites.len()
+        ),
     );
     let cg = host::new_in(&before.cgroups, &after.cgroups);
     c.check(
