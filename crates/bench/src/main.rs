@@ -87,6 +87,14 @@ fn main() {
         packages(runs, &python);
         return;
     }
+    // `pysandbox-bench RUNS phases`: the per-phase table of a warm child alone.
+    if std::env::args().nth(2).as_deref() == Some("phases") {
+        let mut policy =
+            pysandbox_core::policy::Policy::from_toml_str("preset = \"stdlib\"").expect("policy");
+        policy.python = Some(PathBuf::from(&python));
+        phases(runs, &policy);
+        return;
+    }
     // `pysandbox-bench RUNS server`: the HTTP server's rows alone.
     if std::env::args().nth(2).as_deref() == Some("server") {
         server::run(runs, &python);
@@ -234,6 +242,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
     );
     python_api(runs, python, base);
     floor(runs, python, base);
+    phases(runs, &policy);
     // A session: one isolated child keeps its state, no fork per call.
     let mut session =
         pysandbox_core::warm::Session::open(&pysandbox_binary(), &policy, Duration::from_secs(600))
@@ -306,6 +315,87 @@ fn warm(runs: usize, python: &str, base: Duration) {
         clean as f64 / 1024.0
     );
     packages(runs, python);
+}
+
+/// The per-phase cost of a warm child: a worker whose children report each phase of their
+/// start (`PYSANDBOX_TRACE_PHASES`: durations and page faults), for `print(1+1)` back to back
+/// (`pysandbox batch`'s case) and for the Python package's exec path 5 ms apart (its warm-up
+/// taken while idle). What the caller sees per request is printed under the phases.
+fn phases(runs: usize, policy: &pysandbox_core::policy::Policy) {
+    use pysandbox_core::warm::{Pool, PoolOptions, Request, WarmUp, TRACE_ENV};
+    for (title, warm_up, pause) in [
+        ("print(1+1) back to back", WarmUp::Code, Duration::ZERO),
+        (
+            "the Python package's exec path, 5 ms apart",
+            WarmUp::Api,
+            Duration::from_millis(5),
+        ),
+    ] {
+        // The worker inherits the variable at its start; nothing else starts a worker meanwhile.
+        std::env::set_var(TRACE_ENV, "1");
+        let mut opts = PoolOptions::new(pysandbox_binary());
+        opts.workers = 1;
+        opts.warm_up = warm_up;
+        let pool = Pool::new(policy.clone(), opts).expect("start a traced warm worker");
+        std::env::remove_var(TRACE_ENV);
+        let mut req = Request::new(None, CODE, None);
+        if warm_up == WarmUp::Api {
+            req.api = Some(serde_json::json!({"op": "exec", "input": {"d": []}}));
+        }
+        let mut names: Vec<String> = Vec::new();
+        let mut per: Vec<Vec<(u64, u64)>> = Vec::new();
+        let mut seen = Vec::with_capacity(runs);
+        for i in 0..runs + 10 {
+            std::thread::sleep(pause);
+            let start = Instant::now();
+            let o = pool.run_request(&req).expect("traced warm run");
+            let took = start.elapsed();
+            assert_eq!(o.run.stdout, "2\n", "{o:?}");
+            if i < 10 {
+                continue;
+            }
+            seen.push(took);
+            for m in &o.trace {
+                let at = names.iter().position(|n| *n == m.phase).unwrap_or_else(|| {
+                    names.push(m.phase.clone());
+                    per.push(Vec::new());
+                    names.len() - 1
+                });
+                per[at].push((m.nanos, m.faults));
+            }
+        }
+        pool.shutdown();
+        if names.is_empty() {
+            println!("(the warm children reported no phases: per-phase table skipped)");
+            return;
+        }
+        seen.sort();
+        println!();
+        println!("a warm child, phase by phase: {title} ({runs} requests, medians)");
+        println!("{:<56} {:>9} {:>8}", "phase", "µs", "faults");
+        let (mut total, mut faults) = (0.0, 0);
+        for (name, v) in names.iter().zip(&mut per) {
+            let mut ns: Vec<u64> = v.iter().map(|x| x.0).collect();
+            let mut f: Vec<u64> = v.iter().map(|x| x.1).collect();
+            ns.sort_unstable();
+            f.sort_unstable();
+            let (us, fl) = (ns[ns.len() / 2] as f64 / 1e3, f[f.len() / 2]);
+            if !name.starts_with('(') {
+                total += us;
+                faults += fl;
+            }
+            println!("{name:<56} {us:>9.1} {fl:>8}");
+        }
+        println!(
+            "{:<56} {total:>9.1} {faults:>8}",
+            "the phases' sum (idle excluded)"
+        );
+        println!(
+            "{:<56} {:>9.1}",
+            "one request as the caller sees it",
+            percentile(&seen, 0.5).as_secs_f64() * 1e6
+        );
+    }
 }
 
 /// Unique memory of an idle pool's workers, every process of their trees (worker, init, zygote

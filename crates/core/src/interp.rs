@@ -669,7 +669,7 @@ fn write_atomic(dir: &Path, file: &Path, text: &[u8]) {
     }
 }
 
-/// What marks a compiled bootstrap in the `support` descriptor (`bootstrap/run.py` reads it).
+/// What marks a compiled bootstrap on the `support` descriptor (see [`compiled_bootstrap`]).
 pub const COMPILED_MAGIC: &[u8; 8] = b"\0PYSBMC\0";
 
 /// Python source built into the binary, with its hash (computed by the compiler, so that a
@@ -688,22 +688,34 @@ impl StaticSource {
     }
 }
 
-/// `source` compiled by `exe` (`compile(source, "<pysandbox>", "exec")`, marshalled), behind
-/// [`COMPILED_MAGIC`]: what a cold run hands its interpreter instead of the source, so that it
-/// does not compile the bootstrap's 1,000 lines on every run (about 7 ms). Cached in the private
-/// cache directory per interpreter binary and source; `None` when it cannot be made (then the
-/// source is handed over: the same code, compiled inside).
-pub fn compiled_support(exe: &Path, source: &StaticSource) -> Option<Vec<u8>> {
-    compiled_in(&cache_dir()?, exe, source)
+/// The cold bootstrap compiled by `exe` and marshalled, behind [`COMPILED_MAGIC`]: a pair of
+/// `run` (the code of `bootstrap/run.py`, file name `<string>` as under `-c`) and, as bytes,
+/// `support` compiled (`<pysandbox>`) behind the magic again, unmarshalled only when needed.
+/// What a cold run hands its interpreter instead of the sources, so that it compiles neither
+/// the 60 lines it always runs nor the 1,000 it runs with the guard (about 1 and 7 ms). Cached in
+/// the private cache directory per interpreter binary and sources; `None` when it cannot be made
+/// (then the sources are handed over: the same code, compiled inside).
+pub fn compiled_bootstrap(
+    exe: &Path,
+    run: &StaticSource,
+    support: &StaticSource,
+) -> Option<Vec<u8>> {
+    compiled_in(&cache_dir()?, exe, run, support)
 }
 
-fn compiled_in(dir: &Path, exe: &Path, source: &StaticSource) -> Option<Vec<u8>> {
+fn compiled_in(
+    dir: &Path,
+    exe: &Path,
+    run: &StaticSource,
+    support: &StaticSource,
+) -> Option<Vec<u8>> {
     let key = CacheKey::of(exe).ok()?;
     let file = dir.join(format!(
-        "support-v{}-{:016x}-{:016x}.bin",
+        "bootstrap-v{}-{:016x}-{:016x}-{:016x}.bin",
         key.version,
         fnv(key.path.as_os_str().as_encoded_bytes()),
-        source.hash
+        run.hash,
+        support.hash
     ));
     let header = serde_json::to_vec(&key).ok()?;
     // A file we own that nobody else can write, for this very binary: the code it holds runs
@@ -725,7 +737,7 @@ fn compiled_in(dir: &Path, exe: &Path, source: &StaticSource) -> Option<Vec<u8>>
     if !private_dir(dir) {
         return None;
     }
-    let compiled = compile_on_host(exe, source.text)?;
+    let compiled = compile_on_host(exe, run.text, support.text)?;
     let mut data = header;
     data.push(b'\n');
     let at = data.len();
@@ -736,8 +748,9 @@ fn compiled_in(dir: &Path, exe: &Path, source: &StaticSource) -> Option<Vec<u8>>
     Some(data)
 }
 
-/// Our own bootstrap source compiled by the interpreter on the host (as [`inspect`] queries it).
-fn compile_on_host(exe: &Path, source: &str) -> Option<Vec<u8>> {
+/// Our own bootstrap sources compiled by the interpreter on the host (as [`inspect`] queries
+/// it): the marshalled pair of [`compiled_bootstrap`].
+fn compile_on_host(exe: &Path, run: &str, support: &str) -> Option<Vec<u8>> {
     use std::io::Write;
     let mut child = Command::new(exe)
         .args([
@@ -745,8 +758,9 @@ fn compile_on_host(exe: &Path, source: &str) -> Option<Vec<u8>> {
             "-S",
             "-c",
             "import marshal, sys\n\
-             src = sys.stdin.buffer.read()\n\
-             sys.stdout.buffer.write(marshal.dumps(compile(src, '<pysandbox>', 'exec')))",
+             run, support = sys.stdin.buffer.read().split(b'\\0', 1)\n\
+             inner = b'\\0PYSBMC\\0' + marshal.dumps(compile(support, '<pysandbox>', 'exec'))\n\
+             sys.stdout.buffer.write(marshal.dumps((compile(run, '<string>', 'exec'), inner)))",
         ])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")
@@ -756,8 +770,11 @@ fn compile_on_host(exe: &Path, source: &str) -> Option<Vec<u8>> {
         .spawn()
         .ok()?;
     let mut stdin = child.stdin.take()?;
-    let source = source.to_string();
-    let writer = std::thread::spawn(move || stdin.write_all(source.as_bytes()));
+    let mut input = Vec::with_capacity(run.len() + 1 + support.len());
+    input.extend(run.as_bytes());
+    input.push(0);
+    input.extend(support.as_bytes());
+    let writer = std::thread::spawn(move || stdin.write_all(&input));
     let out = child.wait_with_output().ok()?;
     writer.join().ok()?.ok()?;
     (out.status.success() && !out.stdout.is_empty()).then_some(out.stdout)
@@ -863,16 +880,16 @@ mod tests {
         };
         let d = scratch("support");
         let exe = &interp.executable;
-        let source = StaticSource::new("X = 1\n");
-        let first = compiled_in(&d, exe, &source).expect("compiled");
+        let (run, source) = (StaticSource::new("Y = 2\n"), StaticSource::new("X = 1\n"));
+        let first = compiled_in(&d, exe, &run, &source).expect("compiled");
         assert!(first.starts_with(COMPILED_MAGIC));
         // The second time from the cache: the same bytes.
-        assert_eq!(compiled_in(&d, exe, &source).as_ref(), Some(&first));
+        assert_eq!(compiled_in(&d, exe, &run, &source).as_ref(), Some(&first));
         let file = std::fs::read_dir(&d)
             .unwrap()
             .flatten()
             .map(|e| e.path())
-            .find(|p| p.to_string_lossy().contains("support-"))
+            .find(|p| p.to_string_lossy().contains("bootstrap-"))
             .unwrap();
         // Another content in a file that is ours alone is what the next run gets (the control)…
         let mut planted = std::fs::read(&file).unwrap();
@@ -881,14 +898,21 @@ mod tests {
         planted.extend(COMPILED_MAGIC);
         planted.extend(b"planted");
         std::fs::write(&file, &planted).unwrap();
-        let got = compiled_in(&d, exe, &source).unwrap();
+        let got = compiled_in(&d, exe, &run, &source).unwrap();
         assert!(got.ends_with(b"planted"));
         // …but not when others could have written it: compiled again, and the file replaced.
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
-        assert_eq!(compiled_in(&d, exe, &source).as_ref(), Some(&first));
-        assert_eq!(compiled_in(&d, exe, &source).as_ref(), Some(&first));
+        assert_eq!(compiled_in(&d, exe, &run, &source).as_ref(), Some(&first));
+        assert_eq!(compiled_in(&d, exe, &run, &source).as_ref(), Some(&first));
         // Source the interpreter cannot compile: none (the caller hands over the source).
-        assert_eq!(compiled_in(&d, exe, &StaticSource::new("def (")), None);
+        assert_eq!(
+            compiled_in(&d, exe, &run, &StaticSource::new("def (")),
+            None
+        );
+        assert_eq!(
+            compiled_in(&d, exe, &StaticSource::new("def ("), &source),
+            None
+        );
         let _ = std::fs::remove_dir_all(&d);
     }
 

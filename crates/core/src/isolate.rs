@@ -232,6 +232,8 @@ pub struct ChildSetup<'a> {
     pub landlock: Option<(usize, u64)>,
     /// The filter stacked on the zygote's.
     pub seccomp: Option<&'a [libc::sock_filter]>,
+    /// Called after each step (a traced warm child notes its phases).
+    pub after_step: Option<fn(Step)>,
     pub inject: Option<Step>,
 }
 
@@ -293,6 +295,9 @@ pub fn enter(s: &ChildSetup<'_>, report: &mut RawFd) -> Result<(), StepError> {
             Step::NetworkLimits | Step::Ids | Step::MountView | Step::Hostname => {
                 unreachable!("jail steps are taken by the jail's init")
             }
+        }
+        if let Some(noted) = s.after_step {
+            noted(step);
         }
     }
     Ok(())

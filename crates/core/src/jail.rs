@@ -423,6 +423,7 @@ fn interpreter(p: &Prepared, fds: &InitFds) -> ! {
         tmp_options: None,
         landlock: None,
         seccomp: None,
+        after_step: None,
         inject: p.inject,
     };
     let mut report = fds.error;

@@ -863,6 +863,7 @@ mod tests {
             result_truncated: false,
             report_error: None,
             ended: false,
+            trace: Vec::new(),
         };
         // Compiled: the cases run.
         let ok = check(outcome(Some(0), None, None), Some(r#"{"d":[]}"#));

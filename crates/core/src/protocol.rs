@@ -147,7 +147,22 @@ pub enum Report {
         message: String,
         traceback: String,
     },
+    /// A traced warm child's phases (only when the pool asked for it: `PoolOptions::trace`,
+    /// `make bench`), sent before `Done`. At most [`TRACE_MAX`] marks.
+    Trace(Vec<Mark>),
 }
+
+/// One phase of a traced warm child: its name, how long it took and the page faults the child
+/// took in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Mark {
+    pub phase: String,
+    pub nanos: u64,
+    pub faults: u64,
+}
+
+/// The most marks a `Trace` frame may carry.
+pub const TRACE_MAX: usize = 64;
 
 /// Where a `pysandbox repl` session is after an input line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -224,6 +239,7 @@ const REPORT_ERROR: u8 = 6;
 const REPORT_FILE: u8 = 7;
 const REPORT_FILES_TRUNCATED: u8 = 8;
 const REPORT_DISPLAY: u8 = 9;
+const REPORT_TRACE: u8 = 10;
 const RELAY_STDOUT: u8 = 1;
 const RELAY_STDERR: u8 = 2;
 const RELAY_REPORT: u8 = 3;
@@ -559,6 +575,10 @@ impl Report {
                 .bytes(truncated_to(kind, ERROR_TYPE_MAX).as_bytes())
                 .bytes(truncated_to(message, ERROR_MESSAGE_MAX).as_bytes())
                 .bytes(truncated_to(traceback, ERROR_TRACEBACK_MAX).as_bytes()),
+            Report::Trace(marks) => marks.iter().take(TRACE_MAX).fold(
+                Writer::new(REPORT_TRACE).u32(marks.len().min(TRACE_MAX) as u32),
+                |w, m| w.bytes(m.phase.as_bytes()).u64(m.nanos).u64(m.faults),
+            ),
             Report::Repl(state) => Writer::new(REPORT_REPL).u8(match state {
                 ReplState::Ready => 0,
                 ReplState::More => 1,
@@ -596,6 +616,21 @@ impl Report {
                 message: f.text()?,
                 traceback: f.text()?,
             },
+            REPORT_TRACE => {
+                let n = f.u32()? as usize;
+                if n > TRACE_MAX {
+                    return Err(FrameError::Value("too many trace marks"));
+                }
+                let mut marks = Vec::with_capacity(n);
+                for _ in 0..n {
+                    marks.push(Mark {
+                        phase: f.text()?,
+                        nanos: f.u64()?,
+                        faults: f.u64()?,
+                    });
+                }
+                Report::Trace(marks)
+            }
             REPORT_REPL => Report::Repl(match f.u8()? {
                 0 => ReplState::Ready,
                 1 => ReplState::More,
@@ -798,11 +833,34 @@ mod tests {
                 message: "division by zero".into(),
                 traceback: "Traceback (most recent call last):\n".into(),
             },
+            Report::Trace(vec![Mark {
+                phase: "fork".into(),
+                nanos: 41_000,
+                faults: 30,
+            }]),
         ];
         let bytes: Vec<u8> = reports.iter().flat_map(|r| r.encode()).collect();
         let (got, reader) = decode_reports(&bytes, 1024);
         assert_eq!(got, reports);
         assert!(reader.error.is_none() && reader.pending() == 0);
+    }
+
+    /// A trace claims no more marks than a frame may carry.
+    #[test]
+    fn trace_frames_are_bounded() {
+        let mark = Mark {
+            phase: "x".into(),
+            nanos: 1,
+            faults: 1,
+        };
+        let many = Report::Trace(vec![mark; TRACE_MAX + 5]);
+        match Report::decode_body(REPORT_TRACE, Fields(&many.encode()[5..])).unwrap() {
+            Report::Trace(m) => assert_eq!(m.len(), TRACE_MAX),
+            other => panic!("{other:?}"),
+        }
+        let mut forged = Writer::new(REPORT_TRACE).u32(u32::MAX).finish();
+        forged.extend([0u8; 20]);
+        assert!(Report::decode_body(REPORT_TRACE, Fields(&forged[5..])).is_err());
     }
 
     /// The bytes the bootstrap's frames are checked against (tests/python/test_bootstrap.py).

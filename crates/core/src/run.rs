@@ -9,12 +9,21 @@ use crate::sys;
 use std::io;
 use std::path::PathBuf;
 
-/// The bootstrap that reads the code from descriptor 3 and runs it (small: compiled every run).
+/// The bootstrap that reads the code from descriptor 3 and runs it, as source (`-c`) when it
+/// does not come compiled.
 pub const BOOTSTRAP: &str = include_str!("bootstrap/run.py");
 /// The rest of the bootstrap (guard, repl, tracebacks), on descriptor 5, compiled only if needed.
 pub const SUPPORT: &str = include_str!("bootstrap/support.py");
-/// [`SUPPORT`] with its hash, for its cached compilation.
+/// Both with their hashes, for their cached compilation ([`crate::interp::compiled_bootstrap`]).
+const BOOTSTRAP_SOURCE: crate::interp::StaticSource = crate::interp::StaticSource::new(BOOTSTRAP);
 const SUPPORT_SOURCE: crate::interp::StaticSource = crate::interp::StaticSource::new(SUPPORT);
+/// What `-c` runs when descriptor 5 holds the compiled bootstrap: the pair of the bootstrap's
+/// code and the support's compiled bytes; `bootstrap/run.py` takes the latter from its globals.
+pub const COMPILED_STUB: &str = "import marshal\n\
+     _d = open(5, 'rb').read()\n\
+     _r, _pysandbox_support = marshal.loads(_d[8:])\n\
+     del _d\n\
+     exec(_r)\n";
 /// The warm worker's zygote, appended to [`SUPPORT`] in warm mode (see `crate::warm`).
 pub const WARM: &str = include_str!("bootstrap/warm.py");
 
@@ -95,11 +104,19 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     let (report_r, report_w) = sys::pipe().map_err(RunError::Code)?;
     // A cold run's interpreter gets the bootstrap compiled once on the host (a warm worker
     // compiles it once at its start: the source).
-    let support = if req.warm.is_some() {
-        format!("{SUPPORT}{WARM}").into_bytes()
+    let compiled = if req.warm.is_some() {
+        None
     } else {
-        crate::interp::compiled_support(&spec.interpreter.executable, &SUPPORT_SOURCE)
-            .unwrap_or_else(|| SUPPORT.as_bytes().to_vec())
+        crate::interp::compiled_bootstrap(
+            &spec.interpreter.executable,
+            &BOOTSTRAP_SOURCE,
+            &SUPPORT_SOURCE,
+        )
+    };
+    let (bootstrap, support) = match compiled {
+        Some(blob) => (COMPILED_STUB, blob),
+        None if req.warm.is_some() => (BOOTSTRAP, format!("{SUPPORT}{WARM}").into_bytes()),
+        None => (BOOTSTRAP, SUPPORT.as_bytes().to_vec()),
     };
     let support_fd = sys::sealed_memfd(c"support", &support).map_err(RunError::Code)?;
     let mut extra_fds = vec![code_fd, report_w, support_fd];
@@ -156,7 +173,7 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     };
     let mut spec = spec.clone();
     spec.args
-        .extend(["-c".to_string(), BOOTSTRAP.to_string(), mode, name]);
+        .extend(["-c".to_string(), bootstrap.to_string(), mode, name]);
     spec.args.extend(req.args);
     let mut outcome = supervisor::run(
         &spec,
@@ -229,7 +246,9 @@ pub fn reported(report: &[u8], result_max: usize) -> Reported {
             | Report::Repl(_)
             | Report::File { .. }
             | Report::FilesTruncated
-            | Report::Display(_) => {}
+            | Report::Display(_)
+            // Only warm children are traced.
+            | Report::Trace(_) => {}
         }
     }
     r.extras.files_truncated |= reader.other_truncated;

@@ -24,3 +24,40 @@ pub extern "C" fn pysandbox_zygote_protocol() -> c_int {
 pub extern "C" fn pysandbox_zygote_serve(config_fd: c_int, ctl_fd: c_int) -> c_int {
     pysandbox_core::warm::serve_inside(config_fd, ctl_fd)
 }
+
+/// A traced child (`PYSANDBOX_TRACE_PHASES`): the bootstrap's phase `phase` (an index of
+/// `trace::BOOTSTRAP_PHASES`) has just ended. A no-op otherwise, or for an unknown index.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn pysandbox_zygote_mark(phase: c_int) {
+    use pysandbox_core::warm::trace;
+    if let Some(name) = usize::try_from(phase)
+        .ok()
+        .and_then(|i| trace::BOOTSTRAP_PHASES.get(i))
+    {
+        trace::mark(name);
+    }
+}
+
+/// A traced child: write its phases to `fd` (the report pipe) as one frame. 0, or -1 if the
+/// write failed. Nothing is written unless the child is traced.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn pysandbox_zygote_trace(fd: c_int) -> c_int {
+    match pysandbox_core::warm::trace::send_trace(fd) {
+        Ok(()) => 0,
+        Err(_) => -1,
+    }
+}
+
+/// Whether `fd` has something to read (1), nothing within `timeout_ms` (0; -1 waits), or cannot
+/// be asked (-1): a child takes its warm-up only while no request waits.
+#[allow(unsafe_code)]
+#[no_mangle]
+pub extern "C" fn pysandbox_zygote_readable(fd: c_int, timeout_ms: c_int) -> c_int {
+    match pysandbox_core::warm::request_waiting(fd, timeout_ms) {
+        Ok(true) => 1,
+        Ok(false) => 0,
+        Err(_) => -1,
+    }
+}

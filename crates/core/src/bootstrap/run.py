@@ -1,14 +1,15 @@
-# pysandbox's bootstrap for `pysandbox run`, executed with `python -I -S -B -c` inside the jail.
-# Kept small: the interpreter compiles it on every run. Descriptors: 3 the code (a sealed memfd),
-# 4 the report pipe to the supervisor (typed frames: docs/protocol.md), 5 the rest of the bootstrap (support.py, as
-# source or as this interpreter's marshalled code; loaded only when needed), 6 the guard's
-# configuration (modes with "guard").
+# pysandbox's bootstrap for `pysandbox run`, executed with `python -I -S -B -c` inside the jail:
+# as source, or compiled on the host and started by a stub (crate::run::COMPILED_STUB) that
+# hands over the support's compiled bytes as `_pysandbox_support`. Descriptors: 3 the code (a
+# sealed memfd), 4 the report pipe to the supervisor (typed frames: docs/protocol.md), 5 the rest
+# of the bootstrap (support.py as source, or this file and support.py compiled by this
+# interpreter; support loaded only when needed), 6 the guard's configuration (modes with "guard").
 # argv after -c: the mode ("-", or a comma-separated set of "guard" and "repl"), the code's file
 # name, then the code's arguments. Not a security layer: the jail around the interpreter is.
 import sys
 
 
-def _pysandbox_run():
+def _pysandbox_run(compiled):
     mode, name = sys.argv[1], sys.argv[2]
     del sys.argv[:2]
     with open(3, "rb") as f:
@@ -17,10 +18,12 @@ def _pysandbox_run():
 
     def load():
         if not support:
-            with open(5, "rb") as f:
-                data = f.read()
+            data = compiled
+            if data is None:
+                with open(5, "rb") as f:
+                    data = f.read()
             if data[:8] == b"\0PYSBMC\0":
-                # Compiled once by this interpreter on the host (crate::interp::compiled_support).
+                # Compiled once by this interpreter on the host (crate::interp::compiled_bootstrap).
                 import marshal
 
                 code = marshal.loads(data[8:])
@@ -57,4 +60,4 @@ def _pysandbox_run():
         load()["failed"](exc, name, src, globals())
 
 
-_pysandbox_run()
+_pysandbox_run(globals().pop("_pysandbox_support", None))

@@ -72,6 +72,9 @@ def _pysandbox_warm(ns, boot):
         sys.stderr.flush()
         os._exit(0 if role == 0 else 125)
     after_fork()
+    _W["lib"], _W["trace"] = lib, bool(cfg.get("trace"))
+    if _W["trace"]:
+        lib.pysandbox_zygote_mark(0)
     _warm_child(role == 2)
 
 
@@ -133,15 +136,20 @@ def _warm_child(session):
     code = 1
     try:
         # The warm-up: the request path once, from a pipe of its own, output to /dev/null. A
-        # worker of the Python package also takes its exec/eval/call path.
-        warm_r, warm_w = os.pipe()
-        warm = b"x = [i for i in range(3)]\nprint(x, 1 + 1)"
-        api = b'{"op": "exec", "input": {"d": [["globals", {"d": [["n", {"i": "1"}]]}]]}}'
-        for data in (None,) + ((api,) if _W["cfg"].get("api") else ()):
-            os.write(warm_w, _warm_request_frame(warm, data))
-            _warm_request(_warm_next(warm_r, bytearray()), session, warm=True)
-        os.close(warm_r)
-        os.close(warm_w)
+        # worker of the Python package also takes its exec/eval/call path. Only while nothing
+        # is asked yet: a request already waiting (requests back to back) is served at once,
+        # and its own run pays those costs, once rather than twice.
+        if not _W["lib"].pysandbox_zygote_readable(3, 0):
+            warm_r, warm_w = os.pipe()
+            warm = b"x = [i for i in range(3)]\nprint(x, 1 + 1)"
+            api = b'{"op": "exec", "input": {"d": [["globals", {"d": [["n", {"i": "1"}]]}]]}}'
+            for data in (None,) + ((api,) if _W["cfg"].get("api") else ()):
+                os.write(warm_w, _warm_request_frame(warm, data))
+                _warm_request(_warm_next(warm_r, bytearray()), session, warm=True)
+            os.close(warm_r)
+            os.close(warm_w)
+        if _W["trace"]:
+            _W["lib"].pysandbox_zygote_mark(1)
         _warm_main(session)
         for src, target in ((5, 1), (6, 2), (7, 4)):
             os.dup2(src, target)
@@ -190,6 +198,9 @@ def _warm_loop(session):
 
     pending = bytearray()
     while True:
+        if _W["trace"]:
+            _W["lib"].pysandbox_zygote_readable(3, -1)
+            _W["lib"].pysandbox_zygote_mark(2)
         status = _warm_request(_warm_next(3, pending), session)
         if not session:
             os._exit(status & 0xFF)
@@ -336,5 +347,8 @@ def _warm_request(fields, session, warm=False):
         status = 1
     cpu = ((ru.ru_utime + ru.ru_stime) * 1e6).__int__()
     done = status.to_bytes(4, "little", signed=True) + cpu.to_bytes(8, "little")
+    if not warm and _W["trace"]:
+        _W["lib"].pysandbox_zygote_mark(3)
+        _W["lib"].pysandbox_zygote_trace(4)
     write(4, frame(3, done + ru.ru_maxrss.to_bytes(8, "little")))
     return status

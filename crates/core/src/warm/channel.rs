@@ -123,6 +123,8 @@ pub(crate) struct Exchange {
     /// Killed, it was still there after the grace: the worker is not to be trusted.
     pub stuck: bool,
     pub wall: Duration,
+    /// A traced child's phases (`PoolOptions::trace`).
+    pub trace: Vec<crate::protocol::Mark>,
 }
 
 struct Stream {
@@ -335,6 +337,7 @@ pub(crate) fn exchange(
         gone,
         stuck,
         wall: start.elapsed(),
+        trace: Vec::new(),
     };
     for r in reports {
         // Nothing after the closing frame counts.
@@ -370,6 +373,7 @@ pub(crate) fn exchange(
                     traceback,
                 })
             }
+            Report::Trace(marks) => x.trace = marks,
             // Not a warm request's (the repl's): the code's own bytes, ignored.
             Report::Repl(_) => {}
             // Taken by `extras` above.

@@ -11,7 +11,7 @@
 //! host may also have killed it: it owns every clock), a fresh tmpfs on `/tmp` for the next.
 
 use super::zygote::ZygoteConfig;
-use crate::isolate::{self, ChildSetup, Rlimits, Stage};
+use crate::isolate::{self, ChildSetup, Rlimits, Stage, Step};
 use crate::landlock::{self, Access};
 use crate::protocol::{End, FromZygote, Report, ToZygote};
 use crate::{seccomp, sys};
@@ -212,6 +212,8 @@ struct Zygote {
     request: Option<u64>,
     /// Descriptors the interpreter held when it started serving (above the child's own).
     inherited: Vec<RawFd>,
+    /// How long reaping the last request child and mounting a fresh `/tmp` took (traced).
+    last_reap: u64,
 }
 
 /// The descriptors a child is given (0 to 8, see [`Zygote::isolate_child`]).
@@ -244,6 +246,7 @@ impl Zygote {
                 seq: 0,
                 request: None,
                 inherited: Vec::new(),
+                last_reap: 0,
             }),
             Err(e) => Err((ctl, e)),
         }
@@ -370,6 +373,7 @@ impl Zygote {
             return Ok(());
         };
         let c = self.children.swap_remove(i);
+        let from = trace::now_nanos();
         let r = sys::wait4(c.pid, 0)
             .map_err(zerr("reaping a child"))?
             .ok_or_else(|| ZygoteError("a child vanished".into()))?;
@@ -395,6 +399,7 @@ impl Zygote {
             // namespace has ended) and a new, empty one is mounted for the next.
             sys::umount_detach(Path::new("/tmp")).map_err(zerr("umount /tmp"))?;
             isolate::mount_tmp(Some(&self.p.tmp_options)).map_err(zerr("mount /tmp"))?;
+            self.last_reap = trace::now_nanos() - from;
         }
         if let Some(at) = self.asked.iter().position(|s| *s == c.seq) {
             self.asked.swap_remove(at);
@@ -420,6 +425,7 @@ impl Zygote {
     fn spawn(&mut self, session: bool, cpu: Option<u64>) -> Result<Option<i32>, ZygoteError> {
         self.seq += 1;
         let seq = self.seq;
+        let prepared_from = self.cfg.trace.then(trace::now_nanos);
         let ruleset =
             landlock::prepare_ruleset(self.p.handled, self.p.net, self.p.scoped, &self.p.rules)
                 .map_err(zerr("Landlock ruleset"))?;
@@ -439,8 +445,21 @@ impl Zygote {
                     .into(),
             ));
         }
+        if let Some(from) = prepared_from {
+            trace::begin(&[
+                (
+                    "zygote: the last request's end reaped, a fresh /tmp",
+                    self.last_reap,
+                ),
+                (
+                    "zygote: Landlock ruleset, pipes, PID namespace",
+                    trace::now_nanos() - from,
+                ),
+            ]);
+        }
         match sys::fork().map_err(zerr("fork"))? {
             None => {
+                trace::mark("fork (until the child runs)");
                 let role = self.isolate_child(seq, session, cpu, others, &p, ruleset);
                 // The pipes were moved to the child's numbers or closed: never close by number.
                 std::mem::forget(p);
@@ -530,6 +549,7 @@ impl Zygote {
             tmp_options: Some(&self.p.tmp_options),
             landlock: Some((8, self.p.tmp_rights)),
             seccomp: Some(&self.p.filter),
+            after_step: self.cfg.trace.then_some(trace_step as fn(Step)),
             inject: self.cfg.inject.filter(|i| i.child == seq).map(|i| i.step),
         };
         let mut report = p.res_w.as_raw_fd();
@@ -555,6 +575,23 @@ impl Zygote {
             }
         }
     }
+}
+
+/// Whether a request child's request pipe (`fd`) holds something to read already: its warm-up is
+/// taken only while nothing waits (`bootstrap/warm.py`).
+/// `timeout_ms` as `poll`'s: 0 asks, -1 waits (a traced child tells its idle time apart).
+pub fn request_waiting(fd: RawFd, timeout_ms: i32) -> std::io::Result<bool> {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    Ok(sys::poll(&mut p, timeout_ms)? > 0 && p[0].revents & libc::POLLIN != 0)
+}
+
+/// A traced child's isolation step has ended.
+fn trace_step(step: Step) {
+    trace::mark(step.name());
 }
 
 struct Prepared {
@@ -603,6 +640,106 @@ impl Pipes {
             res_r,
             res_w,
         })
+    }
+}
+
+/// The phases of a traced child (`ZygoteConfig::trace`, set by [`super::TRACE_ENV`]: `make
+/// bench`'s per-phase table): durations on the monotonic clock and the page faults the child
+/// took in each, kept in the child's memory until the bootstrap sends them before its `Done`
+/// ([`send_trace`]). The zygote's own work for the child (done before the fork) is noted in the
+/// zygote and inherited by the child with its memory.
+pub mod trace {
+    use crate::protocol::{Mark, Report, TRACE_MAX};
+    use std::sync::Mutex;
+
+    struct Tracer {
+        on: bool,
+        last_nanos: u64,
+        last_faults: u64,
+        marks: Vec<Mark>,
+    }
+
+    static TRACER: Mutex<Tracer> = Mutex::new(Tracer {
+        on: false,
+        last_nanos: 0,
+        last_faults: 0,
+        marks: Vec::new(),
+    });
+
+    fn tracer() -> std::sync::MutexGuard<'static, Tracer> {
+        TRACER.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn now_nanos() -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    }
+
+    fn faults() -> u64 {
+        // SAFETY: an all-zero rusage is a valid value for getrusage to overwrite.
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `ru` is a valid, writable rusage.
+        unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+        (ru.ru_minflt + ru.ru_majflt) as u64
+    }
+
+    /// In the zygote, right before the fork: start a child's trace with the zygote's work for it
+    /// (`(phase, nanoseconds)`). A child's fault counters start at zero.
+    pub(crate) fn begin(zygote: &[(&str, u64)]) {
+        let mut t = tracer();
+        t.on = true;
+        t.marks = zygote
+            .iter()
+            .map(|(phase, nanos)| Mark {
+                phase: (*phase).to_string(),
+                nanos: *nanos,
+                faults: 0,
+            })
+            .collect();
+        t.last_faults = 0;
+        t.last_nanos = now_nanos();
+    }
+
+    /// The phase that has just ended (a no-op unless tracing).
+    pub fn mark(phase: &str) {
+        let mut t = tracer();
+        if !t.on || t.marks.len() >= TRACE_MAX {
+            return;
+        }
+        let (now, f) = (now_nanos(), faults());
+        let m = Mark {
+            phase: phase.to_string(),
+            nanos: now.saturating_sub(t.last_nanos),
+            faults: f.saturating_sub(t.last_faults),
+        };
+        t.marks.push(m);
+        t.last_nanos = now;
+        t.last_faults = f;
+    }
+
+    /// The bootstrap's phases, by number (`bootstrap/warm.py`).
+    pub const BOOTSTRAP_PHASES: [&str; 4] = [
+        "after-fork hooks (PyOS_AfterFork_Child)",
+        "the child warms its own request path",
+        "(idle: waiting for the request)",
+        "the request: read, decode, compile, run, report",
+    ];
+
+    /// Write the trace as a `Trace` frame on `fd` (the report pipe); nothing unless tracing.
+    pub fn send_trace(fd: std::os::fd::RawFd) -> std::io::Result<()> {
+        let marks = {
+            let t = tracer();
+            if !t.on {
+                return Ok(());
+            }
+            t.marks.clone()
+        };
+        crate::sys::write_all(fd, &Report::Trace(marks).encode())
     }
 }
 

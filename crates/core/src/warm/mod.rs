@@ -26,6 +26,12 @@ mod worker;
 mod zygote;
 
 pub use inside::serve as serve_inside;
+pub use inside::{request_waiting, trace};
+
+/// Set in the environment of a pool's host process (its workers inherit it), request children
+/// report how long each phase of their start took and the page faults they took in it
+/// ([`WarmOutcome::trace`]): `make bench`'s per-phase table. A measurement aid only.
+pub const TRACE_ENV: &str = "PYSANDBOX_TRACE_PHASES";
 pub use pool::{Pool, PoolOptions};
 pub use session::{Session, SessionOptions, DEFAULT_LIFETIME};
 pub use worker::Worker;
@@ -299,4 +305,8 @@ pub struct WarmOutcome {
     /// A session's child ended with this call (a limit, a crash).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub ended: bool,
+    /// A traced pool's child: its phases, as it reported them (`PoolOptions::trace`; the
+    /// code could forge them: for measurements, never for decisions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trace: Vec<crate::protocol::Mark>,
 }

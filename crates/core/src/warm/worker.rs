@@ -370,6 +370,7 @@ impl Worker {
             result_truncated: x.result_truncated,
             report_error: x.malformed.map(|e| e.to_string()),
             ended,
+            trace: x.trace,
         })
     }
 

@@ -72,6 +72,9 @@ pub struct ZygoteConfig {
     pub network: Network,
     /// The test-only switch ([`Injection`]).
     pub inject: Option<Injection>,
+    /// Children report their phases ([`super::TRACE_ENV`]).
+    #[serde(default)]
+    pub trace: bool,
 }
 
 /// The zygote's configuration for a resolved policy.
@@ -143,6 +146,7 @@ pub fn zygote_config(
         rules,
         network: spec.network,
         inject,
+        trace: std::env::var_os(super::TRACE_ENV).is_some(),
     })
 }
 
