@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PY ?= $(shell command -v python3.11 >/dev/null && python3.11 -c 'import sys; print(sys.executable)' || command -v python3)
 
-.PHONY: demo deps build python test test-rust test-python lint bench bench-server bench-ray
+.PHONY: demo deps build python test test-rust test-python lint bench bench-server bench-ray soak
 
 ## One command from a fresh machine: install what is missing, build, run a sandboxed example.
 demo: deps build
@@ -70,6 +70,13 @@ bench: build python
 ## queue bound; the server's RSS over 20,000 requests (docs/server.md).
 bench-server: build
 	./target/release/pysandbox-bench 2000 server
+
+## The soak (docs/soak.md; not part of `test`): 20,000 mixed requests (benign, failing,
+## limit-tripping, hostile) at concurrency 8 through the cold path, the warm pool, sessions and
+## the HTTP server, then host-side checks (nothing left behind, memory flat). N=... to change it.
+N ?= 20000
+soak: build
+	./target/release/pysandbox-bench soak $(N)
 
 ## pysandbox.ray: SandboxPool.map on a local two-node Ray cluster against the local warm pool
 ## (`pysandbox batch`, a Sandbox with pool=True) in the same run, with the per-call overhead.

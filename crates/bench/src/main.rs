@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod server;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -65,6 +66,16 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
+    // `pysandbox-bench soak [N]`: the soak (docs/soak.md), N requests (default 20,000).
+    if std::env::args().nth(1).as_deref() == Some("soak") {
+        let n = std::env::args()
+            .nth(2)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(20_000);
+        let interp =
+            pysandbox_core::interp::resolve(None).expect("resolving the python interpreter");
+        std::process::exit(soak::run(n, &interp.executable.to_string_lossy()));
+    }
     let runs: usize = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())

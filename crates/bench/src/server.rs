@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 const BODY: &str = r#"{"code": "print(1+1)"}"#;
 
 /// One keep-alive HTTP/1.1 connection.
-struct Conn {
+pub(crate) struct Conn {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
 
 impl Conn {
-    fn open(addr: &str) -> Conn {
+    pub(crate) fn open(addr: &str) -> Conn {
         let s = TcpStream::connect(addr).expect("connecting to the server");
         s.set_nodelay(true).expect("TCP_NODELAY");
         Conn {
@@ -31,46 +31,61 @@ impl Conn {
 
     /// POST the body; the status and the response body.
     fn post(&mut self, path: &str, body: &str) -> (u16, Vec<u8>) {
+        self.request("POST", path, body)
+            .unwrap_or_else(|e| panic!("POST {path}: {e}"))
+    }
+
+    /// One request on the connection: the status and the response body.
+    pub(crate) fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> std::io::Result<(u16, Vec<u8>)> {
+        let bad = |what: String| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
+            "{method} {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\n\r\n{body}",
             body.len()
         );
-        self.writer.write_all(req.as_bytes()).expect("sending");
+        self.writer.write_all(req.as_bytes())?;
         let mut line = String::new();
-        self.reader.read_line(&mut line).expect("status line");
+        self.reader.read_line(&mut line)?;
         let status = line
             .split_whitespace()
             .nth(1)
             .and_then(|c| c.parse().ok())
-            .unwrap_or_else(|| panic!("not a status line: {line:?}"));
+            .ok_or_else(|| bad(format!("not a status line: {line:?}")))?;
         let mut length = 0usize;
         loop {
             line.clear();
-            self.reader.read_line(&mut line).expect("header");
+            self.reader.read_line(&mut line)?;
             let l = line.trim_end();
             if l.is_empty() {
                 break;
             }
             if let Some((k, v)) = l.split_once(':') {
                 if k.eq_ignore_ascii_case("content-length") {
-                    length = v.trim().parse().expect("content-length");
+                    length = v
+                        .trim()
+                        .parse()
+                        .map_err(|_| bad(format!("content-length {v:?}")))?;
                 }
             }
         }
         let mut body = vec![0u8; length];
-        self.reader.read_exact(&mut body).expect("body");
-        (status, body)
+        self.reader.read_exact(&mut body)?;
+        Ok((status, body))
     }
 }
 
-struct Server {
-    child: Child,
-    addr: String,
+pub(crate) struct Server {
+    pub(crate) child: Child,
+    pub(crate) addr: String,
 }
 
 impl Server {
-    fn start(binary: &std::path::Path, python: &str, flags: &[&str]) -> Server {
+    pub(crate) fn start(binary: &std::path::Path, python: &str, flags: &[&str]) -> Server {
         let mut child = Command::new(binary)
             .args(["server", "--listen", "127.0.0.1:0", "--python", python])
             .args(flags)
@@ -92,7 +107,7 @@ impl Server {
         Server { child, addr }
     }
 
-    fn rss_kib(&self) -> u64 {
+    pub(crate) fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
             .unwrap_or_default();
         status

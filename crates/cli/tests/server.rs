@@ -473,6 +473,28 @@ fn sessions_keep_state_and_files_and_are_capped() {
 }
 
 #[test]
+fn a_session_call_that_ends_the_session_says_so() {
+    // Before, the answer of a call that tripped a limit was the bare outcome: the caller learnt
+    // that its session was gone only from its next call's 409 or 404 (found by the soak).
+    let s = Server::start(Caller::Root, &["--workers", "1", "--memory", "256M"]);
+    let id = s.post("/v1/sessions", &json!({})).json()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let at = format!("/v1/sessions/{id}/execute");
+    // The control: a call that does not end it carries no `ended`.
+    let r = s.post(&at, &json!({"code": "x = 1"})).json();
+    assert_eq!((&r["status"], r.get("ended")), (&json!("ok"), None), "{r}");
+    let r = s
+        .post(&at, &json!({"code": "b = bytearray(1 << 30)"}))
+        .json();
+    assert_eq!(r["limit"], "memory", "{r}");
+    assert_eq!(r["ended"], true, "{r}");
+    let next = s.post(&at, &json!({"code": "print(x)"}));
+    assert!(next.status == 404 || next.status == 409, "{}", next.text());
+}
+
+#[test]
 fn a_session_idle_past_its_timeout_is_gone_with_its_processes() {
     let s = Server::start(Caller::Root, &["--workers", "1"]);
     // The workers warm first (a worker forks its next child ahead, after an answer): the

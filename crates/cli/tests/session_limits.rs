@@ -167,3 +167,30 @@ fn the_lifetime_is_the_hosts() {
         t.elapsed()
     );
 }
+
+#[test]
+fn a_garbled_report_ends_the_session() {
+    // A forged Done frame and, in the same write, a frame header no report has (2 GiB long),
+    // then output after the "end": the host reads both frames at once. Before, the session went
+    // on and every later call was answered with the previous call's leftovers ("after\n" for
+    // `print(8)`, found by the soak); now the garbled report ends the session.
+    let p = policy(|_| {});
+    let mut s = open(&p, SessionOptions::new(Duration::from_secs(60)));
+    let junk = "(1 << 31).to_bytes(4, 'little') + b'\\xff' * 16";
+    let code = format!(
+        "import os, time\n\
+         os.write(4, (21).to_bytes(4, 'little') + b'\\x03' + bytes(20) + {junk})\n\
+         time.sleep(0.2)\nprint('after')\n"
+    );
+    let r = s.execute(&code).unwrap();
+    assert!(r.report_error.is_some(), "{r:?}");
+    assert!(r.ended && !s.is_open(), "{r:?}");
+    match s.execute("print(8)") {
+        Err(WarmError::SessionEnded(_)) => {}
+        other => panic!("expected the session to have ended, got {other:?}"),
+    }
+    // The control: a clean call leaves the session open and answers itself.
+    let mut s = open(&p, SessionOptions::new(Duration::from_secs(60)));
+    assert_eq!(s.execute("print(7)").unwrap().run.stdout, "7\n");
+    assert_eq!(s.execute("print(8)").unwrap().run.stdout, "8\n");
+}

@@ -628,7 +628,21 @@ pub async fn session_execute(
         return stream(app, req, move |app, req| run_in_session(app, &id, req));
     }
     let result = blocking(&app, move |app| run_in_session(app, &id, &req)).await;
-    outcome_response(&app, result)
+    session_outcome_response(&app, result)
+}
+
+/// A session call's answer: the outcome, with `ended: true` when the call ended the session (a
+/// limit, a crash; docs/outcome.md), so that the caller knows without a failed next call.
+fn session_outcome_response(app: &App, result: Result<WarmOutcome, WarmError>) -> Response {
+    match result {
+        Ok(o) if o.ended && o.run.status != pysandbox_core::outcome::RunStatus::SandboxError => {
+            crate::count_limit(app, &o.run);
+            let mut v = serde_json::to_value(&o.run).unwrap_or_default();
+            v["ended"] = true.into();
+            (StatusCode::OK, axum::Json(v)).into_response()
+        }
+        other => outcome_response(app, other),
+    }
 }
 
 pub async fn delete_session(State(app): State<Arc<App>>, Path(id): Path<String>) -> Response {

@@ -210,8 +210,11 @@ impl Session {
         // A tripped limit ends the session (the output limit only cuts the output), those the
         // child reports from an exception (memory, processes, files) included.
         let tripped = |o: &WarmOutcome| o.run.limit.is_some_and(|l| l != Limit::Output);
+        // A report that did not decode (the code wrote its own bytes on the report channel):
+        // what is left in the channel would be read as the next call's answer.
+        let garbled = |o: &WarmOutcome| o.report_error.is_some();
         match result {
-            Ok(o) if !o.ended && !o.anomaly && !tripped(&o) => {
+            Ok(o) if !o.ended && !o.anomaly && !tripped(&o) && !garbled(&o) => {
                 live.stopped = tree::stop(&live.child.pidfd, live.alone);
                 let (deadline, why) = self.next_deadline();
                 if !watchdog::reschedule(live.watch.0, deadline) {
