@@ -18,6 +18,7 @@ pub mod packages;
 pub mod paths;
 pub mod policy;
 pub mod protocol;
+mod pymarshal;
 pub mod run;
 pub mod seccomp;
 pub mod supervisor;

@@ -126,7 +126,15 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
         modes.push("warm");
     }
     if let Some(cfg) = &req.guard {
-        extra_fds.push(sys::sealed_memfd(c"guard", cfg.as_bytes()).map_err(RunError::Code)?);
+        // Marshalled where it can be: the interpreter reads that without loading a module.
+        let data = serde_json::from_str(cfg)
+            .ok()
+            .and_then(|v| crate::pymarshal::encode(&v))
+            .map_or_else(
+                || cfg.as_bytes().to_vec(),
+                |m| [&crate::pymarshal::MAGIC[..], &m].concat(),
+            );
+        extra_fds.push(sys::sealed_memfd(c"guard", &data).map_err(RunError::Code)?);
         modes.push("guard");
     }
     // Relayed as it arrives (the repl), the report is not kept: no bound on its length.

@@ -36,9 +36,16 @@ def run(mode, main, src, name, boot):
         _pysandbox_files_in(extras["files"])
     if "guard" in mode and "warm" not in mode:
         with open(6, "rb") as f:
-            text = f.read().decode()
+            data = f.read()
+        if data[:8] == b"\0PYSBMD\0":
+            # Marshalled by the host (crate::pymarshal): data only, read without an import.
+            import marshal
+
+            cfg = marshal.loads(data[8:])
+        else:
+            cfg = data.decode()
         try:
-            _pysandbox_guard(ns, text)
+            _pysandbox_guard(ns, cfg)
         except _PreloadFailed as exc:
             # Nothing of the code ran: say why, as a limit when it was one.
             _pysandbox_report_limit(exc.__cause__)
@@ -501,13 +508,14 @@ def _pysandbox_bundle(obj):
     return data
 
 
-def _pysandbox_guard(ns, text):
+def _pysandbox_guard(ns, cfg):
     # Shapes what the code sees, as the old pysandbox did: an import whitelist and limited
-    # builtins. The configuration is the host's own (JSON, parsed as data).
+    # builtins. The configuration is the host's own (JSON, parsed as data, or already data).
     import builtins
     import sys
 
-    cfg = _pysandbox_json(text)
+    if not isinstance(cfg, dict):
+        cfg = _pysandbox_json(cfg)
     if cfg["site_packages"]:
         import site
 
