@@ -215,7 +215,11 @@ pub fn parse_new_sandbox(
     }
     let idle = match r.timeout {
         None => server_idle,
-        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s).min(server_idle),
+        // Clamped before it becomes a Duration: `from_secs_f64(1e300)` panics, and a panic
+        // aborts the server (panic = "abort"; found fuzzing, docs/fuzzing.md).
+        Some(s) if s.is_finite() && s > 0.0 => {
+            Duration::from_secs_f64(s.min(server_idle.as_secs_f64()))
+        }
         Some(_) => return Err(fail(StatusCode::BAD_REQUEST, "timeout: a positive number")),
     };
     let template = r
@@ -912,6 +916,19 @@ async fn remove_context(State(e2b): St, headers: HeaderMap, Path(id): Path<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found reviewing the fuzz target `http_e2b` (docs/fuzzing.md): a huge timeout panicked in
+    /// `Duration::from_secs_f64`, and a panic aborts the server.
+    #[test]
+    fn fuzz_sandbox_timeout_beyond_a_duration_is_clamped() {
+        let server = Duration::from_secs(300);
+        for body in [&b"{\"timeout\": 1e300}"[..], b"{\"timeout\": 1.7976931348623157e308}"] {
+            let (_, idle) = parse_new_sandbox(server, body).map_err(|r| r.status()).unwrap();
+            assert_eq!(idle, server);
+        }
+        let refused = parse_new_sandbox(server, b"{\"timeout\": -1e300}").unwrap_err();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    }
 
     #[test]
     fn paths_map_to_the_working_directory() {

@@ -554,7 +554,11 @@ pub fn parse_session(
     }
     let idle = match r.idle_timeout {
         None => max_idle,
-        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s).min(max_idle),
+        // Clamped before it becomes a Duration: `from_secs_f64(1e300)` panics, and a panic
+        // aborts the server (panic = "abort"; found fuzzing, docs/fuzzing.md).
+        Some(s) if s.is_finite() && s > 0.0 => {
+            Duration::from_secs_f64(s.min(max_idle.as_secs_f64()))
+        }
         Some(_) => {
             return Err(ApiError::bad_request(
                 "idle_timeout: a positive number of seconds",
@@ -781,4 +785,33 @@ pub async fn info(State(app): State<Arc<App>>) -> Response {
         },
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found reviewing the fuzz target `http_native` (docs/fuzzing.md): a huge `idle_timeout`
+    /// panicked in `Duration::from_secs_f64`, and a panic aborts the server.
+    #[test]
+    fn fuzz_session_idle_timeout_beyond_a_duration_is_clamped() {
+        let max = Duration::from_secs(600);
+        let ceiling = Policy::default();
+        for body in [
+            &b"{\"idle_timeout\": 1e300}"[..],
+            b"{\"idle_timeout\": 1.7976931348623157e308}",
+            b"{\"idle_timeout\": 18446744073709551616}",
+        ] {
+            let (_, idle) = parse_session(&ceiling, max, body)
+                .map_err(|e| e.message)
+                .unwrap();
+            assert_eq!(idle, max);
+        }
+        let (_, idle) = parse_session(&ceiling, max, b"{\"idle_timeout\": 1.5}")
+            .map_err(|e| e.message)
+            .unwrap();
+        assert_eq!(idle, Duration::from_millis(1500));
+        let e = parse_session(&ceiling, max, b"{\"idle_timeout\": 0}").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
 }
