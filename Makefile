@@ -92,20 +92,24 @@ FUZZ_FLAGS = --sanitizer none --debug-assertions
 FUZZ_SECONDS ?= 600
 FUZZ_CI_SECONDS ?= 12
 FUZZ_TARGETS = $(shell sed -n 's/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml | tail -n +2)
+# One target: its corpora (new inputs into target/fuzz-corpus, the committed seeds read only), its
+# dictionary, a 10 s bound per input and 2 GB of memory. $$t is the target, $(1) the seconds.
+FUZZ_RUN = mkdir -p target/fuzz-corpus/$$t; \
+	case $$t in policy_toml) d=toml;; to_zygote|from_zygote|request_frame|report_stream|relay_frames) d=;; *) d=json;; esac; \
+	$(FUZZ) run $(FUZZ_FLAGS) $$t $(CURDIR)/target/fuzz-corpus/$$t $(CURDIR)/fuzz/corpus/$$t -- \
+		-max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 $${d:+-dict=$(CURDIR)/fuzz/dicts/$$d.dict}
 
 fuzz-build:
 	$(FUZZ) build $(FUZZ_FLAGS)
 
 ## Every target for FUZZ_SECONDS (default 600) each, one after the other.
 fuzz: fuzz-build
-	@for t in $(FUZZ_TARGETS); do mkdir -p target/fuzz-corpus/$$t; \
-		( $(FUZZ) run $(FUZZ_FLAGS) $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
-			-max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 ) || exit 1; done
+	@for t in $(FUZZ_TARGETS); do ( $(call FUZZ_RUN,$(FUZZ_SECONDS)) -print_final_stats=1 ) || exit 1; done
 
-## CI: build every target and run each for FUZZ_CI_SECONDS; a crash fails.
+## CI: build every target and run each for FUZZ_CI_SECONDS; a crash fails (its input is saved in
+## fuzz/artifacts/<target>/).
 fuzz-ci: fuzz-build
-	@for t in $(FUZZ_TARGETS); do mkdir -p target/fuzz-corpus/$$t; log=target/fuzz-corpus/$$t.log; \
-		if ! ( $(FUZZ) run $(FUZZ_FLAGS) $$t ../target/fuzz-corpus/$$t corpus/$$t -- \
-			-max_total_time=$(FUZZ_CI_SECONDS) -timeout=10 -rss_limit_mb=2048 ) >$$log 2>&1; then \
+	@mkdir -p target/fuzz-corpus; for t in $(FUZZ_TARGETS); do log=$(CURDIR)/target/fuzz-corpus/$$t.log; \
+		if ! ( $(call FUZZ_RUN,$(FUZZ_CI_SECONDS)) ) >$$log 2>&1; then \
 			tail -n 60 $$log; echo "fuzz target $$t failed (input in fuzz/artifacts/$$t)"; exit 1; fi; \
 		echo "$$t: $$(grep -o '#[0-9]*.*DONE.*' $$log | tail -n 1)"; done

@@ -268,9 +268,23 @@ fn main() {
     // compile check's result.
     body("judge_inputs", "jsonl", 0x80,
         "{\"stdin\": \"1 2\\n\", \"expected\": \"3\\n\"}\n\n{\"stdin\": \"\", \"expected\": null}\n");
-    body("judge_inputs", "json", 0x81, r#"[{"stdin": "5\n", "expected": "25\n"}, {"stdin": "x"}]"#);
+    body(
+        "judge_inputs",
+        "json",
+        0x81,
+        r#"[{"stdin": "5\n", "expected": "25\n"}, {"stdin": "x"}]"#,
+    );
     body("judge_inputs", "no_stdin", 1, r#"[{"expected": "hi\n"}]"#);
-    body("judge_inputs", "compile_error", 2,
-        r#"{"d": [["error", {"d": [["type", "SyntaxError"], ["message", "invalid syntax"], ["traceback", "  File \"main.py\", line 1\n"]]}]]}"#);
-    body("judge_inputs", "compile_ok", 2, r#"{"d": [["globals", {"d": []}]]}"#);
+    body(
+        "judge_inputs",
+        "compile_error",
+        2,
+        r#"{"d": [["error", {"d": [["type", "SyntaxError"], ["message", "invalid syntax"], ["traceback", "  File \"main.py\", line 1\n"]]}]]}"#,
+    );
+    body(
+        "judge_inputs",
+        "compile_ok",
+        2,
+        r#"{"d": [["globals", {"d": []}]]}"#,
+    );
 }

@@ -922,8 +922,13 @@ mod tests {
     #[test]
     fn fuzz_sandbox_timeout_beyond_a_duration_is_clamped() {
         let server = Duration::from_secs(300);
-        for body in [&b"{\"timeout\": 1e300}"[..], b"{\"timeout\": 1.7976931348623157e308}"] {
-            let (_, idle) = parse_new_sandbox(server, body).map_err(|r| r.status()).unwrap();
+        for body in [
+            &b"{\"timeout\": 1e300}"[..],
+            b"{\"timeout\": 1.7976931348623157e308}",
+        ] {
+            let (_, idle) = parse_new_sandbox(server, body)
+                .map_err(|r| r.status())
+                .unwrap();
             assert_eq!(idle, server);
         }
         let refused = parse_new_sandbox(server, b"{\"timeout\": -1e300}").unwrap_err();
