@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PY ?= $(shell command -v python3.11 >/dev/null && python3.11 -c 'import sys; print(sys.executable)' || command -v python3)
 
-.PHONY: demo deps build python test test-rust test-python lint bench bench-server bench-ray soak
+.PHONY: demo deps build python test test-rust test-python lint bench bench-server bench-ray soak fuzz fuzz-build fuzz-ci
 
 ## One command from a fresh machine: install what is missing, build, run a sandboxed example.
 demo: deps build
@@ -37,6 +37,12 @@ deps:
 	@# pysandbox.ray (tests/python/test_ray.py, examples/rl_reward.py, bench/ray_bench.py).
 	$(PY) -m pip install -q --disable-pip-version-check 'ray[default]>=2.9'
 
+	@# The fuzz targets (docs/fuzzing.md): cargo-fuzz, a C++ compiler for libFuzzer, and
+	@# libpython3.11 for the result codec's target (an embedded CPython).
+	@if ! command -v g++ >/dev/null || [ ! -e /usr/lib/x86_64-linux-gnu/libpython3.11.so ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq g++ libpython3.11-dev >/dev/null; fi
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install -q --locked cargo-fuzz@0.13.2
+
 build:
 	$(CARGO) build --release --workspace
 
@@ -57,6 +63,7 @@ test-python: python
 lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) fmt --manifest-path crates/py/Cargo.toml --check
+	$(CARGO) fmt --manifest-path fuzz/Cargo.toml --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	PYO3_PYTHON=$(PY) $(CARGO) clippy --manifest-path crates/py/Cargo.toml -- -D warnings
 
@@ -82,3 +89,34 @@ soak: build
 ## (`pysandbox batch`, a Sandbox with pool=True) in the same run, with the per-call overhead.
 bench-ray: build python
 	$(PY) bench/ray_bench.py
+
+## Fuzzing (docs/fuzzing.md): cargo-fuzz's libFuzzer targets on the stable toolchain
+## (RUSTC_BOOTSTRAP lets stable take the flags cargo-fuzz passes; no sanitizer: the decoders are
+## safe Rust, so a panic, an overflow under debug assertions, a timeout or an allocation past the
+## RSS limit is the failure). New inputs go to target/fuzz-corpus, never into fuzz/corpus.
+FUZZ = cd fuzz && RUSTC_BOOTSTRAP=1 PYO3_PYTHON=/usr/bin/python3.11 $(CARGO) fuzz
+FUZZ_FLAGS = --sanitizer none --debug-assertions
+FUZZ_SECONDS ?= 600
+FUZZ_CI_SECONDS ?= 12
+FUZZ_TARGETS = $(shell sed -n 's/^name = "\(.*\)"/\1/p' fuzz/Cargo.toml | tail -n +2)
+# One target: its corpora (new inputs into target/fuzz-corpus, the committed seeds read only), its
+# dictionary, a 10 s bound per input and 2 GB of memory. $$t is the target, $(1) the seconds.
+FUZZ_RUN = mkdir -p target/fuzz-corpus/$$t; \
+	case $$t in policy_toml) d=toml;; to_zygote|from_zygote|request_frame|report_stream|relay_frames) d=;; *) d=json;; esac; \
+	$(FUZZ) run $(FUZZ_FLAGS) $$t $(CURDIR)/target/fuzz-corpus/$$t $(CURDIR)/fuzz/corpus/$$t -- \
+		-max_total_time=$(1) -timeout=10 -rss_limit_mb=2048 $${d:+-dict=$(CURDIR)/fuzz/dicts/$$d.dict}
+
+fuzz-build:
+	$(FUZZ) build $(FUZZ_FLAGS)
+
+## Every target for FUZZ_SECONDS (default 600) each, one after the other.
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do ( $(call FUZZ_RUN,$(FUZZ_SECONDS)) -print_final_stats=1 ) || exit 1; done
+
+## CI: build every target and run each for FUZZ_CI_SECONDS; a crash fails (its input is saved in
+## fuzz/artifacts/<target>/).
+fuzz-ci: fuzz-build
+	@mkdir -p target/fuzz-corpus; for t in $(FUZZ_TARGETS); do log=$(CURDIR)/target/fuzz-corpus/$$t.log; \
+		if ! ( $(call FUZZ_RUN,$(FUZZ_CI_SECONDS)) ) >$$log 2>&1; then \
+			tail -n 60 $$log; echo "fuzz target $$t failed (input in fuzz/artifacts/$$t)"; exit 1; fi; \
+		echo "$$t: $$(grep -o '#[0-9]*.*DONE.*' $$log | tail -n 1)"; done

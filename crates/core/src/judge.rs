@@ -491,8 +491,9 @@ fn compile_failure(check: &WarmOutcome) -> Option<(CaseResult, Option<CompileErr
 }
 
 /// The `error` of a compile check's result (tagged JSON, `crates/py/src/lib.rs`:
-/// `{"d": [["error", {"d": [["type", ...], ["message", ...], ["traceback", ...]]}]]}`).
-fn compile_error(result: &str) -> Option<CompileError> {
+/// `{"d": [["error", {"d": [["type", ...], ["message", ...], ["traceback", ...]]}]]}`). The
+/// result is the sandbox's (untrusted): anything else is `None` (fuzz target `judge_inputs`).
+pub fn compile_error(result: &str) -> Option<CompileError> {
     let v: Value = serde_json::from_str(result).ok()?;
     let error = tagged_dict(&v)?
         .into_iter()

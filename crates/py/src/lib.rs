@@ -37,7 +37,7 @@ fn encode(obj: &Bound<'_, PyAny>, path: &str) -> PyResult<String> {
 /// made for every value would cost time in the size times the depth, and a dict key's repr
 /// copied into the path of every value under it (or failing: the repr of an int of more than
 /// 4300 digits raises ValueError).
-pub(crate) enum Path<'a, 'py> {
+pub enum Path<'a, 'py> {
     /// A name given by the caller (`value`, `locals['data']`).
     Root(&'a str),
     /// `path[i]`: an item of a list or tuple.
@@ -79,7 +79,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-pub(crate) fn enc(obj: &Bound<'_, PyAny>, path: &Path<'_, '_>, depth: usize) -> PyResult<Value> {
+pub fn enc(obj: &Bound<'_, PyAny>, path: &Path<'_, '_>, depth: usize) -> PyResult<Value> {
     if depth > MAX_DEPTH {
         return Err(PyValueError::new_err(format!(
             "{path}: nested more than {MAX_DEPTH} levels deep"
@@ -163,12 +163,12 @@ fn decode(py: Python<'_>, text: &str) -> PyResult<PyObject> {
 }
 
 /// Parse the JSON of data from the sandbox (no GIL needed); the error is a ValueError's message.
-pub(crate) fn parse(text: &str) -> Result<Value, String> {
+pub fn parse(text: &str) -> Result<Value, String> {
     serde_json::from_str(text).map_err(|e| format!("not pysandbox data: not JSON ({e})"))
 }
 
 /// Build the Python value of parsed data from the sandbox, in time linear in its size.
-pub(crate) fn decode_value(py: Python<'_>, v: Value) -> PyResult<PyObject> {
+pub fn decode_value(py: Python<'_>, v: Value) -> PyResult<PyObject> {
     let out = Decoder {
         py,
         int: py.get_type::<PyInt>(),

@@ -184,7 +184,7 @@ async fn close_sessions(e2b: &Arc<E2b>, ids: Vec<String>) {
 /// `POST /v2/sandboxes` (E2B's `NewSandboxV2`; unknown fields are ignored, as E2B's clients
 /// expect).
 #[derive(Debug, Default, Deserialize)]
-struct NewSandbox {
+pub struct NewSandbox {
     #[serde(rename = "templateID", default)]
     template_id: Option<String>,
     /// Seconds: here the idle timeout of the sandbox's sessions (at most the server's).
@@ -194,30 +194,45 @@ struct NewSandbox {
     env_vars: Option<BTreeMap<String, String>>,
 }
 
-async fn create_sandbox(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
+/// A `POST /v2/sandboxes` body: the template's name and the idle timeout of the sandbox's
+/// sessions (at most `server_idle`); a refusal is the response to send. Nothing runs here; the
+/// fuzz target `http_e2b` calls it too.
+pub fn parse_new_sandbox(
+    server_idle: Duration,
+    body: &[u8],
+) -> Result<(String, Duration), Response> {
     let r: NewSandbox = if body.iter().all(u8::is_ascii_whitespace) {
         NewSandbox::default()
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return fail(StatusCode::BAD_REQUEST, format!("body: {e}")),
-        }
+        serde_json::from_slice(body)
+            .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("body: {e}")))?
     };
     if r.env_vars.as_ref().is_some_and(|v| !v.is_empty()) {
-        return fail(
+        return Err(fail(
             StatusCode::BAD_REQUEST,
             "envVars: environment variables are not supported by pysandbox's E2B sandboxes",
-        );
+        ));
     }
-    let server_idle = e2b.app.sessions.idle;
     let idle = match r.timeout {
         None => server_idle,
-        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s).min(server_idle),
-        Some(_) => return fail(StatusCode::BAD_REQUEST, "timeout: a positive number"),
+        // Clamped before it becomes a Duration: `from_secs_f64(1e300)` panics, and a panic
+        // aborts the server (panic = "abort"; found fuzzing, docs/fuzzing.md).
+        Some(s) if s.is_finite() && s > 0.0 => {
+            Duration::from_secs_f64(s.min(server_idle.as_secs_f64()))
+        }
+        Some(_) => return Err(fail(StatusCode::BAD_REQUEST, "timeout: a positive number")),
     };
     let template = r
         .template_id
         .unwrap_or_else(|| "code-interpreter-v1".into());
+    Ok((template, idle))
+}
+
+async fn create_sandbox(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
+    let (template, idle) = match parse_new_sandbox(e2b.app.sessions.idle, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     sweep(&e2b).await;
     let id = new_id();
     match add_sandbox(&e2b, &id, idle).await {
@@ -404,7 +419,7 @@ fn gone_context() -> ApiError {
 
 /// An E2B path as a name in the working directory: relative paths and paths under `/tmp` or
 /// `/home/user` (E2B's home, where its users put files).
-fn local_name(path: &str) -> Result<String, String> {
+pub fn local_name(path: &str) -> Result<String, String> {
     let rel = if let Some(rest) = strip_dir(path, WORKDIR) {
         rest
     } else if let Some(rest) = strip_dir(path, E2B_HOME) {
@@ -550,7 +565,7 @@ async fn write_file(State(e2b): St, Query(q): Query<FileQuery>, request: Request
 
 /// `POST /execute` (the code interpreter's `ExecutionRequest`).
 #[derive(Debug, Deserialize)]
-struct ExecuteBody {
+pub struct ExecuteBody {
     code: String,
     #[serde(default)]
     context_id: Option<String>,
@@ -660,14 +675,20 @@ fn error_of(o: &Outcome) -> Option<Value> {
     Some(json!({"type": "error", "name": e.0, "value": e.1, "traceback": e.2}))
 }
 
+/// A `POST /execute` body (the code interpreter's), checked; a refusal is the response to
+/// send. Nothing runs here; the fuzz target `http_e2b` calls it too.
+pub fn parse_execute(body: &[u8]) -> Result<ExecuteBody, Response> {
+    let r: ExecuteBody = serde_json::from_slice(body)
+        .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("body: {e}")))?;
+    python_only(r.language.as_deref())?;
+    Ok(r)
+}
+
 async fn execute(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
-    let r: ExecuteBody = match serde_json::from_slice(&body) {
+    let r = match parse_execute(&body) {
         Ok(r) => r,
-        Err(e) => return fail(StatusCode::BAD_REQUEST, format!("body: {e}")),
+        Err(resp) => return resp,
     };
-    if let Err(resp) = python_only(r.language.as_deref()) {
-        return resp;
-    }
     let sbx = match sandbox_of(&e2b, &headers).await {
         Ok(s) => s,
         Err(r) => return r,
@@ -765,7 +786,7 @@ const ENV_RESTORE: &str = "(lambda o: [o.environ.pop(k, None) if v is None else 
      (__import__('os'))";
 
 #[derive(Debug, Default, Deserialize)]
-struct NewContext {
+pub struct NewContext {
     #[serde(default)]
     language: Option<String>,
     #[serde(default)]
@@ -776,26 +797,31 @@ fn context_json(id: &str) -> Value {
     json!({"id": id, "language": "python", "cwd": WORKDIR})
 }
 
-async fn create_context(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
+/// A `POST /contexts` body, checked; a refusal is the response to send. Nothing runs here;
+/// the fuzz target `http_e2b` calls it too.
+pub fn parse_new_context(body: &[u8]) -> Result<NewContext, Response> {
     let r: NewContext = if body.iter().all(u8::is_ascii_whitespace) {
         NewContext::default()
     } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return fail(StatusCode::BAD_REQUEST, format!("body: {e}")),
-        }
+        serde_json::from_slice(body)
+            .map_err(|e| fail(StatusCode::BAD_REQUEST, format!("body: {e}")))?
     };
-    if let Err(resp) = python_only(r.language.as_deref()) {
-        return resp;
-    }
+    python_only(r.language.as_deref())?;
     if let Some(cwd) = &r.cwd {
         let cwd = cwd.trim_end_matches('/');
         if cwd != WORKDIR && cwd != E2B_HOME {
-            return fail(
+            return Err(fail(
                 StatusCode::BAD_REQUEST,
                 format!("cwd: a context's working directory is {WORKDIR} (also named {E2B_HOME})"),
-            );
+            ));
         }
+    }
+    Ok(r)
+}
+
+async fn create_context(State(e2b): St, headers: HeaderMap, body: Bytes) -> Response {
+    if let Err(resp) = parse_new_context(&body) {
+        return resp;
     }
     let sbx = match sandbox_of(&e2b, &headers).await {
         Ok(s) => s,
@@ -890,6 +916,24 @@ async fn remove_context(State(e2b): St, headers: HeaderMap, Path(id): Path<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found reviewing the fuzz target `http_e2b` (docs/fuzzing.md): a huge timeout panicked in
+    /// `Duration::from_secs_f64`, and a panic aborts the server.
+    #[test]
+    fn fuzz_sandbox_timeout_beyond_a_duration_is_clamped() {
+        let server = Duration::from_secs(300);
+        for body in [
+            &b"{\"timeout\": 1e300}"[..],
+            b"{\"timeout\": 1.7976931348623157e308}",
+        ] {
+            let (_, idle) = parse_new_sandbox(server, body)
+                .map_err(|r| r.status())
+                .unwrap();
+            assert_eq!(idle, server);
+        }
+        let refused = parse_new_sandbox(server, b"{\"timeout\": -1e300}").unwrap_err();
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    }
 
     #[test]
     fn paths_map_to_the_working_directory() {

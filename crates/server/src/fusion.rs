@@ -52,7 +52,7 @@ const IGNORED_FILE_MARK: &str = "IGNORE_THIS_FILE";
 
 /// `POST /run_code`. Every field may be null; unknown fields are ignored, as FastAPI does.
 #[derive(Debug, Deserialize)]
-struct RunCodeRequest {
+pub struct RunCodeRequest {
     code: String,
     /// `python` when absent (veRL's tutorial leaves it out); `python3` is taken too.
     #[serde(default)]
@@ -179,14 +179,14 @@ fn check_language(language: Option<&str>) -> Result<(), String> {
 
 /// The ceiling narrowed by a request's `memory_limit_MB` and `run_timeout` (clamped to the
 /// ceiling), and a note for `message` when one was clamped.
-struct Limits {
-    policy: Policy,
-    wall: Duration,
-    notes: Vec<String>,
+pub struct Limits {
+    pub policy: Policy,
+    pub wall: Duration,
+    pub notes: Vec<String>,
 }
 
 fn limits(
-    app: &App,
+    ceiling: &Policy,
     timeout_field: &str,
     timeout: f64,
     memory_mb: Option<i64>,
@@ -196,7 +196,7 @@ fn limits(
             "{timeout_field}: a number of seconds, 0 or more (got {timeout})"
         )));
     }
-    let have = app.ceiling.effective_limits();
+    let have = ceiling.effective_limits();
     let mut notes = Vec::new();
     let asked = Duration::from_secs_f64(timeout.min(1e9));
     let wall = if timeout == 0.0 && timeout_field == "cell_timeout" {
@@ -213,7 +213,7 @@ fn limits(
         // `wait_for(timeout=0)` times out at once, and so does a millisecond here.
         asked.max(Duration::from_millis(1))
     };
-    let mut policy = app.ceiling.clone();
+    let mut policy = ceiling.clone();
     if let Some(mb) = memory_mb.filter(|mb| *mb > 0) {
         let bytes = u64::try_from(mb)
             .unwrap_or(u64::MAX)
@@ -230,7 +230,7 @@ fn limits(
             _ => {
                 let mut m = serde_json::Map::new();
                 m.insert("memory".into(), format_size(bytes).into());
-                policy = narrow(&app.ceiling, Some(&m), None)?.policy;
+                policy = narrow(ceiling, Some(&m), None)?.policy;
             }
         }
     }
@@ -297,31 +297,37 @@ fn warm_error(e: &WarmError) -> Response {
     Json(RunCodeResponse::sandbox_error(e.to_string())).into_response()
 }
 
-async fn run_code(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let r: RunCodeRequest = match crate::native::parse(&body) {
-        Ok(r) => r,
-        Err(e) => return error_response(e),
-    };
+/// What a `/run_code` body asks for: the limits (the policy among them), the request, and the
+/// files to fetch (name in the working directory, name the caller gave).
+pub type RunCode = (Limits, Request, Vec<(String, String)>);
+
+/// A `/run_code` body, checked and narrowed from `ceiling`; a refusal is the response to send.
+/// Nothing runs here; the fuzz target `http_fusion` calls it too.
+pub fn parse_run_code(ceiling: &Policy, body: &[u8]) -> Result<RunCode, Response> {
+    let r: RunCodeRequest = crate::native::parse(body).map_err(error_response)?;
     if let Err(m) = check_language(r.language.as_deref()) {
-        return Json(RunCodeResponse::sandbox_error(m)).into_response();
+        return Err(Json(RunCodeResponse::sandbox_error(m)).into_response());
     }
-    let l = match limits(
-        &app,
+    let l = limits(
+        ceiling,
         "run_timeout",
         r.run_timeout.unwrap_or(DEFAULT_RUN_TIMEOUT),
         r.memory_limit_mb,
-    ) {
-        Ok(l) => l,
-        Err(e) => return error_response(e),
-    };
+    )
+    .map_err(error_response)?;
     let mut req = Request::new(None, &r.code, r.stdin.as_deref());
-    req.files = match decode_files(r.files) {
-        Ok(f) => f,
-        Err(e) => return error_response(e),
-    };
+    req.files = decode_files(r.files).map_err(error_response)?;
     let names = fetch_plan(&r.fetch_files.unwrap_or_default());
     req.collect = exact_globs(names.iter().map(|(rel, _)| rel.as_str()));
     req.wall = Some(l.wall);
+    Ok((l, req, names))
+}
+
+async fn run_code(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let (l, req, names) = match parse_run_code(&app.ceiling, &body) {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
     let policy = l.policy;
     let result = blocking(&app, move |app| {
         app.pools.get(&policy).and_then(|p| p.run_request(&req))
@@ -357,7 +363,7 @@ async fn ping() -> Json<&'static str> {
 
 /// `POST /run_jupyter`.
 #[derive(Debug, Deserialize)]
-struct RunJupyterRequest {
+pub struct RunJupyterRequest {
     cells: Vec<String>,
     /// Seconds a cell may run; 0 (the default): bounded by `total_timeout` only.
     #[serde(default)]
@@ -551,35 +557,41 @@ fn run_cells(
     nb
 }
 
-async fn run_jupyter(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let r: RunJupyterRequest = match crate::native::parse(&body) {
-        Ok(r) => r,
-        Err(e) => return error_response(e),
-    };
+/// What a `/run_jupyter` body asks for: the body, the limits (the policy among them), the
+/// files to place.
+pub type RunJupyter = (RunJupyterRequest, Limits, Vec<(String, Vec<u8>)>);
+
+/// A `/run_jupyter` body, checked and narrowed from `ceiling`; a refusal is the response to
+/// send. Nothing runs here; the fuzz target `http_fusion` calls it too.
+pub fn parse_run_jupyter(ceiling: &Policy, body: &[u8]) -> Result<RunJupyter, Response> {
+    let r: RunJupyterRequest = crate::native::parse(body).map_err(error_response)?;
     if let Some(k) = r.kernel.as_deref().filter(|k| *k != "python3") {
-        return error_response(ApiError::bad_request(format!(
+        return Err(error_response(ApiError::bad_request(format!(
             "kernel: '{k}' is not a kernel of this server: only \"python3\""
-        )));
+        ))));
     }
     if let Some(t) = r.total_timeout.filter(|t| !t.is_finite() || *t < 0.0) {
-        return error_response(ApiError::bad_request(format!(
+        return Err(error_response(ApiError::bad_request(format!(
             "total_timeout: a number of seconds, 0 or more (got {t})"
-        )));
+        ))));
     }
     // The session's wall limit is the ceiling's, per cell: each cell narrows it by its
     // `cell_timeout` (clamped to the ceiling) and by what is left of `total_timeout`.
-    let l = match limits(
-        &app,
+    let l = limits(
+        ceiling,
         "cell_timeout",
         r.cell_timeout.unwrap_or(0.0),
         r.memory_limit_mb,
-    ) {
-        Ok(l) => l,
-        Err(e) => return error_response(e),
-    };
-    let files = match decode_files(r.files.clone()) {
-        Ok(f) => f,
-        Err(e) => return error_response(e),
+    )
+    .map_err(error_response)?;
+    let files = decode_files(r.files.clone()).map_err(error_response)?;
+    Ok((r, l, files))
+}
+
+async fn run_jupyter(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let (r, l, files) = match parse_run_jupyter(&app.ceiling, &body) {
+        Ok(x) => x,
+        Err(resp) => return resp,
     };
     let cell_wall = l.wall;
     let policy = l.policy;

@@ -212,20 +212,20 @@ fn run_fresh(app: &App, policy: &Policy, req: &Request) -> Result<WarmOutcome, W
     pool.run_request(req)
 }
 
+/// An execute body, checked and narrowed from `ceiling`: the policy and the request it runs
+/// (nothing runs here; the fuzz target `http_native` calls it too).
+pub fn parse_execute(ceiling: &Policy, body: &[u8]) -> Result<(Policy, Request), ApiError> {
+    let r: ExecuteRequest = parse(body)?;
+    let n = narrow(ceiling, r.limits.as_ref(), r.features.as_deref())?;
+    let req = to_request(&r, n.wall)?;
+    Ok((n.policy, req))
+}
+
 pub async fn execute(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
-    let r: ExecuteRequest = match parse(&body) {
-        Ok(r) => r,
+    let (policy, req) = match parse_execute(&app.ceiling, &body) {
+        Ok(x) => x,
         Err(e) => return e.into_response(),
     };
-    let n = match narrow(&app.ceiling, r.limits.as_ref(), r.features.as_deref()) {
-        Ok(n) => n,
-        Err(e) => return e.into_response(),
-    };
-    let req = match to_request(&r, n.wall) {
-        Ok(req) => req,
-        Err(e) => return e.into_response(),
-    };
-    let policy = n.policy;
     if wants_lines(&headers) {
         return stream(app, req, move |app, req| run_fresh(app, &policy, req));
     }
@@ -347,13 +347,12 @@ pub(crate) fn text_tap(emit: impl Fn(OutputStream, &str) + Send + Sync + 'static
 }
 
 /// `POST /v1/batch`: a JSON array (or JSON lines) of execute requests; the outcomes in order.
-pub async fn batch(State(app): State<Arc<App>>, body: Bytes) -> Response {
+/// A batch body (a JSON array or JSON lines of execute requests), each checked and narrowed
+/// from `ceiling` (nothing runs here; the fuzz target `http_native` calls it too).
+pub fn parse_batch(ceiling: &Policy, body: &[u8]) -> Result<Vec<(Policy, Request)>, ApiError> {
     let items: Vec<ExecuteRequest> =
         if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
-            match parse(&body) {
-                Ok(v) => v,
-                Err(e) => return e.into_response(),
-            }
+            parse(body)?
         } else {
             let mut v = Vec::new();
             for (i, l) in body.split(|b| *b == b'\n').enumerate() {
@@ -363,8 +362,11 @@ pub async fn batch(State(app): State<Arc<App>>, body: Bytes) -> Response {
                 match parse(l) {
                     Ok(r) => v.push(r),
                     Err(e) => {
-                        return ApiError::bad_request(format!("line {}: {}", i + 1, e.message))
-                            .into_response()
+                        return Err(ApiError::bad_request(format!(
+                            "line {}: {}",
+                            i + 1,
+                            e.message
+                        )))
                     }
                 }
             }
@@ -372,15 +374,19 @@ pub async fn batch(State(app): State<Arc<App>>, body: Bytes) -> Response {
         };
     let mut prepared = Vec::with_capacity(items.len());
     for (i, r) in items.iter().enumerate() {
-        let n = match narrow(&app.ceiling, r.limits.as_ref(), r.features.as_deref()) {
-            Ok(n) => n,
-            Err(e) => return e.at(&format!("[{i}]")).into_response(),
-        };
-        match to_request(r, n.wall) {
-            Ok(req) => prepared.push((n.policy, req)),
-            Err(e) => return e.at(&format!("[{i}]")).into_response(),
-        }
+        let n = narrow(ceiling, r.limits.as_ref(), r.features.as_deref())
+            .map_err(|e| e.at(&format!("[{i}]")))?;
+        let req = to_request(r, n.wall).map_err(|e| e.at(&format!("[{i}]")))?;
+        prepared.push((n.policy, req));
     }
+    Ok(prepared)
+}
+
+pub async fn batch(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let prepared = match parse_batch(&app.ceiling, &body) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
     // As many at once as the ceiling's pool has workers: the rest wait here, not in its queue.
     let limit = Arc::new(tokio::sync::Semaphore::new(app.opts.workers.max(1)));
     let mut tasks = Vec::with_capacity(prepared.len());
@@ -431,19 +437,20 @@ pub struct CaseIn {
     pub expected: Option<String>,
 }
 
-pub async fn judge(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let r: JudgeRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    let compare: Compare = match r.compare.as_deref().unwrap_or("exact").parse() {
-        Ok(c) => c,
-        Err(e) => return ApiError::bad_request(format!("compare: {e}")).into_response(),
-    };
-    let n = match narrow(&app.ceiling, r.limits.as_ref(), None) {
-        Ok(n) => n,
-        Err(e) => return e.into_response(),
-    };
+/// What a judge body asks for: the policy, the program, its cases, how outputs compare.
+pub type JudgePlan = (Policy, String, Vec<Case>, Compare);
+
+/// A judge body, checked and narrowed from `ceiling` (nothing runs here; the fuzz target
+/// `http_native` calls it too).
+pub fn parse_judge(ceiling: &Policy, body: &[u8]) -> Result<JudgePlan, ApiError> {
+    let r: JudgeRequest = parse(body)?;
+    let compare: Compare = r
+        .compare
+        .as_deref()
+        .unwrap_or("exact")
+        .parse()
+        .map_err(|e| ApiError::bad_request(format!("compare: {e}")))?;
+    let n = narrow(ceiling, r.limits.as_ref(), None)?;
     let mut policy = n.policy;
     if let Some(w) = n.wall {
         policy.limits.wall = w;
@@ -456,7 +463,14 @@ pub async fn judge(State(app): State<Arc<App>>, body: Bytes) -> Response {
             expected: c.expected,
         })
         .collect();
-    let code = r.code;
+    Ok((policy, r.code, cases, compare))
+}
+
+pub async fn judge(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let (policy, code, cases, compare) = match parse_judge(&app.ceiling, &body) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
+    };
     let result = blocking(&app, move |app| {
         let pool = app
             .pools
@@ -521,30 +535,43 @@ pub(crate) fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-pub async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
+/// A session body, checked and narrowed from `ceiling`: the session's policy and idle timeout
+/// (at most `max_idle`). Nothing runs here; the fuzz target `http_native` calls it too.
+pub fn parse_session(
+    ceiling: &Policy,
+    max_idle: Duration,
+    body: &[u8],
+) -> Result<(Policy, Duration), ApiError> {
     let r: SessionRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SessionRequest::default()
     } else {
-        match parse(&body) {
-            Ok(r) => r,
-            Err(e) => return e.into_response(),
-        }
+        parse(body)?
     };
-    let n = match narrow(&app.ceiling, r.limits.as_ref(), r.features.as_deref()) {
-        Ok(n) => n,
-        Err(e) => return e.into_response(),
-    };
+    let n = narrow(ceiling, r.limits.as_ref(), r.features.as_deref())?;
     let mut policy = n.policy;
     if let Some(w) = n.wall {
         policy.limits.wall = w;
     }
     let idle = match r.idle_timeout {
-        None => app.sessions.idle,
-        Some(s) if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s).min(app.sessions.idle),
-        Some(_) => {
-            return ApiError::bad_request("idle_timeout: a positive number of seconds")
-                .into_response()
+        None => max_idle,
+        // Clamped before it becomes a Duration: `from_secs_f64(1e300)` panics, and a panic
+        // aborts the server (panic = "abort"; found fuzzing, docs/fuzzing.md).
+        Some(s) if s.is_finite() && s > 0.0 => {
+            Duration::from_secs_f64(s.min(max_idle.as_secs_f64()))
         }
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "idle_timeout: a positive number of seconds",
+            ))
+        }
+    };
+    Ok((policy, idle))
+}
+
+pub async fn create_session(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let (policy, idle) = match parse_session(&app.ceiling, app.sessions.idle, &body) {
+        Ok(x) => x,
+        Err(e) => return e.into_response(),
     };
     match open_session(&app, policy, idle).await {
         Ok((id, expires)) => (
@@ -599,25 +626,26 @@ pub(crate) fn run_in_session(app: &App, id: &str, req: &Request) -> Result<WarmO
     result
 }
 
+/// A session's execute body, checked against `ceiling` (no features: a session's are set when
+/// it is created). Nothing runs here; the fuzz target `http_native` calls it too.
+pub fn parse_session_execute(ceiling: &Policy, body: &[u8]) -> Result<Request, ApiError> {
+    let r: ExecuteRequest = parse(body)?;
+    if r.features.is_some() {
+        return Err(ApiError::bad_request(
+            "features: a session's features are set when it is created",
+        ));
+    }
+    let n = narrow(ceiling, r.limits.as_ref(), None)?;
+    to_request(&r, n.wall)
+}
+
 pub async fn session_execute(
     State(app): State<Arc<App>>,
     Path(id): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let r: ExecuteRequest = match parse(&body) {
-        Ok(r) => r,
-        Err(e) => return e.into_response(),
-    };
-    if r.features.is_some() {
-        return ApiError::bad_request("features: a session's features are set when it is created")
-            .into_response();
-    }
-    let n = match narrow(&app.ceiling, r.limits.as_ref(), None) {
-        Ok(n) => n,
-        Err(e) => return e.into_response(),
-    };
-    let req = match to_request(&r, n.wall) {
+    let req = match parse_session_execute(&app.ceiling, &body) {
         Ok(req) => req,
         Err(e) => return e.into_response(),
     };
@@ -771,4 +799,33 @@ pub async fn info(State(app): State<Arc<App>>) -> Response {
         },
     }))
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found reviewing the fuzz target `http_native` (docs/fuzzing.md): a huge `idle_timeout`
+    /// panicked in `Duration::from_secs_f64`, and a panic aborts the server.
+    #[test]
+    fn fuzz_session_idle_timeout_beyond_a_duration_is_clamped() {
+        let max = Duration::from_secs(600);
+        let ceiling = Policy::default();
+        for body in [
+            &b"{\"idle_timeout\": 1e300}"[..],
+            b"{\"idle_timeout\": 1.7976931348623157e308}",
+            b"{\"idle_timeout\": 18446744073709551616}",
+        ] {
+            let (_, idle) = parse_session(&ceiling, max, body)
+                .map_err(|e| e.message)
+                .unwrap();
+            assert_eq!(idle, max);
+        }
+        let (_, idle) = parse_session(&ceiling, max, b"{\"idle_timeout\": 1.5}")
+            .map_err(|e| e.message)
+            .unwrap();
+        assert_eq!(idle, Duration::from_millis(1500));
+        let e = parse_session(&ceiling, max, b"{\"idle_timeout\": 0}").unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
 }

@@ -27,6 +27,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use pysandbox_core::limits::{format_size, Limit};
 use pysandbox_core::outcome::{base64_decode, Outcome, RunStatus};
+use pysandbox_core::policy::Policy;
 use pysandbox_core::warm::Request;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
@@ -320,40 +321,32 @@ fn millis(secs: f64) -> f64 {
     (secs * 1e6).round() / 1e3
 }
 
-async fn execute(State(app): State<Arc<App>>, body: Bytes) -> Response {
-    let r: ExecuteRequest = match crate::native::parse(&body) {
-        Ok(r) => r,
-        Err(e) => return bad(e.message),
-    };
+/// A `/api/v2/execute` body, checked and narrowed from `ceiling` (the server runs Python
+/// `python_version`): the policy and the request; a refusal is the response to send. Nothing
+/// runs here; the fuzz target `http_piston` calls it too.
+pub fn parse_execute(
+    ceiling: &Policy,
+    python_version: &str,
+    body: &[u8],
+) -> Result<(Policy, Request), Response> {
+    let r: ExecuteRequest = crate::native::parse(body).map_err(|e| bad(e.message))?;
     let Some(language) = r.language.as_ref().and_then(|v| v.as_str()) else {
-        return bad("language is required as a string");
+        return Err(bad("language is required as a string"));
     };
     let Some(version) = r.version.as_ref().and_then(|v| v.as_str()) else {
-        return bad("version is required as a string");
+        return Err(bad("version is required as a string"));
     };
-    let (files, program) = match files_of(r.files.as_ref()) {
-        Ok(f) => f,
-        Err(resp) => return resp,
-    };
+    let (files, program) = files_of(r.files.as_ref())?;
     if !(language == LANGUAGE || ALIASES.contains(&language))
-        || !version_matches(version, &app.python_version)
+        || !version_matches(version, python_version)
     {
-        return bad(format!("{language}-{version} runtime is unknown"));
+        return Err(bad(format!("{language}-{version} runtime is unknown")));
     }
-    let have = app.ceiling.effective_limits();
+    let have = ceiling.effective_limits();
     let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
-    let wall = match limit_of(r.run_timeout.as_ref(), "run_timeout", Some(ms(have.wall))) {
-        Ok(w) => w,
-        Err(resp) => return resp,
-    };
-    let cpu = match limit_of(r.run_cpu_time.as_ref(), "run_cpu_time", have.cpu.map(ms)) {
-        Ok(c) => c,
-        Err(resp) => return resp,
-    };
-    let memory = match limit_of(r.run_memory_limit.as_ref(), "run_memory_limit", have.memory) {
-        Ok(m) => m,
-        Err(resp) => return resp,
-    };
+    let wall = limit_of(r.run_timeout.as_ref(), "run_timeout", Some(ms(have.wall)))?;
+    let cpu = limit_of(r.run_cpu_time.as_ref(), "run_cpu_time", have.cpu.map(ms))?;
+    let memory = limit_of(r.run_memory_limit.as_ref(), "run_memory_limit", have.memory)?;
     // CPU and memory below the ceiling's need a pool of their own (the native API's
     // narrowing); the wall clock is per request.
     let mut narrowed = serde_json::Map::new();
@@ -364,11 +357,11 @@ async fn execute(State(app): State<Arc<App>>, body: Bytes) -> Response {
         narrowed.insert("memory".into(), format_size(m).into());
     }
     let policy = if narrowed.is_empty() {
-        app.ceiling.clone()
+        ceiling.clone()
     } else {
-        match crate::native::narrow(&app.ceiling, Some(&narrowed), None) {
+        match crate::native::narrow(ceiling, Some(&narrowed), None) {
             Ok(n) => n.policy,
-            Err(e) => return bad(e.message),
+            Err(e) => return Err(bad(e.message)),
         }
     };
     // Piston adds a trailing newline to the input if it has none.
@@ -378,12 +371,20 @@ async fn execute(State(app): State<Arc<App>>, body: Bytes) -> Response {
     }
     let (name, code) = match files.get(program) {
         Some((n, c)) => (n.clone(), String::from_utf8_lossy(c).into_owned()),
-        None => return bad("files must include at least one utf8 encoded file"),
+        None => return Err(bad("files must include at least one utf8 encoded file")),
     };
     let mut req = Request::new(Some(&name), &code, Some(&stdin));
     req.files = files;
     req.args = r.args.unwrap_or_default();
     req.wall = wall.map(Duration::from_millis);
+    Ok((policy, req))
+}
+
+async fn execute(State(app): State<Arc<App>>, body: Bytes) -> Response {
+    let (policy, req) = match parse_execute(&app.ceiling, &app.python_version, &body) {
+        Ok(x) => x,
+        Err(resp) => return resp,
+    };
     let result = blocking(&app, move |app| {
         app.pools.get(&policy).and_then(|p| p.run_request(&req))
     })
