@@ -65,6 +65,7 @@ const ALLOWED: &[&str] = &[
     "mremap_maymove",
     "prctl_set_name",
     "fcntl_getfd",
+    "fcntl_setpipe_sz",
 ];
 const REFUSED: &[&str] = &[
     "madvise_dontfork",
@@ -73,7 +74,6 @@ const REFUSED: &[&str] = &[
     "mremap_dontunmap",
     "prctl_child_subreaper",
     "prctl_timerslack",
-    "fcntl_setpipe_sz",
     "fcntl_notify",
     "tee",
     "splice",

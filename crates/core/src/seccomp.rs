@@ -252,6 +252,18 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_getgid, "os.getgid (workloads)"),
     (libc::SYS_getegid, "os.getegid (workloads)"),
     (
+        libc::SYS_getpgid,
+        "os.killpg(os.getpgid(pid)), subprocess's process groups (test_subprocess)",
+    ),
+    (
+        libc::SYS_getpgrp,
+        "os.getpgrp (test_subprocess, test_posix)",
+    ),
+    (
+        libc::SYS_getsid,
+        "os.getsid (test_subprocess start_new_session)",
+    ),
+    (
         libc::SYS_setpgid,
         "subprocess's process_group, shells (test_subprocess)",
     ),
@@ -275,14 +287,9 @@ const ALLOW: &[(i64, &str)] = &[
         libc::SYS_gettimeofday,
         "the vDSO's fallback where the clock source has none (kvm-clock, hyperv)",
     ),
-    (
-        libc::SYS_time,
-        "the vDSO's fallback where the clock source has none (kvm-clock, hyperv)",
-    ),
     (libc::SYS_clock_nanosleep, "time.sleep (workloads)"),
     (libc::SYS_alarm, "signal.alarm (test_signal)"),
     (libc::SYS_setitimer, "signal.setitimer (workloads)"),
-    (libc::SYS_getitimer, "signal.getitimer (test_signal)"),
     (
         libc::SYS_getrandom,
         "os.urandom, hash seeds, numpy (workloads)",
@@ -436,6 +443,14 @@ const REFUSED: &[(i64, &str)] = &[
     // Left out when the allowlist was cut to what the traced workloads use (issue 16): the
     // workload that needs each, if any.
     (
+        libc::SYS_getitimer,
+        "signal.getitimer: only test_signal",
+    ),
+    (
+        libc::SYS_time,
+        "unused: glibc's time() is served by the vDSO whatever the clock source",
+    ),
+    (
         libc::SYS_accept,
         "unused: the traced workloads' libc calls accept4 instead",
     ),
@@ -574,18 +589,6 @@ const REFUSED: &[(i64, &str)] = &[
     (
         libc::SYS_getgroups,
         "os.getgroups: only test_os/test_posix",
-    ),
-    (
-        libc::SYS_getpgid,
-        "os.getpgid: only test_posix",
-    ),
-    (
-        libc::SYS_getpgrp,
-        "os.getpgrp: only test_os/test_posix",
-    ),
-    (
-        libc::SYS_getsid,
-        "os.getsid: only test_os/test_posix",
     ),
     (
         libc::SYS_getpriority,
@@ -784,10 +787,10 @@ const ARG_FILTERED: &[ArgFilter] = &[
         name: "fcntl",
         arg: 1,
         allowed: FCNTL,
-        reason: "descriptor flags, duplication, record locks; not F_SETPIPE_SZ (pipe buffers of \
-                 kernel memory RLIMIT_AS does not count, like the socket buffers of \
-                 BUFFER_SIZES), F_SETLEASE/F_NOTIFY (leases and directory notification), \
-                 F_SETOWN/F_SETSIG (signals sent by the kernel on I/O), F_ADD_SEALS",
+        reason: "descriptor flags, duplication, record locks, pipe sizes; not F_SETLEASE \
+                 (leases: another opener of the file waits on the jail), F_NOTIFY (directory \
+                 notification), F_SETOWN/F_SETSIG (signals the kernel sends on I/O), \
+                 F_ADD_SEALS",
     },
     ArgFilter {
         nr: libc::SYS_prctl,
@@ -838,6 +841,11 @@ const FCNTL: &[(u32, &str)] = &[
         "os.dup, subprocess, the import system",
     ),
     (libc::F_GETPIPE_SZ as u32, "fcntl.fcntl (test_fcntl)"),
+    (
+        libc::F_SETPIPE_SZ as u32,
+        "subprocess's pipesize (test_subprocess): pipe pages stay bounded per host user \
+         (fs.pipe-user-pages-soft)",
+    ),
 ];
 
 /// `prctl` options of a cold jail and of a warm request child's code.
@@ -1401,7 +1409,6 @@ mod tests {
                 assert_eq!(run(libc::SYS_fcntl, [3, cmd as u64, 0, 0, 0, 0]), RET_ALLOW);
             }
             for cmd in [
-                libc::F_SETPIPE_SZ,
                 libc::F_SETLEASE,
                 libc::F_NOTIFY,
                 libc::F_SETOWN,
