@@ -8,8 +8,11 @@
 //!    network), `ioctl` (no `TIOCSTI`/`TIOCLINUX`), `execve` (per [`ExecPolicy`]), `open`,
 //!    `openat` and the chmod family (no set-id bits, [`MODE_CHECKED`]), `setsockopt` (buffer
 //!    sizes ignored, [`BUFFER_SIZES`]); `clone3` answers `ENOSYS` because its flags live in memory
-//!    a filter cannot read, and glibc then uses `clone`;
-//! 4. the allowlist;
+//!    a filter cannot read, and glibc then uses `clone`; `madvise`, `mremap`, `fcntl` and `prctl`
+//!    with only the values CPython and its libraries use ([`ARG_FILTERED`]);
+//! 4. the allowlist: what the traced workloads use (`tools/seccomp/trace_workloads.sh`,
+//!    SECURITY.md "A smaller kernel surface"), at most 120 calls with the argument-filtered ones
+//!    ([`counts`]);
 //! 5. everything else fails with `EPERM`, so Python raises an ordinary `PermissionError` — among
 //!    them the calls left out on purpose, with their reasons ([`REFUSED`]).
 //!
