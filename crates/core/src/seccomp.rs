@@ -155,10 +155,6 @@ const ALLOW: &[(i64, &str)] = &[
         libc::SYS_fstat,
         "fstat of Rust's std in a warm zygote (workloads)",
     ),
-    (
-        libc::SYS_statx,
-        "stat on libcs that use it (musl, glibc ≥ 2.39 on some builds): the same as newfstatat",
-    ),
     (libc::SYS_close, "closing descriptors (workloads)"),
     (
         libc::SYS_close_range,
@@ -254,6 +250,10 @@ const ALLOW: &[(i64, &str)] = &[
     (libc::SYS_geteuid, "os.geteuid (workloads)"),
     (libc::SYS_getgid, "os.getgid (workloads)"),
     (libc::SYS_getegid, "os.getegid (workloads)"),
+    (
+        libc::SYS_capget,
+        "reading the (empty) capability sets: libcap, the warm child's check (tests/warm.rs)",
+    ),
     (
         libc::SYS_getpgid,
         "os.killpg(os.getpgid(pid)), subprocess's process groups (test_subprocess)",
@@ -538,8 +538,8 @@ const REFUSED: &[(i64, &str)] = &[
         "unused by every traced workload (glibc ≥ 2.35 only for epoll_pwait2())",
     ),
     (
-        libc::SYS_capget,
-        "unused by every traced workload (the capability sets are empty anyway)",
+        libc::SYS_statx,
+        "unused on x86-64: glibc and musl stat with newfstatat, Rust's std falls back on EPERM",
     ),
     (
         libc::SYS_chown,
