@@ -66,9 +66,15 @@ pub fn run(python: Option<&Path>) -> Result<ExitCode> {
         seccomp.contains("user_notif") && seccomp.contains("kill_process"),
         "seccomp",
         {
-            let (allowed, killed) = pysandbox_core::seccomp::counts();
+            let c = pysandbox_core::seccomp::counts();
             format!(
-                "{allowed} syscalls allowed, {killed} kill the process, the rest fail with EPERM (kernel actions: {})",
+                "{} syscalls reachable ({} allowed, {} argument-filtered), {} refused by name, \
+                 {} kill the process, the rest fail with EPERM (kernel actions: {})",
+                c.reachable(),
+                c.allowed,
+                c.filtered,
+                c.refused,
+                c.killed,
                 seccomp.trim()
             )
         },
