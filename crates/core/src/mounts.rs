@@ -155,15 +155,7 @@ pub fn build_root(
     sources: &[OwnedFd],
     tmp_size: u64,
 ) -> Result<(), MountError> {
-    // Without this, mounts made here would propagate back to the host's shared mounts.
-    sys::mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_SLAVE,
-        None,
-    )
-    .map_err(MountError::MakePrivate)?;
+    slave_everything()?;
     let root_opts = CString::new("mode=0755,size=4m,nr_inodes=4096").expect("no NUL");
     sys::mount(
         Some(Path::new("tmpfs")),
@@ -236,6 +228,17 @@ pub fn build_root(
 /// this private mount namespace, its mounts made slaves so nothing propagates back), with only
 /// a fresh private `/tmp` (the code's working directory) over the host's.
 pub fn host_view(tmp_size: u64) -> Result<(), MountError> {
+    slave_everything()?;
+    let tmp_opts = crate::isolate::tmp_options(tmp_size);
+    crate::isolate::mount_tmp(Some(&tmp_opts)).map_err(|source| MountError::Tmp {
+        size: tmp_size,
+        source,
+    })
+}
+
+/// Every mount of this (new) namespace a slave: mounts made here do not propagate back to the
+/// host's shared mounts.
+fn slave_everything() -> Result<(), MountError> {
     sys::mount(
         None,
         Path::new("/"),
@@ -243,19 +246,7 @@ pub fn host_view(tmp_size: u64) -> Result<(), MountError> {
         libc::MS_REC | libc::MS_SLAVE,
         None,
     )
-    .map_err(MountError::MakePrivate)?;
-    let tmp_opts = crate::isolate::tmp_options(tmp_size);
-    sys::mount(
-        Some(Path::new("tmpfs")),
-        Path::new("/tmp"),
-        Some(c"tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV,
-        Some(&tmp_opts),
-    )
-    .map_err(|source| MountError::Tmp {
-        size: tmp_size,
-        source,
-    })
+    .map_err(MountError::MakePrivate)
 }
 
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
