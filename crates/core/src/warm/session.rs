@@ -118,7 +118,9 @@ impl Session {
                 "the host cannot read the session child's CPU time (is /proc mounted?), so it \
                  cannot enforce the CPU limit per call; run without --cpu-time, or cold",
             )
-        } else if !alone && pid.is_some_and(|p| !tree::walkable(p)) {
+        } else if !alone && pid.is_some_and(|p| !tree::walkable(p)) && !gone(&child.pidfd) {
+            // (A child that has already ended, its isolation failed, cannot be listed either:
+            // its first call says why.)
             Some(
                 "the host cannot list the session's processes (/proc/PID/task/TID/children, \
                  CONFIG_PROC_CHILDREN), so it cannot stop them between calls; run with \
