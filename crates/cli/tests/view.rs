@@ -1,6 +1,7 @@
 //! The interpreter's libraries are bound as one directory (`pysandbox_core::libview`, issue 15):
 //! the jail must see exactly the files the single binds showed — the host's very libraries,
-//! nothing else of the host's library directory — on every path, as root and unprivileged.
+//! nothing else of the host's library directory, none of them writable (they are the host's very
+//! inodes) — on every path, as root and unprivileged.
 
 mod common;
 
@@ -48,6 +49,15 @@ except PermissionError:
 print("sentinel", os.path.exists("{LIB}/{planted}"))
 with open("{LIB}/libc.so.6", "rb") as f:
     print("libc", hashlib.sha256(f.read()).hexdigest())
+# The view's files are hard links to the host's own libraries: writing through it would change
+# the host's. Both tries must fail.
+for what, how in (("write", lambda: open("{LIB}/libc.so.6", "r+b").write(b"X")),
+                  ("create", lambda: open("{LIB}/planted-by-the-sandbox", "wb").write(b"X"))):
+    try:
+        how()
+        print(what, "DONE")
+    except OSError as e:
+        print(what, "refused", e.errno)
 "#
     );
     let (_, host) = on_host(
@@ -80,6 +90,33 @@ with open("{LIB}/libc.so.6", "rb") as f:
             assert!(
                 std::path::Path::new(LIB).join(n).exists(),
                 "{c}: {n} is not a library of the host's"
+            );
+        }
+        // Nothing written through it: the host's libc unchanged, no file created.
+        assert!(
+            out.contains("write refused") && out.contains("create refused"),
+            "{c}: {out}"
+        );
+        let (_, after) = on_host(
+            &format!(
+                "import hashlib\nprint(hashlib.sha256(open('{LIB}/libc.so.6', 'rb').read()).hexdigest())"
+            ),
+            &[],
+        );
+        assert_eq!(after.trim(), host_libc, "{c}: the host's libc changed");
+        assert!(
+            !std::path::Path::new(LIB)
+                .join("planted-by-the-sandbox")
+                .exists(),
+            "{c}: a file was created in the host's library directory"
+        );
+        let cache = std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/pysandbox");
+        for view in std::fs::read_dir(&cache).into_iter().flatten().flatten() {
+            assert!(
+                !view.path().join("planted-by-the-sandbox").exists(),
+                "{c}: a file was created in the view {}",
+                view.path().display()
             );
         }
         // …and nothing else of the host's directory: not the planted file, not the rest.

@@ -200,7 +200,7 @@ fn wrapped_executable(wrapper: &Path, dir: Option<&Path>) -> Result<PathBuf, Int
     Ok(exe)
 }
 
-const fn fnv(bytes: &[u8]) -> u64 {
+pub(crate) const fn fnv(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
     let mut i = 0;
     while i < bytes.len() {

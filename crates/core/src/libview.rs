@@ -62,7 +62,12 @@ fn view_in(cache: &Path, binds: &[Bind], others: &[&Path]) -> Option<LibraryView
         return None;
     }
     let mut files = Vec::with_capacity(covers.len());
-    let mut hash = Fnv::new();
+    // What is hashed: every source's name, path and identity, each piece ended by 0xff.
+    let mut key: Vec<u8> = Vec::new();
+    let mut add = |bytes: &[u8]| {
+        key.extend(bytes);
+        key.push(0xff);
+    };
     for &i in &covers {
         let b = &binds[i];
         let name = b.target.file_name()?.to_str()?.to_string();
@@ -74,8 +79,8 @@ fn view_in(cache: &Path, binds: &[Bind], others: &[&Path]) -> Option<LibraryView
         if !m.is_file() {
             return None;
         }
-        hash.add(name.as_bytes());
-        hash.add(b.source.as_os_str().as_encoded_bytes());
+        add(name.as_bytes());
+        add(b.source.as_os_str().as_encoded_bytes());
         for n in [
             m.dev(),
             m.ino(),
@@ -84,11 +89,11 @@ fn view_in(cache: &Path, binds: &[Bind], others: &[&Path]) -> Option<LibraryView
             m.mtime_nsec() as u64,
             u64::from(m.mode()),
         ] {
-            hash.add(&n.to_le_bytes());
+            add(&n.to_le_bytes());
         }
         files.push((name, file, m.mode()));
     }
-    let dir = cache.join(format!("libs-{:016x}", hash.0));
+    let dir = cache.join(format!("libs-{:016x}", interp::fnv(&key)));
     if !interp::trusted_dir(&dir) {
         if !interp::private_dir(cache) {
             return None;
@@ -162,21 +167,6 @@ fn place(file: &File, mode: u32, to: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// FNV-1a, 64 bits, fed piece by piece.
-struct Fnv(u64);
-
-impl Fnv {
-    fn new() -> Fnv {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-    fn add(&mut self, bytes: &[u8]) {
-        for &b in bytes.iter().chain(&[0xff]) {
-            self.0 ^= u64::from(b);
-            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,6 +233,38 @@ mod tests {
             std::fs::read_to_string(w.dir.join("libx3.so.3")).unwrap(),
             "library 3, patched"
         );
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// Sources on another filesystem (tmpfs here: no hard link across) are copied: the same
+    /// contents, readable by all, executable only if the source was, never set-id.
+    #[test]
+    fn sources_that_cannot_be_linked_are_copied() {
+        use std::os::unix::fs::PermissionsExt;
+        let shm = Path::new("/dev/shm");
+        let d = scratch("copy");
+        let src = shm.join(format!("pysandbox-libview-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&src);
+        std::fs::create_dir_all(&src).unwrap();
+        let same_fs =
+            std::fs::metadata(&src).unwrap().dev() == std::fs::metadata(&d).unwrap().dev();
+        let binds = libs(&src, 9);
+        std::fs::set_permissions(&binds[0].source, std::fs::Permissions::from_mode(0o4755))
+            .unwrap();
+        let v = view_in(&d.join("cache"), &binds, &[]).expect("a view");
+        if !same_fs {
+            let copied = v.dir.join("libx0.so.0");
+            let m = std::fs::metadata(&copied).unwrap();
+            assert_ne!(m.ino(), std::fs::metadata(&binds[0].source).unwrap().ino());
+            assert_eq!(m.mode() & 0o7777, 0o755, "exec kept, set-id dropped");
+            let other = std::fs::metadata(v.dir.join("libx1.so.1")).unwrap();
+            assert_eq!(other.mode() & 0o7777, 0o644);
+        }
+        assert_eq!(
+            std::fs::read_to_string(v.dir.join("libx5.so.5")).unwrap(),
+            "library 5"
+        );
+        let _ = std::fs::remove_dir_all(&src);
         let _ = std::fs::remove_dir_all(&d);
     }
 

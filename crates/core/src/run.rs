@@ -104,19 +104,17 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
     let (report_r, report_w) = sys::pipe().map_err(RunError::Code)?;
     // A cold run's interpreter gets the bootstrap compiled once on the host (a warm worker
     // compiles it once at its start: the source).
-    let compiled = if req.warm.is_some() {
-        None
+    let (bootstrap, support) = if req.warm.is_some() {
+        (BOOTSTRAP, format!("{SUPPORT}{WARM}").into_bytes())
     } else {
-        crate::interp::compiled_bootstrap(
+        match crate::interp::compiled_bootstrap(
             &spec.interpreter.executable,
             &BOOTSTRAP_SOURCE,
             &SUPPORT_SOURCE,
-        )
-    };
-    let (bootstrap, support) = match compiled {
-        Some(blob) => (COMPILED_STUB, blob),
-        None if req.warm.is_some() => (BOOTSTRAP, format!("{SUPPORT}{WARM}").into_bytes()),
-        None => (BOOTSTRAP, SUPPORT.as_bytes().to_vec()),
+        ) {
+            Some(blob) => (COMPILED_STUB, blob),
+            None => (BOOTSTRAP, SUPPORT.as_bytes().to_vec()),
+        }
     };
     let support_fd = sys::sealed_memfd(c"support", &support).map_err(RunError::Code)?;
     let mut extra_fds = vec![code_fd, report_w, support_fd];

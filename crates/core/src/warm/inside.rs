@@ -213,7 +213,7 @@ struct Zygote {
     /// Descriptors the interpreter held when it started serving (above the child's own).
     inherited: Vec<RawFd>,
     /// How long reaping the last request child and mounting a fresh `/tmp` took (traced).
-    last_reap: u64,
+    last_reap: std::time::Duration,
 }
 
 /// The descriptors a child is given (0 to 8, see [`Zygote::isolate_child`]).
@@ -246,7 +246,7 @@ impl Zygote {
                 seq: 0,
                 request: None,
                 inherited: Vec::new(),
-                last_reap: 0,
+                last_reap: std::time::Duration::ZERO,
             }),
             Err(e) => Err((ctl, e)),
         }
@@ -373,7 +373,7 @@ impl Zygote {
             return Ok(());
         };
         let c = self.children.swap_remove(i);
-        let from = trace::now_nanos();
+        let from = std::time::Instant::now();
         let r = sys::wait4(c.pid, 0)
             .map_err(zerr("reaping a child"))?
             .ok_or_else(|| ZygoteError("a child vanished".into()))?;
@@ -399,7 +399,7 @@ impl Zygote {
             // namespace has ended) and a new, empty one is mounted for the next.
             sys::umount_detach(Path::new("/tmp")).map_err(zerr("umount /tmp"))?;
             isolate::mount_tmp(Some(&self.p.tmp_options)).map_err(zerr("mount /tmp"))?;
-            self.last_reap = trace::now_nanos() - from;
+            self.last_reap = from.elapsed();
         }
         if let Some(at) = self.asked.iter().position(|s| *s == c.seq) {
             self.asked.swap_remove(at);
@@ -425,7 +425,7 @@ impl Zygote {
     fn spawn(&mut self, session: bool, cpu: Option<u64>) -> Result<Option<i32>, ZygoteError> {
         self.seq += 1;
         let seq = self.seq;
-        let prepared_from = self.cfg.trace.then(trace::now_nanos);
+        let prepared_from = self.cfg.trace.then(std::time::Instant::now);
         let ruleset =
             landlock::prepare_ruleset(self.p.handled, self.p.net, self.p.scoped, &self.p.rules)
                 .map_err(zerr("Landlock ruleset"))?;
@@ -453,7 +453,7 @@ impl Zygote {
                 ),
                 (
                     "zygote: Landlock ruleset, pipes, PID namespace",
-                    trace::now_nanos() - from,
+                    from.elapsed(),
                 ),
             ]);
         }
@@ -652,33 +652,24 @@ impl Pipes {
 pub mod trace {
     use crate::protocol::{Mark, Report, TRACE_MAX};
     use std::sync::Mutex;
+    use std::time::{Duration, Instant};
 
     struct Tracer {
         on: bool,
-        last_nanos: u64,
+        last: Option<Instant>,
         last_faults: u64,
         marks: Vec<Mark>,
     }
 
     static TRACER: Mutex<Tracer> = Mutex::new(Tracer {
         on: false,
-        last_nanos: 0,
+        last: None,
         last_faults: 0,
         marks: Vec::new(),
     });
 
     fn tracer() -> std::sync::MutexGuard<'static, Tracer> {
         TRACER.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(crate) fn now_nanos() -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 
     fn faults() -> u64 {
@@ -691,19 +682,19 @@ pub mod trace {
 
     /// In the zygote, right before the fork: start a child's trace with the zygote's work for it
     /// (`(phase, nanoseconds)`). A child's fault counters start at zero.
-    pub(crate) fn begin(zygote: &[(&str, u64)]) {
+    pub(crate) fn begin(zygote: &[(&str, Duration)]) {
         let mut t = tracer();
         t.on = true;
         t.marks = zygote
             .iter()
-            .map(|(phase, nanos)| Mark {
+            .map(|(phase, took)| Mark {
                 phase: (*phase).to_string(),
-                nanos: *nanos,
+                nanos: took.as_nanos() as u64,
                 faults: 0,
             })
             .collect();
         t.last_faults = 0;
-        t.last_nanos = now_nanos();
+        t.last = Some(Instant::now());
     }
 
     /// The phase that has just ended (a no-op unless tracing).
@@ -712,14 +703,15 @@ pub mod trace {
         if !t.on || t.marks.len() >= TRACE_MAX {
             return;
         }
-        let (now, f) = (now_nanos(), faults());
+        let (now, f) = (Instant::now(), faults());
+        let since = t.last.map_or(Duration::ZERO, |l| now.duration_since(l));
         let m = Mark {
             phase: phase.to_string(),
-            nanos: now.saturating_sub(t.last_nanos),
+            nanos: since.as_nanos() as u64,
             faults: f.saturating_sub(t.last_faults),
         };
         t.marks.push(m);
-        t.last_nanos = now;
+        t.last = Some(now);
         t.last_faults = f;
     }
 
