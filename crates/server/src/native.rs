@@ -161,9 +161,16 @@ pub(crate) fn narrow(
             .preload
             .retain(|m| ceiling.preset == Preset::Default && policy.modules.contains_key(m));
     }
-    policy
-        .validate()
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    // Validated with the request's own wall clock in place: it is kept out of the policy (the
+    // pool's), but a session's policy takes it, and `"wall": "0s"` is as wrong for a request as
+    // for a policy (found fuzzing `http_native`, docs/fuzzing.md).
+    let pool_wall = policy.limits.wall;
+    if let Some(w) = wall {
+        policy.limits.wall = w;
+    }
+    let valid = policy.validate();
+    policy.limits.wall = pool_wall;
+    valid.map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(Narrowed { policy, wall })
 }
 
@@ -827,5 +834,27 @@ mod tests {
         assert_eq!(idle, Duration::from_millis(1500));
         let e = parse_session(&ceiling, max, b"{\"idle_timeout\": 0}").unwrap_err();
         assert_eq!(e.status, StatusCode::BAD_REQUEST);
+    }
+
+    /// Found by the fuzz target `http_native` in CI (docs/fuzzing.md): a zero wall clock passed
+    /// the narrowing (it is checked apart from the policy), and a session's policy that took it
+    /// no longer validated. Refused on every route that narrows.
+    #[test]
+    fn fuzz_a_zero_wall_clock_is_refused() {
+        let max = Duration::from_secs(600);
+        let body = b"{\"features\": [], \"limits\": {\"wall\": \"0s\", \"output\": \"1M\"}}";
+        let e = parse_session(&Policy::default(), max, body).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert!(e.message.contains("limits.wall"), "{}", e.message);
+        let exec = b"{\"code\": \"pass\", \"limits\": {\"wall\": \"0s\"}}";
+        let e = parse_execute(&Policy::default(), exec).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        // A lower, positive wall clock is still the request's.
+        let ok = b"{\"limits\": {\"wall\": \"250ms\"}}";
+        let (policy, _) = parse_session(&Policy::default(), max, ok)
+            .map_err(|e| e.message)
+            .unwrap();
+        assert_eq!(policy.limits.wall, Duration::from_millis(250));
+        policy.validate().unwrap();
     }
 }
