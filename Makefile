@@ -3,7 +3,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 PY ?= $(shell command -v python3.11 >/dev/null && python3.11 -c 'import sys; print(sys.executable)' || command -v python3)
 
-.PHONY: demo deps build python test test-rust test-python lint bench bench-server bench-ray soak fuzz fuzz-build fuzz-ci
+.PHONY: demo deps build python test test-rust test-python lint bench bench-throughput bench-server bench-ray soak fuzz fuzz-build fuzz-ci
 
 ## One command from a fresh machine: install what is missing, build, run a sandboxed example.
 demo: deps build
@@ -72,6 +72,11 @@ lint:
 bench: build python
 	-$(PY) -m pip install -q --disable-pip-version-check pydantic-monty
 	./target/release/pysandbox-bench 200
+
+## `pysandbox batch` against the bare-fork ceiling alone: three interleaved rounds, with the CPU
+## and page faults per run of each (docs/performance.md).
+bench-throughput: build
+	./target/release/pysandbox-bench 2000 throughput
 
 ## The HTTP server under load: concurrency 1, 8, 64 and paced, next to `pysandbox batch`; 10x the
 ## queue bound; the server's RSS over 20,000 requests (docs/server.md).

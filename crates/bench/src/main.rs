@@ -3,6 +3,8 @@
 //! machine noise hits every row alike. Prints median, p99 and the ratio to plain python; then the
 //! warm pool: latency from the Rust API, `pysandbox batch` throughput, CPU-bound overhead and the
 //! unique memory of an idle worker; then a pandas request with and without preloaded packages.
+//! `pysandbox-bench RUNS throughput`: `pysandbox batch` against the bare-fork ceiling alone, three
+//! interleaved rounds of RUNS runs, with the CPU and page faults each run costs.
 #![forbid(unsafe_code)]
 
 mod server;
@@ -93,6 +95,12 @@ fn main() {
             pysandbox_core::policy::Policy::from_toml_str("preset = \"stdlib\"").expect("policy");
         policy.python = Some(PathBuf::from(&python));
         phases(runs, &policy);
+        return;
+    }
+    // `pysandbox-bench RUNS throughput`: `pysandbox batch` against the bare-fork ceiling,
+    // interleaved rounds of RUNS runs each, with the CPU and page faults per run.
+    if std::env::args().nth(2).as_deref() == Some("throughput") {
+        throughput(runs, &python);
         return;
     }
     // `pysandbox-bench RUNS server`: the HTTP server's rows alone.
@@ -240,6 +248,23 @@ fn warm(runs: usize, python: &str, base: Duration) {
         Duration::from_millis(20),
         run,
     );
+    // What the Python row's `Sandbox.execute('print(1+1)')` asks, from Rust: a pool that warms
+    // the package's exec path (as the package's does), the request it sends (globals in and
+    // out). The Python row against this one is the cost of the Python layer alone.
+    let mut opts = PoolOptions::new(pysandbox_binary());
+    opts.workers = 1;
+    opts.warm_up = pysandbox_core::warm::WarmUp::Api;
+    let api_pool = Pool::new(policy.clone(), opts).expect("start a warm worker");
+    let mut req = pysandbox_core::warm::Request::new(None, CODE, None);
+    req.api = Some(serde_json::json!({"op": "exec", "input": {"d": [["globals", {"d": []}]]}}));
+    timed_row(
+        "warm exec path (Rust), 5 ms apart",
+        runs,
+        base,
+        Duration::from_millis(5),
+        || api_pool.run_request(&req).expect("warm exec request"),
+    );
+    api_pool.shutdown();
     python_api(runs, python, base);
     floor(runs, python, base);
     phases(runs, &policy);
@@ -285,19 +310,28 @@ fn warm(runs: usize, python: &str, base: Duration) {
     };
     let (p, w) = (med(plain), med(sandboxed));
 
-    // Throughput: `pysandbox batch` with one worker per CPU.
+    // Throughput: `pysandbox batch` with one worker per CPU, and what each run cost every
+    // process involved (CPU, page faults; `pysandbox-bench N throughput` repeats it).
     let n = 2000;
     let start = Instant::now();
+    let (f0, c0) = children_usage();
     let rate = batch_throughput(python, n, &["--preset", "stdlib"]);
+    let (f1, c1) = children_usage();
     let secs = start.elapsed().as_secs_f64();
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let per = |f: u64, c: f64| (c / n as f64 * 1e3, f as f64 / n as f64);
+    let (batch_cpu, batch_faults) = per(f1 - f0, c1 - c0);
     println!();
     println!(
-        "pysandbox batch: {n}/{n} runs of print(1+1) in {secs:.2} s = {rate:.0} runs/s on {cpus} CPUs (pool start included)"
+        "pysandbox batch: {n}/{n} runs of print(1+1) in {secs:.2} s = {rate:.0} runs/s on {cpus} CPUs (pool start included); {batch_cpu:.2} ms of CPU and {batch_faults:.0} page faults per run"
     );
-    match fork_ceiling(python, n, cpus) {
+    let (f0, c0) = children_usage();
+    let ceiling = fork_ceiling(python, n, cpus);
+    let (f1, c1) = children_usage();
+    let (ceil_cpu, ceil_faults) = per(f1 - f0, c1 - c0);
+    match ceiling {
         Some(f) => println!(
-            "no sandbox, a bare fork per run:    {f:.0} runs/s ({cpus} plain python processes forking, the ceiling of any fork per run here; batch = {:.0}% of it)",
+            "no sandbox, a bare fork per run:    {f:.0} runs/s ({cpus} plain python processes forking, the ceiling of any fork per run here; batch = {:.0}% of it); {ceil_cpu:.2} ms of CPU and {ceil_faults:.0} page faults per run",
             rate / f * 100.0
         ),
         None => println!("(the fork-per-run ceiling could not be measured)"),
@@ -712,6 +746,63 @@ fn fork_ceiling(python: &str, n: usize, cpus: usize) -> Option<f64> {
         .output()
         .ok()?;
     String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+}
+
+/// What this process's reaped descendants used so far (`/proc/self/stat`: `cminflt`,
+/// `cutime + cstime`): page faults and CPU seconds. Every process of a batch or of the ceiling
+/// is reaped by its parent, up to this process, so their sum is here once they have ended.
+fn children_usage() -> (u64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").expect("/proc/self/stat");
+    // The fields after the command name (which may hold spaces), from field 3 on.
+    let rest = &stat[stat.rfind(')').expect("stat's command") + 2..];
+    let f: Vec<u64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0))
+        .collect();
+    // Fields 11 (cminflt), 16 and 17 (cutime, cstime) of proc(5), counted from 3 here.
+    let ticks = 100.0; // USER_HZ on Linux
+    (f[11 - 3], (f[16 - 3] + f[17 - 3]) as f64 / ticks)
+}
+
+/// `pysandbox batch` (the default policy and the `stdlib` preset) and the bare-fork ceiling,
+/// `rounds` interleaved rounds of `n` runs: runs per second, CPU and minor page faults per run
+/// (every process involved: the host, the workers' jails, zygotes and children).
+fn throughput(n: usize, python: &str) {
+    let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let rounds = 3;
+    println!(
+        "{:<36} {:>8} {:>11} {:>11} {:>10}",
+        "throughput (print(1+1))", "runs/s", "CPU ms/run", "faults/run", "/ ceiling"
+    );
+    let measure = |what: &dyn Fn() -> f64| {
+        let (f0, c0) = children_usage();
+        let rate = what();
+        let (f1, c1) = children_usage();
+        (
+            rate,
+            (c1 - c0) / n as f64 * 1e3,
+            (f1 - f0) as f64 / n as f64,
+        )
+    };
+    for round in 0..rounds {
+        let ceiling = measure(&|| fork_ceiling(python, n, cpus).expect("the ceiling"));
+        let default = measure(&|| batch_throughput(python, n, &[]));
+        let stdlib = measure(&|| batch_throughput(python, n, &["--preset", "stdlib"]));
+        for (name, (rate, cpu, faults)) in [
+            ("bare fork per run (ceiling)", ceiling),
+            ("pysandbox batch", default),
+            ("pysandbox batch --preset stdlib", stdlib),
+        ] {
+            println!(
+                "{:<36} {:>8.0} {:>11.3} {:>11.0} {:>10.2}",
+                format!("{name} #{}", round + 1),
+                rate,
+                cpu,
+                faults,
+                rate / ceiling.0
+            );
+        }
+    }
 }
 
 /// Time `call` (after 10 warm-up calls, with `pause` before each, not counted) and print a row.
