@@ -633,6 +633,9 @@ class _PreloadFailed(Exception):
 def _pysandbox_preload(names, site):
     # The policy's `preload`, imported with the real import before the code: by a warm zygote
     # once for all its requests, before the code in a cold run (the same state on every path).
+    # Without preloads nothing is imported (importlib and warnings: 0.3 ms of a cold start).
+    if not names:
+        return
     import importlib
 
     for name in names:
