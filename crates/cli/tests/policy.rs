@@ -561,6 +561,42 @@ fn tracebacks_show_the_users_lines_not_the_guards() {
     assert!(!r.stderr.contains("guarded_import"), "{}", r.stderr);
 }
 
+/// The support code is split (`interp::SUPPORT_SPLIT`): what a run with the guard always needs,
+/// and the rest (the API, cells, files, tracebacks), compiled apart on the host and loaded only
+/// when a run needs it. The code runs from source without compile() (which would make the
+/// `_ast` module's classes): its errors still name `<string>` and show its lines.
+#[test]
+fn the_support_below_the_split_loads_only_when_a_run_needs_it() {
+    let probe = "import gc\n\
+        names = {getattr(o, '__name__', '') for o in gc.get_objects()}\n\
+        print(sorted(names & {'_pysandbox_guard', '_pysandbox_api', '_pysandbox_traceback'}))";
+    assert_ok(
+        &run(&["--allow-module", "gc"], probe),
+        "['_pysandbox_guard']\n",
+    );
+    let r = run(&[], "def f():\n    return 1 / 0\nf()");
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("File \"<string>\", line 2, in f"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("    return 1 / 0"), "{}", r.stderr);
+    assert!(r.stderr.contains("ZeroDivisionError"), "{}", r.stderr);
+    let r = run(&[], "x = (");
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains("File \"<string>\", line 1"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("SyntaxError"), "{}", r.stderr);
+    // With a recursion limit the code is compiled before the limit applies, as before (200
+    // nested lists do not compile under a limit of 60: the compiler counts against it too).
+    let nested = format!("x = {}1{}\nprint(len(x))", "[".repeat(200), "]".repeat(200));
+    assert_ok(&run(&["--recursion-limit", "60"], &nested), "1\n");
+}
+
 #[test]
 fn repl_runs_each_input_in_the_sandbox() {
     let r = pysandbox(

@@ -672,6 +672,11 @@ fn write_atomic(dir: &Path, file: &Path, text: &[u8]) {
 /// What marks a compiled bootstrap on the `support` descriptor (see [`compiled_bootstrap`]).
 pub const COMPILED_MAGIC: &[u8; 8] = b"\0PYSBMC\0";
 
+/// The line of `bootstrap/support.py` above which is what a run with the guard always needs;
+/// what follows it is compiled apart and loaded on demand (`_pysandbox_more`).
+pub const SUPPORT_SPLIT: &str =
+    "# ---- pysandbox: the rest, loaded on demand (_pysandbox_more) ----";
+
 /// Python source built into the binary, with its hash (computed by the compiler, so that a
 /// run does not hash the bootstrap's 40 KB to find its cached compilation).
 pub struct StaticSource {
@@ -690,7 +695,9 @@ impl StaticSource {
 
 /// The cold bootstrap compiled by `exe` and marshalled, behind [`COMPILED_MAGIC`]: a pair of
 /// `run` (the code of `bootstrap/run.py`, file name `<string>` as under `-c`) and, as bytes,
-/// `support` compiled (`<pysandbox>`) behind the magic again, unmarshalled only when needed.
+/// `support` compiled (`<pysandbox>`) behind the magic again, unmarshalled only when needed:
+/// split at [`SUPPORT_SPLIT`] into a pair of the part above (code) and the part below (its
+/// marshalled code, on the file's own line numbers), which `_pysandbox_more` loads on demand.
 /// What a cold run hands its interpreter instead of the sources, so that it compiles neither
 /// the 60 lines it always runs nor the 1,000 it runs with the guard (about 1 and 7 ms). Cached in
 /// the private cache directory per interpreter binary and sources; `None` when it cannot be made
@@ -757,10 +764,17 @@ fn compile_on_host(exe: &Path, run: &str, support: &str) -> Option<Vec<u8>> {
             "-I",
             "-S",
             "-c",
-            "import marshal, sys\n\
-             run, support = sys.stdin.buffer.read().split(b'\\0', 1)\n\
-             inner = b'\\0PYSBMC\\0' + marshal.dumps(compile(support, '<pysandbox>', 'exec'))\n\
-             sys.stdout.buffer.write(marshal.dumps((compile(run, '<string>', 'exec'), inner)))",
+            &format!(
+                "import marshal, sys\n\
+                 run, support = sys.stdin.buffer.read().split(b'\\0', 1)\n\
+                 core, split, rest = support.partition({SUPPORT_SPLIT:?}.encode())\n\
+                 code = compile(core, '<pysandbox>', 'exec')\n\
+                 if split:\n\
+                 \x20   rest = b'\\n' * core.count(b'\\n') + rest\n\
+                 \x20   code = (code, marshal.dumps(compile(rest, '<pysandbox>', 'exec')))\n\
+                 inner = b'\\0PYSBMC\\0' + marshal.dumps(code)\n\
+                 sys.stdout.buffer.write(marshal.dumps((compile(run, '<string>', 'exec'), inner)))"
+            ),
         ])
         .env_clear()
         .env("PATH", "/usr/bin:/bin")

@@ -319,4 +319,23 @@ mod tests {
         assert!(r.result_truncated && r.result.is_none());
         assert!(reported(b"", 10).limit.is_none());
     }
+
+    /// The host splits the support code at one line (what a guarded run needs above it); the
+    /// warm zygote's code, appended after it, is below.
+    #[test]
+    fn the_support_code_is_split_at_one_line() {
+        let split = crate::interp::SUPPORT_SPLIT;
+        assert_eq!(SUPPORT.matches(split).count(), 1);
+        assert!(SUPPORT.lines().any(|l| l == split));
+        assert!(!WARM.contains(split));
+        let (core, _) = SUPPORT.split_once(split).unwrap();
+        for needed in [
+            "def run(",
+            "def failed(",
+            "def _pysandbox_guard(",
+            "def _pysandbox_more(",
+        ] {
+            assert!(core.contains(needed), "{needed} is above the split");
+        }
+    }
 }

@@ -27,6 +27,10 @@ def _pysandbox_run(compiled):
                 import marshal
 
                 code = marshal.loads(data[8:])
+                if type(code) is tuple:
+                    # What a run with the guard needs, and the rest, marshalled apart, for
+                    # support's _pysandbox_more to load when needed.
+                    code, support["_PYSANDBOX_REST"] = code
             else:
                 code = compile(data, "<pysandbox>", "exec")
             exec(code, support)
@@ -45,7 +49,13 @@ def _pysandbox_run(compiled):
     builtins.exit = builtins.quit = sys.exit
     builtins.help = lambda *args, **kwargs: load()["_pysandbox_help"](*args, **kwargs)
     try:
-        exec(compile(src, name, "exec", dont_inherit=True), main.__dict__)
+        if name == "<string>":
+            # What compile(src, name, "exec") and exec do, without compile(): its first call
+            # makes the `_ast` module's classes (10 M instructions, some 2 ms of a cold start),
+            # which exec(source) does not need. A named file keeps its name in tracebacks.
+            exec(src, main.__dict__)
+        else:
+            exec(compile(src, name, "exec", dont_inherit=True), main.__dict__)
     except SystemExit:
         raise
     except BaseException as exc:

@@ -30,6 +30,8 @@ def run(mode, main, src, name, boot):
 
     ns = main.__dict__
     extras = None
+    if "extras" in mode or "repl" in mode or "warm" in mode or "api" in mode:
+        _pysandbox_more()
     if "extras" in mode:
         with open(8, "rb") as f:
             extras = _pysandbox_request(f.read()[4:])
@@ -48,6 +50,7 @@ def run(mode, main, src, name, boot):
             _pysandbox_guard(ns, cfg)
         except _PreloadFailed as exc:
             # Nothing of the code ran: say why, as a limit when it was one.
+            _pysandbox_more()
             _pysandbox_report_limit(exc.__cause__)
             print("pysandbox: " + str(exc), file=sys.stderr)
             sys.exit(125)
@@ -64,6 +67,11 @@ def run(mode, main, src, name, boot):
         try:
             if extras is not None and extras["cell"]:
                 _pysandbox_cell(src, name, ns)
+            elif name == "<string>" and not _RECURSION[0]:
+                # As run.py does: exec(source) does not make the `_ast` module's classes, as a
+                # first compile() does (~2 ms). With a recursion limit, the code is compiled
+                # before the limit applies (the compiler counts against it too).
+                exec(src, ns)
             else:
                 code = compile(src, name, "exec", dont_inherit=True)
                 with _pysandbox_limited():
@@ -72,6 +80,12 @@ def run(mode, main, src, name, boot):
             raise
         except BaseException as exc:
             if isinstance(exc, MemoryError):
+                # Reported before anything else can fail for lack of memory (the rest of this
+                # file is not loaded yet; a Limit frame as run.py writes it), then the code's
+                # globals freed so that the traceback can be printed.
+                import posix
+
+                posix.write(4, b"\x0b\0\0\0\x01\x06\0\0\0memory")
                 ns.clear()
             failed(exc, name, src, boot)
     finally:
@@ -83,9 +97,201 @@ def failed(exc, name, src, boot):
     # The code raised: report a limit it hit, print its traceback, tell the host, exit 1.
     import sys
 
+    _pysandbox_more()
     _pysandbox_report_limit(exc)
     _pysandbox_raised(exc, name, src, boot)
     sys.exit(1)
+
+
+def _pysandbox_json(text):
+    # Data from the host, parsed as JSON (never evaluated) with the C scanner alone: the json
+    # package imports re, some 5 ms of every cold run.
+    import _json
+
+    class Context:
+        strict = True
+        object_hook = object_pairs_hook = None
+        parse_float, parse_int = float, int
+
+        def parse_constant(name):
+            raise ValueError("not JSON: " + name)
+
+    value, end = _json.make_scanner(Context)(text, 0)
+    if text[end:].strip():
+        raise ValueError("trailing data after JSON")
+    return value
+
+
+def _pysandbox_guard(ns, cfg):
+    # Shapes what the code sees, as the old pysandbox did: an import whitelist and limited
+    # builtins. The configuration is the host's own (JSON, parsed as data, or already data).
+    import builtins
+    import sys
+
+    if not isinstance(cfg, dict):
+        cfg = _pysandbox_json(cfg)
+    if cfg["site_packages"]:
+        import site
+
+        for path in cfg["site_packages"]:
+            site.addsitedir(path)
+    _pysandbox_preload(cfg.get("preload") or (), bool(cfg["site_packages"]))
+    if cfg["restrict"]:
+        allowed, hidden, hints = cfg["modules"], cfg["hidden"], cfg["hints"]
+        real_import = builtins.__import__
+        proxies = {}
+
+        def rule(name):
+            # The module's own entry, or the entry of a package that holds it.
+            parts = name.split(".")
+            for i in range(len(parts), 0, -1):
+                key = ".".join(parts[:i])
+                if key in allowed:
+                    return key, allowed[key]
+            return None, None
+
+        def refused(name):
+            feature = hints.get(name) or hints.get(name.split(".")[0])
+            if feature:
+                how = "enable the '%s' feature" % feature
+            else:
+                how = "allow it with allow_module('%s')" % name
+            return ImportError("import of '%s' is not allowed: %s" % (name, how), name=name)
+
+        class ReadOnlyModule(type(sys)):
+            def __setattr__(self, name, value):
+                raise AttributeError("module '%s' is read-only in the sandbox" % self.__name__)
+
+            __delattr__ = __setattr__
+
+        def proxy(module, symbols, hide):
+            # A read-only view: a new module object holding only the allowed names.
+            key = (module.__name__, tuple(symbols or ()), tuple(hide))
+            if key not in proxies:
+                view = ReadOnlyModule(module.__name__)
+                names = symbols if symbols is not None else list(vars(module))
+                for n in names:
+                    if n not in hide and n != "__loader__" and n != "__spec__" and hasattr(module, n):
+                        vars(view)[n] = getattr(module, n)
+                proxies[key] = view
+            return proxies[key]
+
+        def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
+            if level:
+                raise ImportError("relative imports are not allowed in sandboxed code")
+            key, symbols = rule(name)
+            if key is None:
+                raise refused(name)
+            module = real_import(name, globals, locals, fromlist, 0)
+            if not fromlist and "." in name:
+                return module
+            hide = hidden.get(name, ())
+            if symbols is None and not hide:
+                return module
+            return proxy(module, symbols, hide)
+
+        def blocked(fname, message):
+            def builtin(*args, **kwargs):
+                raise PermissionError(message)
+
+            builtin.__name__ = builtin.__qualname__ = fname
+            return builtin
+
+        b = dict(vars(builtins))
+        b["__import__"] = guarded_import
+        for fname, message in cfg["blocked"].items():
+            b[fname] = blocked(fname, message)
+        if cfg["exit"]:
+
+            def exit(code=None):
+                raise SystemExit(code)
+
+            b["exit"] = b["quit"] = exit
+        if "help" not in cfg["blocked"]:
+            b["help"] = _pysandbox_help
+        ns["__builtins__"] = b
+    # Set right before the code runs (see _pysandbox_limited): the bootstrap's own imports need
+    # more frames than a small limit leaves.
+    _RECURSION[0] = cfg["recursion_limit"]
+    if cfg.get("warmup"):
+        _pysandbox_warmup(cfg["warmup"], ns.get("__builtins__", builtins))
+
+
+def _pysandbox_warmup(code, builtins_):
+    # The policy's `warmup`, after the preloads: code that takes the first-use costs (lazy
+    # imports, caches, fonts) once, by a warm zygote for all its requests (before the code in a
+    # cold run: the same state on every path). It runs with the code's builtins in a namespace
+    # of its own, dropped after; figures it left open are closed.
+    import sys
+
+    scratch = {"__name__": "__pysandbox_warmup__", "__builtins__": builtins_}
+    try:
+        exec(compile(code, "<warmup>", "exec", dont_inherit=True), scratch)
+    except BaseException as exc:
+        raise _PreloadFailed("warmup: the code raised %s" % _pysandbox_why(exc)) from exc
+    finally:
+        scratch.clear()
+        plt = sys.modules.get("matplotlib.pyplot")
+        if plt is not None:
+            try:
+                plt.close("all")
+            except Exception:
+                pass
+
+
+class _PreloadFailed(Exception):
+    # A module of the policy's `preload` did not import (the cause is the import's exception).
+    pass
+
+
+def _pysandbox_preload(names, site):
+    # The policy's `preload`, imported with the real import before the code: by a warm zygote
+    # once for all its requests, before the code in a cold run (the same state on every path).
+    # Without preloads nothing is imported (importlib and warnings: 0.3 ms of a cold start).
+    if not names:
+        return
+    import importlib
+
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except BaseException as exc:
+            if isinstance(exc, ImportError) and not site:
+                hint = " (site-packages are importable with the 'full' preset only)"
+            else:
+                hint = ""
+            raise _PreloadFailed(
+                "preload: importing '%s' failed: %s%s" % (name, _pysandbox_why(exc), hint)
+            ) from exc
+
+
+def _pysandbox_why(exc):
+    # An exception in one line: its type and the last line of its message.
+    try:
+        return "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[-1])
+    except BaseException:
+        return type(exc).__name__
+
+
+def _pysandbox_help(*args, **kwargs):
+    import pydoc
+
+    return pydoc.help(*args, **kwargs)
+
+
+def _pysandbox_more():
+    # The rest of this file (below the line that says so) arrives compiled apart and is
+    # unmarshalled only when a run needs it: the package's API, cells, files, the REPL, a warm
+    # zygote, a traceback. A run with the guard whose code ends well never loads it (0.3 ms and
+    # 110 page faults less per cold start). From the source, everything is already here.
+    rest = globals().pop("_PYSANDBOX_REST", None)
+    if rest is not None:
+        import marshal
+
+        exec(marshal.loads(rest), globals())
+
+
+# ---- pysandbox: the rest, loaded on demand (_pysandbox_more) ----
 
 
 def _pysandbox_raised(exc, name, src, boot):
@@ -114,25 +320,6 @@ def _pysandbox_report_error(info):
         _pysandbox_write(_pysandbox_frame(6, payload))
     except OSError:
         pass
-
-
-def _pysandbox_json(text):
-    # Data from the host, parsed as JSON (never evaluated) with the C scanner alone: the json
-    # package imports re, some 5 ms of every cold run.
-    import _json
-
-    class Context:
-        strict = True
-        object_hook = object_pairs_hook = None
-        parse_float, parse_int = float, int
-
-        def parse_constant(name):
-            raise ValueError("not JSON: " + name)
-
-    value, end = _json.make_scanner(Context)(text, 0)
-    if text[end:].strip():
-        raise ValueError("trailing data after JSON")
-    return value
 
 
 # Frames are written after the code has run, and the code may have replaced any builtin: what
@@ -508,157 +695,6 @@ def _pysandbox_bundle(obj):
     return data
 
 
-def _pysandbox_guard(ns, cfg):
-    # Shapes what the code sees, as the old pysandbox did: an import whitelist and limited
-    # builtins. The configuration is the host's own (JSON, parsed as data, or already data).
-    import builtins
-    import sys
-
-    if not isinstance(cfg, dict):
-        cfg = _pysandbox_json(cfg)
-    if cfg["site_packages"]:
-        import site
-
-        for path in cfg["site_packages"]:
-            site.addsitedir(path)
-    _pysandbox_preload(cfg.get("preload") or (), bool(cfg["site_packages"]))
-    if cfg["restrict"]:
-        allowed, hidden, hints = cfg["modules"], cfg["hidden"], cfg["hints"]
-        real_import = builtins.__import__
-        proxies = {}
-
-        def rule(name):
-            # The module's own entry, or the entry of a package that holds it.
-            parts = name.split(".")
-            for i in range(len(parts), 0, -1):
-                key = ".".join(parts[:i])
-                if key in allowed:
-                    return key, allowed[key]
-            return None, None
-
-        def refused(name):
-            feature = hints.get(name) or hints.get(name.split(".")[0])
-            if feature:
-                how = "enable the '%s' feature" % feature
-            else:
-                how = "allow it with allow_module('%s')" % name
-            return ImportError("import of '%s' is not allowed: %s" % (name, how), name=name)
-
-        class ReadOnlyModule(type(sys)):
-            def __setattr__(self, name, value):
-                raise AttributeError("module '%s' is read-only in the sandbox" % self.__name__)
-
-            __delattr__ = __setattr__
-
-        def proxy(module, symbols, hide):
-            # A read-only view: a new module object holding only the allowed names.
-            key = (module.__name__, tuple(symbols or ()), tuple(hide))
-            if key not in proxies:
-                view = ReadOnlyModule(module.__name__)
-                names = symbols if symbols is not None else list(vars(module))
-                for n in names:
-                    if n not in hide and n != "__loader__" and n != "__spec__" and hasattr(module, n):
-                        vars(view)[n] = getattr(module, n)
-                proxies[key] = view
-            return proxies[key]
-
-        def guarded_import(name, globals=None, locals=None, fromlist=(), level=0):
-            if level:
-                raise ImportError("relative imports are not allowed in sandboxed code")
-            key, symbols = rule(name)
-            if key is None:
-                raise refused(name)
-            module = real_import(name, globals, locals, fromlist, 0)
-            if not fromlist and "." in name:
-                return module
-            hide = hidden.get(name, ())
-            if symbols is None and not hide:
-                return module
-            return proxy(module, symbols, hide)
-
-        def blocked(fname, message):
-            def builtin(*args, **kwargs):
-                raise PermissionError(message)
-
-            builtin.__name__ = builtin.__qualname__ = fname
-            return builtin
-
-        b = dict(vars(builtins))
-        b["__import__"] = guarded_import
-        for fname, message in cfg["blocked"].items():
-            b[fname] = blocked(fname, message)
-        if cfg["exit"]:
-
-            def exit(code=None):
-                raise SystemExit(code)
-
-            b["exit"] = b["quit"] = exit
-        if "help" not in cfg["blocked"]:
-            b["help"] = _pysandbox_help
-        ns["__builtins__"] = b
-    # Set right before the code runs (see _pysandbox_limited): the bootstrap's own imports need
-    # more frames than a small limit leaves.
-    _RECURSION[0] = cfg["recursion_limit"]
-    if cfg.get("warmup"):
-        _pysandbox_warmup(cfg["warmup"], ns.get("__builtins__", builtins))
-
-
-def _pysandbox_warmup(code, builtins_):
-    # The policy's `warmup`, after the preloads: code that takes the first-use costs (lazy
-    # imports, caches, fonts) once, by a warm zygote for all its requests (before the code in a
-    # cold run: the same state on every path). It runs with the code's builtins in a namespace
-    # of its own, dropped after; figures it left open are closed.
-    import sys
-
-    scratch = {"__name__": "__pysandbox_warmup__", "__builtins__": builtins_}
-    try:
-        exec(compile(code, "<warmup>", "exec", dont_inherit=True), scratch)
-    except BaseException as exc:
-        raise _PreloadFailed("warmup: the code raised %s" % _pysandbox_why(exc)) from exc
-    finally:
-        scratch.clear()
-        plt = sys.modules.get("matplotlib.pyplot")
-        if plt is not None:
-            try:
-                plt.close("all")
-            except Exception:
-                pass
-
-
-class _PreloadFailed(Exception):
-    # A module of the policy's `preload` did not import (the cause is the import's exception).
-    pass
-
-
-def _pysandbox_preload(names, site):
-    # The policy's `preload`, imported with the real import before the code: by a warm zygote
-    # once for all its requests, before the code in a cold run (the same state on every path).
-    # Without preloads nothing is imported (importlib and warnings: 0.3 ms of a cold start).
-    if not names:
-        return
-    import importlib
-
-    for name in names:
-        try:
-            importlib.import_module(name)
-        except BaseException as exc:
-            if isinstance(exc, ImportError) and not site:
-                hint = " (site-packages are importable with the 'full' preset only)"
-            else:
-                hint = ""
-            raise _PreloadFailed(
-                "preload: importing '%s' failed: %s%s" % (name, _pysandbox_why(exc), hint)
-            ) from exc
-
-
-def _pysandbox_why(exc):
-    # An exception in one line: its type and the last line of its message.
-    try:
-        return "%s: %s" % (type(exc).__name__, str(exc).strip().splitlines()[-1])
-    except BaseException:
-        return type(exc).__name__
-
-
 def _pysandbox_repl(ns, boot):
     # `pysandbox repl`'s side in the jail: read an input line by line until it is a complete
     # statement, run it in the session's namespace, then tell the host on the report pipe (a
@@ -733,12 +769,18 @@ def _pysandbox_api(ns, src, name, boot, request=None, cell=False):
         local_ns = data.get("locals")
         if local_ns is None:
             local_ns = ns
+        # From source without compile() where that is the same (see run()).
+        plain = name == "<string>" and not _RECURSION[0]
         if op == "exec" and cell:
             _pysandbox_cell(src, name, ns, local_ns)
+        elif op == "exec" and plain:
+            exec(src, ns, local_ns)
         elif op == "exec":
             code = compile(src, name, "exec", dont_inherit=True)
             with _pysandbox_limited():
                 exec(code, ns, local_ns)
+        elif op == "eval" and plain:
+            result["value"] = eval(src, ns, local_ns)
         elif op == "eval":
             code = compile(src, name, "eval", dont_inherit=True)
             with _pysandbox_limited():
@@ -887,12 +929,6 @@ def _pysandbox_describe(exc, name, src, boot):
     except BaseException:
         message = "<unprintable %s>" % type(exc).__name__
     return {"type": type(exc).__name__, "message": message, "traceback": buf.getvalue()}
-
-
-def _pysandbox_help(*args, **kwargs):
-    import pydoc
-
-    return pydoc.help(*args, **kwargs)
 
 
 # What the dynamic loader says when the address space is full (glibc's dl-load.c, dl-map-segments.h):
