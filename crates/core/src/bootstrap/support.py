@@ -6,21 +6,6 @@
 _RECURSION = [None]
 
 
-class _pysandbox_limited:
-    # The code's recursion limit while it runs; the interpreter's own outside.
-    def __enter__(self):
-        import sys
-
-        self.saved = sys.getrecursionlimit()
-        if _RECURSION[0]:
-            sys.setrecursionlimit(_RECURSION[0])
-
-    def __exit__(self, *exc):
-        import sys
-
-        sys.setrecursionlimit(self.saved)
-
-
 def run(mode, main, src, name, boot):
     # Modes other than the fast path: the guard (configuration on descriptor 6), the repl, the
     # package's API, a warm zygote, and "extras" (descriptor 8: a Request frame with files to
@@ -48,9 +33,11 @@ def run(mode, main, src, name, boot):
             cfg = data.decode()
         try:
             _pysandbox_guard(ns, cfg)
-        except _PreloadFailed as exc:
-            # Nothing of the code ran: say why, as a limit when it was one.
+        except BaseException as exc:
             _pysandbox_more()
+            if not isinstance(exc, _PreloadFailed):
+                raise
+            # Nothing of the code ran: say why, as a limit when it was one.
             _pysandbox_report_limit(exc.__cause__)
             print("pysandbox: " + str(exc), file=sys.stderr)
             sys.exit(125)
@@ -74,6 +61,7 @@ def run(mode, main, src, name, boot):
                 exec(src, ns)
             else:
                 code = compile(src, name, "exec", dont_inherit=True)
+                _pysandbox_more()
                 with _pysandbox_limited():
                     exec(code, ns)
         except SystemExit:
@@ -158,17 +146,26 @@ def _pysandbox_guard(ns, cfg):
                 how = "allow it with allow_module('%s')" % name
             return ImportError("import of '%s' is not allowed: %s" % (name, how), name=name)
 
-        class ReadOnlyModule(type(sys)):
-            def __setattr__(self, name, value):
-                raise AttributeError("module '%s' is read-only in the sandbox" % self.__name__)
+        def read_only_module():
+            # Made on first use: a class costs a cold start (see below the split).
+            if None not in proxies:
 
-            __delattr__ = __setattr__
+                class ReadOnlyModule(type(sys)):
+                    def __setattr__(self, name, value):
+                        raise AttributeError(
+                            "module '%s' is read-only in the sandbox" % self.__name__
+                        )
+
+                    __delattr__ = __setattr__
+
+                proxies[None] = ReadOnlyModule
+            return proxies[None]
 
         def proxy(module, symbols, hide):
             # A read-only view: a new module object holding only the allowed names.
             key = (module.__name__, tuple(symbols or ()), tuple(hide))
             if key not in proxies:
-                view = ReadOnlyModule(module.__name__)
+                view = read_only_module()(module.__name__)
                 names = symbols if symbols is not None else list(vars(module))
                 for n in names:
                     if n not in hide and n != "__loader__" and n != "__spec__" and hasattr(module, n):
@@ -228,6 +225,7 @@ def _pysandbox_warmup(code, builtins_):
     try:
         exec(compile(code, "<warmup>", "exec", dont_inherit=True), scratch)
     except BaseException as exc:
+        _pysandbox_more()
         raise _PreloadFailed("warmup: the code raised %s" % _pysandbox_why(exc)) from exc
     finally:
         scratch.clear()
@@ -237,11 +235,6 @@ def _pysandbox_warmup(code, builtins_):
                 plt.close("all")
             except Exception:
                 pass
-
-
-class _PreloadFailed(Exception):
-    # A module of the policy's `preload` did not import (the cause is the import's exception).
-    pass
 
 
 def _pysandbox_preload(names, site):
@@ -260,6 +253,7 @@ def _pysandbox_preload(names, site):
                 hint = " (site-packages are importable with the 'full' preset only)"
             else:
                 hint = ""
+            _pysandbox_more()
             raise _PreloadFailed(
                 "preload: importing '%s' failed: %s%s" % (name, _pysandbox_why(exc), hint)
             ) from exc
@@ -292,6 +286,28 @@ def _pysandbox_more():
 
 
 # ---- pysandbox: the rest, loaded on demand (_pysandbox_more) ----
+
+
+# Classes cost a cold start most (a class statement: ~0.25 M instructions in a fresh interpreter):
+# none is made above.
+class _pysandbox_limited:
+    # The code's recursion limit while it runs; the interpreter's own outside.
+    def __enter__(self):
+        import sys
+
+        self.saved = sys.getrecursionlimit()
+        if _RECURSION[0]:
+            sys.setrecursionlimit(_RECURSION[0])
+
+    def __exit__(self, *exc):
+        import sys
+
+        sys.setrecursionlimit(self.saved)
+
+
+class _PreloadFailed(Exception):
+    # A module of the policy's `preload` did not import (the cause is the import's exception).
+    pass
 
 
 def _pysandbox_raised(exc, name, src, boot):
