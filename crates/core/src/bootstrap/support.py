@@ -802,7 +802,7 @@ def _pysandbox_api(ns, src, name, boot, request=None, cell=False):
             with _pysandbox_limited():
                 result["value"] = eval(code, ns, local_ns)
         elif op == "call":
-            code = compile(src, name, "exec", dont_inherit=True)
+            code = src if plain else compile(src, name, "exec", dont_inherit=True)
             with _pysandbox_limited():
                 exec(code, ns)
                 func = ns[data["function"]]
