@@ -51,7 +51,7 @@ def _pysandbox_run(compiled):
     try:
         if name == "<string>":
             # What compile(src, name, "exec") and exec do, without compile(): its first call
-            # makes the `_ast` module's classes (10 M instructions, some 2 ms of a cold start),
+            # makes the `_ast` module's classes (10 M instructions, about 1 ms of a cold start),
             # which exec(source) does not need. A named file keeps its name in tracebacks.
             exec(src, main.__dict__)
         else:

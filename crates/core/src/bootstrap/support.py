@@ -56,7 +56,7 @@ def run(mode, main, src, name, boot):
                 _pysandbox_cell(src, name, ns)
             elif name == "<string>" and not _RECURSION[0]:
                 # As run.py does: exec(source) does not make the `_ast` module's classes, as a
-                # first compile() does (~2 ms). With a recursion limit, the code is compiled
+                # first compile() does (~1 ms). With a recursion limit, the code is compiled
                 # before the limit applies (the compiler counts against it too).
                 exec(src, ns)
             else:
