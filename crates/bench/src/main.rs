@@ -314,21 +314,15 @@ fn warm(runs: usize, python: &str, base: Duration) {
     // process involved (CPU, page faults; `pysandbox-bench N throughput` repeats it).
     let n = 2000;
     let start = Instant::now();
-    let (f0, c0) = children_usage();
-    let rate = batch_throughput(python, n, &["--preset", "stdlib"]);
-    let (f1, c1) = children_usage();
+    let (rate, batch_cpu, batch_faults) =
+        per_run(n, || batch_throughput(python, n, &["--preset", "stdlib"]));
     let secs = start.elapsed().as_secs_f64();
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
-    let per = |f: u64, c: f64| (c / n as f64 * 1e3, f as f64 / n as f64);
-    let (batch_cpu, batch_faults) = per(f1 - f0, c1 - c0);
     println!();
     println!(
         "pysandbox batch: {n}/{n} runs of print(1+1) in {secs:.2} s = {rate:.0} runs/s on {cpus} CPUs (pool start included); {batch_cpu:.2} ms of CPU and {batch_faults:.0} page faults per run"
     );
-    let (f0, c0) = children_usage();
-    let ceiling = fork_ceiling(python, n, cpus);
-    let (f1, c1) = children_usage();
-    let (ceil_cpu, ceil_faults) = per(f1 - f0, c1 - c0);
+    let (ceiling, ceil_cpu, ceil_faults) = per_run(n, || fork_ceiling(python, n, cpus));
     match ceiling {
         Some(f) => println!(
             "no sandbox, a bare fork per run:    {f:.0} runs/s ({cpus} plain python processes forking, the ceiling of any fork per run here; batch = {:.0}% of it); {ceil_cpu:.2} ms of CPU and {ceil_faults:.0} page faults per run",
@@ -764,6 +758,15 @@ fn children_usage() -> (u64, f64) {
     (f[11 - 3], (f[16 - 3] + f[17 - 3]) as f64 / ticks)
 }
 
+/// `what` (which runs `n` runs in processes this one reaps), and what each run cost: its
+/// result, the CPU in milliseconds and the minor page faults per run.
+fn per_run<T>(n: usize, what: impl FnOnce() -> T) -> (T, f64, f64) {
+    let (f0, c0) = children_usage();
+    let out = what();
+    let (f1, c1) = children_usage();
+    (out, (c1 - c0) / n as f64 * 1e3, (f1 - f0) as f64 / n as f64)
+}
+
 /// `pysandbox batch` (the default policy and the `stdlib` preset) and the bare-fork ceiling,
 /// `rounds` interleaved rounds of `n` runs: runs per second, CPU and minor page faults per run
 /// (every process involved: the host, the workers' jails, zygotes and children).
@@ -774,20 +777,10 @@ fn throughput(n: usize, python: &str) {
         "{:<36} {:>8} {:>11} {:>11} {:>10}",
         "throughput (print(1+1))", "runs/s", "CPU ms/run", "faults/run", "/ ceiling"
     );
-    let measure = |what: &dyn Fn() -> f64| {
-        let (f0, c0) = children_usage();
-        let rate = what();
-        let (f1, c1) = children_usage();
-        (
-            rate,
-            (c1 - c0) / n as f64 * 1e3,
-            (f1 - f0) as f64 / n as f64,
-        )
-    };
     for round in 0..rounds {
-        let ceiling = measure(&|| fork_ceiling(python, n, cpus).expect("the ceiling"));
-        let default = measure(&|| batch_throughput(python, n, &[]));
-        let stdlib = measure(&|| batch_throughput(python, n, &["--preset", "stdlib"]));
+        let ceiling = per_run(n, || fork_ceiling(python, n, cpus).expect("the ceiling"));
+        let default = per_run(n, || batch_throughput(python, n, &[]));
+        let stdlib = per_run(n, || batch_throughput(python, n, &["--preset", "stdlib"]));
         for (name, (rate, cpu, faults)) in [
             ("bare fork per run (ceiling)", ceiling),
             ("pysandbox batch", default),

@@ -234,3 +234,32 @@ fn usage_is_reported_for_every_run() {
         );
     });
 }
+
+/// The code runs from source (`exec(source)`, not `compile()`, where that is the same: see
+/// `bootstrap/support.py`'s `_pysandbox_from_source`) on every path: its errors still name
+/// `<string>` and show its lines, and under a recursion limit it is compiled before the limit
+/// applies (200 nested lists do not compile under a limit of 60; they do without it).
+#[test]
+fn code_from_source_keeps_its_tracebacks_and_compiles_before_the_recursion_limit() {
+    for_each_combo(|c| {
+        let r = c.run(&[], "def f():\n    return 1 / 0\nf()");
+        let err = &r.outcome.stderr;
+        assert!(
+            err.contains("File \"<string>\", line 2, in f"),
+            "{c}: {err}"
+        );
+        assert!(
+            err.contains("    return 1 / 0") && err.contains("ZeroDivisionError"),
+            "{c}: {err}"
+        );
+        let r = c.run(&[], "x = (");
+        let err = &r.outcome.stderr;
+        assert!(
+            err.contains("File \"<string>\", line 1") && err.contains("SyntaxError"),
+            "{c}: {err}"
+        );
+        let nested = format!("x = {}1{}\nprint(len(x))", "[".repeat(200), "]".repeat(200));
+        let r = c.run(&["--recursion-limit", "60"], &nested);
+        assert_eq!(r.outcome.stdout, "1\n", "{c}: {}", r.all_output());
+    });
+}

@@ -472,6 +472,33 @@ fn sessions_keep_state_and_files_and_are_capped() {
     }
 }
 
+/// A zero wall clock is refused on every route that narrows the server's limits (found by the
+/// fuzz target `http_native`: a session took it and its policy no longer validated), and the
+/// server goes on serving.
+#[test]
+fn a_zero_wall_clock_is_refused_on_every_route() {
+    let s = Server::start(Caller::Root, &["--workers", "1"]);
+    let zero = json!({"wall": "0s"});
+    for (path, body) in [
+        ("/v1/sessions", json!({"limits": zero})),
+        ("/v1/execute", json!({"code": "print(1)", "limits": zero})),
+        ("/v1/batch", json!([{"code": "print(1)", "limits": zero}])),
+        (
+            "/v1/judge",
+            json!({"code": "print(1)", "cases": [{"stdin": "", "expected": "1\n"}], "limits": zero}),
+        ),
+    ] {
+        let r = s.post(path, &body);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.text().contains("limits.wall"), "{path}: {}", r.text());
+    }
+    let ok = s.post(
+        "/v1/execute",
+        &json!({"code": "print(1)", "limits": {"wall": "2s"}}),
+    );
+    assert_eq!(ok.json()["stdout"], "1\n", "{}", ok.text());
+}
+
 #[test]
 fn a_session_call_that_ends_the_session_says_so() {
     // Before, the answer of a call that tripped a limit was the bare outcome: the caller learnt

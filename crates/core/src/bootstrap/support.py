@@ -54,10 +54,7 @@ def run(mode, main, src, name, boot):
         try:
             if extras is not None and extras["cell"]:
                 _pysandbox_cell(src, name, ns)
-            elif name == "<string>" and not _RECURSION[0]:
-                # As run.py does: exec(source) does not make the `_ast` module's classes, as a
-                # first compile() does (~1 ms). With a recursion limit, the code is compiled
-                # before the limit applies (the compiler counts against it too).
+            elif _pysandbox_from_source(name):
                 exec(src, ns)
             else:
                 code = compile(src, name, "exec", dont_inherit=True)
@@ -79,6 +76,15 @@ def run(mode, main, src, name, boot):
     finally:
         if extras is not None and extras["collect"]:
             _pysandbox_collect(extras["collect"])
+
+
+def _pysandbox_from_source(name):
+    # Whether the code may run as exec(source) instead of exec(compile(source, name)): the same
+    # without compile(), whose first call makes the `_ast` module's classes (~1 ms of a cold
+    # start; run.py's fast path does the same). Not for a named file (its name belongs in
+    # tracebacks), nor under a recursion limit (the code is compiled before the limit applies:
+    # the compiler counts against it).
+    return name == "<string>" and not _RECURSION[0]
 
 
 def failed(exc, name, src, boot):
@@ -785,8 +791,7 @@ def _pysandbox_api(ns, src, name, boot, request=None, cell=False):
         local_ns = data.get("locals")
         if local_ns is None:
             local_ns = ns
-        # From source without compile() where that is the same (see run()).
-        plain = name == "<string>" and not _RECURSION[0]
+        plain = _pysandbox_from_source(name)
         if op == "exec" and cell:
             _pysandbox_cell(src, name, ns, local_ns)
         elif op == "exec" and plain:
