@@ -728,13 +728,8 @@ fn compiled_in(
     // A file we own that nobody else can write, for this very binary: the code it holds runs
     // inside the sandbox only, but it must be ours.
     if trusted(&file) && trusted_dir(dir) {
-        if let Ok(mut data) = std::fs::read(&file) {
-            let at = header.len() + 1;
-            if data.starts_with(&header)
-                && data.get(header.len()) == Some(&b'\n')
-                && data[at..].starts_with(COMPILED_MAGIC)
-            {
-                data.drain(..at);
+        if let Some(data) = read_behind(&file, &header) {
+            if data.starts_with(COMPILED_MAGIC) {
                 return Some(data);
             }
         }
@@ -752,6 +747,22 @@ fn compiled_in(
     data.extend(compiled);
     write_atomic(dir, &file, &data);
     data.drain(..at);
+    Some(data)
+}
+
+/// What `file` holds after a first line that is `header`, or `None`. Read apart, so that the
+/// bulk (the compiled bootstrap's 60 KB) is not moved after reading.
+fn read_behind(file: &Path, header: &[u8]) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(file).ok()?;
+    let mut first = vec![0; header.len() + 1];
+    f.read_exact(&mut first).ok()?;
+    if first[..header.len()] != *header || first[header.len()] != b'\n' {
+        return None;
+    }
+    let size = f.metadata().ok()?.len() as usize;
+    let mut data = Vec::with_capacity(size.saturating_sub(first.len()));
+    f.read_to_end(&mut data).ok()?;
     Some(data)
 }
 

@@ -3,6 +3,7 @@
 use crate::jail::JailSpec;
 use crate::limits::Limit;
 use crate::outcome::{ErrorInfo, Extras};
+use crate::policy::GuardConfig;
 use crate::protocol::{decode_reports, FrameError, Report};
 use crate::supervisor::{self, Launch, Outcome, OutputMode, Status, Stdin, SupervisorError};
 use crate::sys;
@@ -46,7 +47,7 @@ pub struct RunRequest {
     pub stdin: Stdin,
     pub output: OutputMode,
     /// The guard's configuration ([`crate::policy::Resolved::guard`]); `None`: no guard.
-    pub guard: Option<String>,
+    pub guard: Option<GuardConfig>,
     /// API mode (`pysandbox serve`, the Python package): the request's data (JSON, see
     /// `bootstrap/support.py`); the result comes back as a `Result` frame of the report, at
     /// most this many bytes.
@@ -124,14 +125,7 @@ pub fn run(spec: &JailSpec, req: RunRequest) -> Result<Outcome, RunError> {
         modes.push("warm");
     }
     if let Some(cfg) = &req.guard {
-        // Marshalled where it can be: the interpreter reads that without loading a module.
-        let data = serde_json::from_str(cfg)
-            .ok()
-            .and_then(|v| crate::pymarshal::encode(&v))
-            .map_or_else(
-                || cfg.as_bytes().to_vec(),
-                |m| [&crate::pymarshal::MAGIC[..], &m].concat(),
-            );
+        let data = cfg.encoded();
         extra_fds.push(sys::sealed_memfd(c"guard", &data).map_err(RunError::Code)?);
         modes.push("guard");
     }

@@ -1,6 +1,7 @@
 //! The jail's seccomp-bpf filter: an allowlist, each entry with the reason CPython needs it.
 //!
-//! Order of checks, for every system call of the interpreter and its children:
+//! The decisions, for every system call of the interpreter and its children (the first rule
+//! that names a call decides it):
 //! 1. the architecture must be x86-64, and the number must not carry the x32 bit: anything else
 //!    (i386 `int 0x80`, x32) kills the process, so no second syscall table is reachable;
 //! 2. calls that only an attacker makes (`ptrace`, `mount`, `unshare`, `bpf`, …) kill the process;
@@ -16,8 +17,11 @@
 //! 5. everything else fails with `EPERM`, so Python raises an ordinary `PermissionError` — among
 //!    them the calls left out on purpose, with their reasons ([`REFUSED`]).
 //!
-//! The program is built by a small assembler with labels ([`Asm`]); `program()` is public so the
-//! tests (and `pysandbox doctor`) can inspect it.
+//! The program checks 1, then finds the call's number by a binary search over the ranges of
+//! numbers that share a decision (about 8 comparisons per call; [`program`]). It is built by a
+//! small assembler ([`Asm`]); `program()` is public so the tests (and `pysandbox doctor`) can
+//! inspect it, and a test checks that it decides as the plain list of checks did, on every
+//! number and option.
 
 use crate::sys;
 use std::io;
@@ -928,45 +932,70 @@ const SETID_BITS: u32 = libc::S_ISUID | libc::S_ISGID;
 const TIOCSTI: u32 = 0x5412;
 const TIOCLINUX: u32 = 0x541c;
 
-/// The filter for `opts`. Every decision returns right where it is made, so all jumps are short
-/// (classic BPF offsets are 8 bits).
-pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompError> {
-    let mut a = Asm::default();
-    a.load(OFF_ARCH);
-    a.unless_eq(AUDIT_ARCH_X86_64, RET_KILL);
-    a.load(OFF_NR);
-    a.jump(libc::BPF_JGE, X32_SYSCALL_BIT, 0, 1);
-    a.ret(RET_KILL);
-    for (nr, _) in KILL {
-        if opts.zygote && ZYGOTE.contains(nr) {
-            continue;
+/// One decision of the filter for a system call number: a return value, or a block of code
+/// that inspects an argument (and ends in returns).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Decision {
+    Ret(u32),
+    Block(usize),
+}
+
+/// Numbers at or above this one (and below the x32 bit) take the default; x86-64 has fewer.
+const TABLE_LEN: u32 = 1024;
+
+/// The decision for every number below [`TABLE_LEN`], and the argument blocks they refer to.
+/// The first rule that names a number decides it, in this order of precedence: the kill list
+/// (but the zygote's own calls), the zygote's calls, `clone`, `clone3`, the mode-checked calls,
+/// `setsockopt`, `ioctl`, `socket`, `execve`/`execveat`, [`ARG_FILTERED`], [`ALLOW`],
+/// [`REFUSED`]; every other number is refused with `EPERM`.
+fn decisions(opts: &SeccompOptions) -> (Vec<Decision>, Vec<Asm>) {
+    let mut table: Vec<Option<Decision>> = vec![None; TABLE_LEN as usize];
+    let mut blocks: Vec<Asm> = Vec::new();
+    let decide = |table: &mut Vec<Option<Decision>>, nr: i64, d: Decision| {
+        let e = &mut table[usize::try_from(nr).expect("syscall numbers are small")];
+        if e.is_none() {
+            *e = Some(d);
         }
-        a.if_eq(*nr as u32, RET_KILL);
+    };
+    let mut block = |table: &mut Vec<Option<Decision>>, nr: i64, code: &dyn Fn(&mut Asm)| {
+        let mut a = Asm::default();
+        code(&mut a);
+        blocks.push(a);
+        decide(table, nr, Decision::Block(blocks.len() - 1));
+    };
+    for (nr, _) in KILL {
+        if !(opts.zygote && ZYGOTE.contains(nr)) {
+            decide(&mut table, *nr, Decision::Ret(RET_KILL));
+        }
     }
     if opts.zygote {
         for nr in ZYGOTE.iter().chain(ZYGOTE_EXTRA) {
-            a.if_eq(*nr as u32, RET_ALLOW);
+            decide(&mut table, *nr, Decision::Ret(RET_ALLOW));
         }
     }
     // clone: the flags are the first argument; the kernel only uses their low 32 bits for clone.
-    a.when_eq(libc::SYS_clone as u32, |a| {
+    block(&mut table, libc::SYS_clone, &|a| {
         a.load(off_arg_low(0));
         a.jump(libc::BPF_JSET, NS_FLAGS, 0, 1);
         a.ret(RET_KILL);
         a.ret(RET_ALLOW);
-    })?;
-    a.if_eq(libc::SYS_clone3 as u32, ret_errno(libc::ENOSYS));
+    });
+    decide(
+        &mut table,
+        libc::SYS_clone3,
+        Decision::Ret(ret_errno(libc::ENOSYS)),
+    );
     // Opening and chmod: no set-id bits (MODE_CHECKED).
     for (nr, arg, _) in MODE_CHECKED {
-        a.when_eq(*nr as u32, |a| {
+        block(&mut table, *nr, &|a| {
             a.load(off_arg_low(*arg));
             a.jump(libc::BPF_JSET, SETID_BITS, 0, 1);
             a.ret(ret_errno(libc::EPERM));
             a.ret(RET_ALLOW);
-        })?;
+        });
     }
     // setsockopt: the level and the option name are `int`s.
-    a.when_eq(libc::SYS_setsockopt as u32, |a| {
+    block(&mut table, libc::SYS_setsockopt, &|a| {
         a.load(off_arg_low(1));
         a.jump(libc::BPF_JEQ, libc::SOL_SOCKET as u32, 1, 0);
         a.ret(RET_ALLOW);
@@ -975,18 +1004,19 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
             a.if_eq(*opt, RET_IGNORED);
         }
         a.ret(RET_ALLOW);
-    })?;
+    });
     // ioctl: the request is an `unsigned int` in the kernel, so the low word is all of it.
-    a.when_eq(libc::SYS_ioctl as u32, |a| {
+    block(&mut table, libc::SYS_ioctl, &|a| {
         a.load(off_arg_low(1));
         a.if_eq(TIOCSTI, ret_errno(libc::EPERM));
         a.if_eq(TIOCLINUX, ret_errno(libc::EPERM));
         a.ret(RET_ALLOW);
-    })?;
+    });
     // socket: the family is an `int`.
-    a.when_eq(libc::SYS_socket as u32, |a| {
+    let network = opts.network;
+    block(&mut table, libc::SYS_socket, &|a| {
         a.load(off_arg_low(0));
-        if opts.network {
+        if network {
             // Every family but netlink: routing and firewall tables are nobody's business here.
             a.if_eq(libc::AF_NETLINK as u32, ret_errno(libc::EAFNOSUPPORT));
             a.ret(RET_ALLOW);
@@ -994,37 +1024,78 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
             a.if_eq(libc::AF_UNIX as u32, RET_ALLOW);
             a.ret(ret_errno(libc::EAFNOSUPPORT));
         }
-    })?;
+    });
     let exec = match opts.exec {
         ExecPolicy::Deny => ret_errno(libc::EPERM),
         ExecPolicy::FirstOnly => RET_NOTIFY,
         ExecPolicy::Allow => RET_ALLOW,
     };
-    a.if_eq(libc::SYS_execve as u32, exec);
-    a.if_eq(libc::SYS_execveat as u32, exec);
+    decide(&mut table, libc::SYS_execve, Decision::Ret(exec));
+    decide(&mut table, libc::SYS_execveat, Decision::Ret(exec));
+    let zygote = opts.zygote;
     for f in ARG_FILTERED {
-        a.when_eq(f.nr as u32, |a| {
+        block(&mut table, f.nr, &|a| {
             a.load(off_arg_low(f.arg));
             for (value, _) in f.allowed {
                 a.if_eq(*value, RET_ALLOW);
             }
-            if opts.zygote && f.nr == libc::SYS_prctl {
+            if zygote && f.nr == libc::SYS_prctl {
                 for value in PRCTL_ZYGOTE {
                     a.if_eq(*value, RET_ALLOW);
                 }
             }
             a.ret(ret_errno(libc::EPERM));
-        })?;
+        });
     }
     for (nr, _) in ALLOW {
-        a.if_eq(*nr as u32, RET_ALLOW);
+        decide(&mut table, *nr, Decision::Ret(RET_ALLOW));
     }
-    // Explicit, whatever the default below becomes; after the allowlist, so that they cost
-    // nothing to the calls it allows.
+    // Explicit, whatever the default below becomes.
     for (nr, _) in REFUSED {
-        a.if_eq(*nr as u32, ret_errno(libc::EPERM));
+        decide(&mut table, *nr, Decision::Ret(ret_errno(libc::EPERM)));
     }
-    a.ret(ret_errno(libc::EPERM));
+    let table = table
+        .into_iter()
+        .map(|d| d.unwrap_or(Decision::Ret(ret_errno(libc::EPERM))))
+        .collect();
+    (table, blocks)
+}
+
+/// The filter for `opts`: the architecture and x32 checks, then a binary search on the system
+/// call number over the ranges of numbers that share a decision ([`decisions`]), whose leaves
+/// return or jump to an argument block. About 8 comparisons per call, where a list of checks took
+/// up to 300 (every call of the interpreter runs the filter), and a third of the instructions for
+/// the kernel to check and compile at each start.
+pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompError> {
+    let (table, blocks) = decisions(opts);
+    let mut ranges: Vec<(u32, Decision)> = Vec::new();
+    for (nr, d) in (0..TABLE_LEN).zip(table) {
+        if !matches!(ranges.last(), Some((_, last)) if *last == d) {
+            ranges.push((nr, d));
+        }
+    }
+    let default = Decision::Ret(ret_errno(libc::EPERM));
+    if ranges.last().is_some_and(|(_, last)| *last != default) {
+        ranges.push((TABLE_LEN, default));
+    }
+    let mut a = Asm::default();
+    a.load(OFF_ARCH);
+    a.unless_eq(AUDIT_ARCH_X86_64, RET_KILL);
+    a.load(OFF_NR);
+    a.jump(libc::BPF_JGE, X32_SYSCALL_BIT, 0, 1);
+    a.ret(RET_KILL);
+    // The search; a leaf with a block is a jump fixed up once the blocks' places are known.
+    let mut fixups: Vec<(usize, usize)> = Vec::new();
+    a.search(&ranges, &mut fixups);
+    let mut starts = Vec::with_capacity(blocks.len());
+    for b in blocks {
+        starts.push(a.code.len());
+        a.code.extend(b.code);
+    }
+    for (at, block) in fixups {
+        a.code[at].k = u32::try_from(starts[block] - at - 1)
+            .map_err(|_| SeccompError::Program("a block out of reach".into()))?;
+    }
     a.finish()
 }
 
@@ -1183,17 +1254,52 @@ impl Asm {
             k,
         });
     }
-    /// `if acc == k { block }`, where the block ends in returns; the syscall number is reloaded
-    /// after it for the checks that follow.
-    fn when_eq(&mut self, k: u32, block: impl FnOnce(&mut Asm)) -> Result<(), SeccompError> {
-        let at = self.code.len();
-        self.jump(libc::BPF_JEQ, k, 0, 0);
-        block(self);
-        let len = self.code.len() - at - 1;
-        self.code[at].jf = u8::try_from(len)
-            .map_err(|_| SeccompError::Program(format!("block of {len} instructions")))?;
-        self.load(OFF_NR);
-        Ok(())
+    /// `goto +k` (32-bit offset).
+    fn ja(&mut self, k: u32) {
+        self.code.push(libc::sock_filter {
+            code: (libc::BPF_JMP | libc::BPF_JA) as u16,
+            jt: 0,
+            jf: 0,
+            k,
+        });
+    }
+    /// The binary search over `ranges` (each from its number to the next one's, the last to the
+    /// end), the accumulator holding the system call number. A leaf with a block is a `ja` whose
+    /// place and block go to `fixups`.
+    fn search(&mut self, ranges: &[(u32, Decision)], fixups: &mut Vec<(usize, usize)>) {
+        if let [(_, d)] = ranges {
+            match *d {
+                Decision::Ret(k) => self.ret(k),
+                Decision::Block(b) => {
+                    fixups.push((self.code.len(), b));
+                    self.ja(0);
+                }
+            }
+            return;
+        }
+        let mid = ranges.len() / 2;
+        let mut low = Asm::default();
+        let mut low_fixups = Vec::new();
+        low.search(&ranges[..mid], &mut low_fixups);
+        // acc >= the upper half's first number: skip the lower half.
+        let skip = match u8::try_from(low.code.len()) {
+            Ok(n) => {
+                self.jump(libc::BPF_JGE, ranges[mid].0, n, 0);
+                None
+            }
+            Err(_) => {
+                self.jump(libc::BPF_JGE, ranges[mid].0, 0, 1);
+                self.ja(0);
+                Some(self.code.len() - 1)
+            }
+        };
+        let base = self.code.len();
+        fixups.extend(low_fixups.into_iter().map(|(at, b)| (base + at, b)));
+        self.code.extend(low.code);
+        if let Some(at) = skip {
+            self.code[at].k = (self.code.len() - at - 1) as u32;
+        }
+        self.search(&ranges[mid..], fixups);
     }
     /// `if acc == k { return action }`.
     fn if_eq(&mut self, k: u32, action: u32) {
@@ -1220,6 +1326,121 @@ impl Asm {
 mod tests {
     use super::*;
 
+    impl Asm {
+        /// `if acc == k { block }`, where the block ends in returns; the syscall number is
+        /// reloaded after it for the checks that follow.
+        fn when_eq(&mut self, k: u32, block: impl FnOnce(&mut Asm)) -> Result<(), SeccompError> {
+            let at = self.code.len();
+            self.jump(libc::BPF_JEQ, k, 0, 0);
+            block(self);
+            let len = self.code.len() - at - 1;
+            self.code[at].jf = u8::try_from(len)
+                .map_err(|_| SeccompError::Program(format!("block of {len} instructions")))?;
+            self.load(OFF_NR);
+            Ok(())
+        }
+    }
+
+    /// The filter as it was written before the binary search (a list of checks, first match
+    /// wins): the reference [`program`] must agree with on every number and argument.
+    fn linear_program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompError> {
+        let mut a = Asm::default();
+        a.load(OFF_ARCH);
+        a.unless_eq(AUDIT_ARCH_X86_64, RET_KILL);
+        a.load(OFF_NR);
+        a.jump(libc::BPF_JGE, X32_SYSCALL_BIT, 0, 1);
+        a.ret(RET_KILL);
+        for (nr, _) in KILL {
+            if opts.zygote && ZYGOTE.contains(nr) {
+                continue;
+            }
+            a.if_eq(*nr as u32, RET_KILL);
+        }
+        if opts.zygote {
+            for nr in ZYGOTE.iter().chain(ZYGOTE_EXTRA) {
+                a.if_eq(*nr as u32, RET_ALLOW);
+            }
+        }
+        // clone: the flags are the first argument; the kernel only uses their low 32 bits for clone.
+        a.when_eq(libc::SYS_clone as u32, |a| {
+            a.load(off_arg_low(0));
+            a.jump(libc::BPF_JSET, NS_FLAGS, 0, 1);
+            a.ret(RET_KILL);
+            a.ret(RET_ALLOW);
+        })?;
+        a.if_eq(libc::SYS_clone3 as u32, ret_errno(libc::ENOSYS));
+        // Opening and chmod: no set-id bits (MODE_CHECKED).
+        for (nr, arg, _) in MODE_CHECKED {
+            a.when_eq(*nr as u32, |a| {
+                a.load(off_arg_low(*arg));
+                a.jump(libc::BPF_JSET, SETID_BITS, 0, 1);
+                a.ret(ret_errno(libc::EPERM));
+                a.ret(RET_ALLOW);
+            })?;
+        }
+        // setsockopt: the level and the option name are `int`s.
+        a.when_eq(libc::SYS_setsockopt as u32, |a| {
+            a.load(off_arg_low(1));
+            a.jump(libc::BPF_JEQ, libc::SOL_SOCKET as u32, 1, 0);
+            a.ret(RET_ALLOW);
+            a.load(off_arg_low(2));
+            for opt in BUFFER_SIZES {
+                a.if_eq(*opt, RET_IGNORED);
+            }
+            a.ret(RET_ALLOW);
+        })?;
+        // ioctl: the request is an `unsigned int` in the kernel, so the low word is all of it.
+        a.when_eq(libc::SYS_ioctl as u32, |a| {
+            a.load(off_arg_low(1));
+            a.if_eq(TIOCSTI, ret_errno(libc::EPERM));
+            a.if_eq(TIOCLINUX, ret_errno(libc::EPERM));
+            a.ret(RET_ALLOW);
+        })?;
+        // socket: the family is an `int`.
+        a.when_eq(libc::SYS_socket as u32, |a| {
+            a.load(off_arg_low(0));
+            if opts.network {
+                // Every family but netlink: routing and firewall tables are nobody's business here.
+                a.if_eq(libc::AF_NETLINK as u32, ret_errno(libc::EAFNOSUPPORT));
+                a.ret(RET_ALLOW);
+            } else {
+                a.if_eq(libc::AF_UNIX as u32, RET_ALLOW);
+                a.ret(ret_errno(libc::EAFNOSUPPORT));
+            }
+        })?;
+        let exec = match opts.exec {
+            ExecPolicy::Deny => ret_errno(libc::EPERM),
+            ExecPolicy::FirstOnly => RET_NOTIFY,
+            ExecPolicy::Allow => RET_ALLOW,
+        };
+        a.if_eq(libc::SYS_execve as u32, exec);
+        a.if_eq(libc::SYS_execveat as u32, exec);
+        for f in ARG_FILTERED {
+            a.when_eq(f.nr as u32, |a| {
+                a.load(off_arg_low(f.arg));
+                for (value, _) in f.allowed {
+                    a.if_eq(*value, RET_ALLOW);
+                }
+                if opts.zygote && f.nr == libc::SYS_prctl {
+                    for value in PRCTL_ZYGOTE {
+                        a.if_eq(*value, RET_ALLOW);
+                    }
+                }
+                a.ret(ret_errno(libc::EPERM));
+            })?;
+        }
+        for (nr, _) in ALLOW {
+            a.if_eq(*nr as u32, RET_ALLOW);
+        }
+        // Explicit, whatever the default below becomes; after the allowlist, so that they cost
+        // nothing to the calls it allows.
+        for (nr, _) in REFUSED {
+            a.if_eq(*nr as u32, ret_errno(libc::EPERM));
+        }
+        a.ret(ret_errno(libc::EPERM));
+        a.finish()
+    }
+
     /// Run a classic BPF program on a seccomp_data, like the kernel does.
     fn eval(prog: &[libc::sock_filter], nr: i64, arch: u32, args: [u64; 6]) -> u32 {
         let mut data = [0u8; 64];
@@ -1241,6 +1462,10 @@ mod tests {
                 }
                 c if c == libc::BPF_JMP => {
                     let op = u32::from(ins.code) & 0xf0;
+                    if op == libc::BPF_JA {
+                        pc += 1 + ins.k as usize;
+                        continue;
+                    }
                     let taken = match op {
                         o if o == libc::BPF_JEQ => acc == ins.k,
                         o if o == libc::BPF_JGE => acc >= ins.k,
@@ -1261,6 +1486,84 @@ mod tests {
             network,
             zygote: false,
         }
+    }
+
+    /// The binary search decides every call as the list of checks it replaced: every number
+    /// below the table's end and around the x32 bit, every architecture the checks name, with
+    /// argument values that cross each argument check (the values each filter names, and
+    /// neighbours), for every combination of options.
+    #[test]
+    fn the_search_decides_as_the_list_of_checks() {
+        let mut values: Vec<u64> = vec![0, 1, 2, 3, 0x5401, u64::MAX, 0xffff_ffff, 1 << 32];
+        values.extend([NS_FLAGS, SETID_BITS, TIOCSTI, TIOCLINUX].map(u64::from));
+        values.extend(NS_FLAGS.to_le_bytes().iter().map(|b| u64::from(*b) << 8));
+        values.extend((0..32).map(|b| 1u64 << b));
+        values.extend(
+            [
+                libc::AF_UNIX,
+                libc::AF_INET,
+                libc::AF_INET6,
+                libc::AF_NETLINK,
+            ]
+            .map(|f| f as u64),
+        );
+        values.extend([libc::SOL_SOCKET, libc::IPPROTO_TCP].map(|f| f as u64));
+        values.extend(BUFFER_SIZES.iter().map(|v| u64::from(*v)));
+        values.extend(PRCTL_ZYGOTE.iter().map(|v| u64::from(*v)));
+        for f in ARG_FILTERED {
+            for (v, _) in f.allowed {
+                values.extend([
+                    u64::from(*v),
+                    u64::from(*v) + 1,
+                    u64::from(v.wrapping_sub(1)),
+                ]);
+            }
+        }
+        values.sort_unstable();
+        values.dedup();
+        let mut numbers: Vec<i64> = (0..i64::from(TABLE_LEN) + 8).collect();
+        numbers.extend([0x3fff_ffff, 0x4000_0000, 0x4000_0001, 0xffff_ffff, 1 << 32]);
+        let mut checked = 0u64;
+        for exec in [ExecPolicy::Deny, ExecPolicy::FirstOnly, ExecPolicy::Allow] {
+            for network in [false, true] {
+                for zygote in [false, true] {
+                    let o = SeccompOptions {
+                        exec,
+                        network,
+                        zygote,
+                    };
+                    let new = program(&o).unwrap();
+                    let old = linear_program(&o).unwrap();
+                    assert!(
+                        new.len() * 3 < old.len() * 2,
+                        "{} instructions against {}",
+                        new.len(),
+                        old.len()
+                    );
+                    for arch in [AUDIT_ARCH_X86_64, 0x4000_0003, 0] {
+                        for &nr in &numbers {
+                            let args = |v: u64, at: usize| {
+                                let mut a = [0u64; 6];
+                                a[at] = v;
+                                a
+                            };
+                            for at in 0..3 {
+                                for &v in &values {
+                                    let a = args(v, at);
+                                    assert_eq!(
+                                        eval(&new, nr, arch, a),
+                                        eval(&old, nr, arch, a),
+                                        "{o:?}: number {nr}, arch {arch:#x}, args {a:?}"
+                                    );
+                                    checked += 1;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 1_000_000, "{checked}");
     }
 
     #[test]

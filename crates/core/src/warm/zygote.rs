@@ -7,6 +7,7 @@ use crate::jail::Network;
 use crate::landlock::{self, Access};
 use crate::limits::Limits;
 use crate::mounts::DEV_NODES;
+use crate::policy::GuardConfig;
 use crate::policy::Resolved;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -63,8 +64,8 @@ pub struct ZygoteConfig {
     /// The policy's `preload`, imported by the guard (one that fails refuses the worker); the
     /// library then checks that they leave each request room under its memory limit.
     pub policy_preload: Vec<String>,
-    /// The guard's configuration (JSON), or none.
-    pub guard: Option<String>,
+    /// The guard's configuration (as JSON text), or none.
+    pub guard: Option<GuardConfig>,
     /// Each request's limits (the jail itself runs with wide ones).
     pub limits: Limits,
     /// The jail's filesystem, as Landlock rules for every child (each adds its own `/tmp`).
