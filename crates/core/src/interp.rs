@@ -638,7 +638,7 @@ fn cache_store(dir: &Path, key: &CacheKey, interpreter: &Interpreter, site: &[Di
         interpreter: interpreter.clone(),
         site: site.to_vec(),
     };
-    if let Ok(text) = serde_json::to_vec_pretty(&entry) {
+    if let Ok(text) = serde_json::to_vec(&entry) {
         write_atomic(dir, &file, &text);
     }
 }

@@ -29,3 +29,10 @@ pub use interp::Interpreter;
 pub use jail::{JailSpec, Network};
 pub use limits::{Limit, Limits};
 pub use supervisor::{Captured, Launch, Outcome, OutputMode, Status, Stdin};
+
+/// For a program whose `main` replaces std's runtime start (the `pysandbox` command): what that
+/// start does and the program still needs. Descriptors 0, 1 and 2 are made valid (a closed one
+/// becomes /dev/null) and `SIGPIPE` is ignored. Call it first.
+pub fn start_process() {
+    sys::start_process();
+}

@@ -426,6 +426,52 @@ pub(crate) fn execve(path: &CStr, argv: &[CString], envp: &[CString]) -> io::Err
     io::Error::last_os_error()
 }
 
+/// What std's runtime start does that a program which replaces it still needs: descriptors 0, 1
+/// and 2 made valid (a closed one becomes /dev/null, so that no file opened later takes its
+/// number and receives the output meant for it), and `SIGPIPE` ignored (a closed pipe is an
+/// error to handle, not a death). Aborts, as std does, if /dev/null cannot be opened.
+pub(crate) fn start_process() {
+    let mut fds = [0, 1, 2].map(|fd| libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    });
+    let closed: Vec<RawFd> = loop {
+        // SAFETY: three valid pollfd structures that live across the call; no timeout.
+        let r = unsafe { libc::poll(fds.as_mut_ptr(), 3, 0) };
+        if r >= 0 {
+            break fds
+                .iter()
+                .filter(|p| p.revents & libc::POLLNVAL != 0)
+                .map(|p| p.fd)
+                .collect();
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            // poll unusable: ask each descriptor instead.
+            _ => {
+                break (0..3)
+                    .filter(|fd| {
+                        // SAFETY: F_GETFD only reads the descriptor's flags.
+                        let flags = unsafe { libc::fcntl(*fd, libc::F_GETFD) };
+                        flags == -1
+                            && io::Error::last_os_error().raw_os_error() == Some(libc::EBADF)
+                    })
+                    .collect();
+            }
+        }
+    };
+    for fd in closed {
+        // SAFETY: a constant NUL-terminated path; the descriptor is deliberately left open.
+        let got = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if got != fd {
+            std::process::abort();
+        }
+    }
+    // SAFETY: setting a signal's disposition to SIG_IGN involves no handler code.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
+}
+
 pub(crate) fn exit_now(code: i32) -> ! {
     // SAFETY: _exit never returns and skips atexit handlers, which belong to the parent's copy.
     unsafe { libc::_exit(code) }
