@@ -2,16 +2,17 @@
 
 maturin builds one crate, ``crates/py`` (the native module ``pysandbox._native``). The package
 also needs the ``pysandbox`` binary (``crates/cli``: the helper process it starts, and the
-command) and the library a warm worker's zygote loads (``crates/zygote``,
+command), the ``pysandbox-server`` binary (the same crate: the HTTP service, which
+``pysandbox server`` becomes) and the library a warm worker's zygote loads (``crates/zygote``,
 ``libpysandbox_zygote.so``, which the binary looks for next to itself). A wheel is built in
 three steps:
 
 1. ``cargo build --release -p pysandbox-cli -p pysandbox-zygote`` in the workspace (its own
    target directory, or ``$CARGO_TARGET_DIR``: what ``make build`` built is reused);
-2. both are copied, stripped, into ``python/pysandbox/_bin/``, which ``[tool.maturin] include``
+2. the three are copied, stripped, into ``python/pysandbox/_bin/``, which ``[tool.maturin] include``
    puts in the wheel;
 3. maturin builds the wheel, tagged ``manylinux_2_N``: N is the newest glibc symbol version
-   that the binary or the library needs (an executable linked against glibc >= 2.34 needs
+   that a binary or the library needs (an executable linked against glibc >= 2.34 needs
    ``__libc_start_main@GLIBC_2.34``). maturin's PEP 517 default is ``--compatibility off``, a
    ``linux_x86_64`` tag that no index or other machine accepts, and its own check looks at the
    extension module only. maturin still checks that the extension fits the tag.
@@ -46,6 +47,7 @@ from maturin import (  # noqa: F401  (the hooks this backend leaves to maturin)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN_DIR = os.path.join(ROOT, "python", "pysandbox", "_bin")
 BINARY = "pysandbox"
+SERVER = "pysandbox-server"
 LIBRARY = "libpysandbox_zygote.so"
 
 
@@ -71,7 +73,7 @@ def _prepare(config_settings: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
     """Build and place the binaries; maturin's settings with the wheel's platform tag."""
     built = _cargo_build()
     os.makedirs(BIN_DIR, exist_ok=True)
-    placed = [_place(built[BINARY], BINARY), _place(built[LIBRARY], LIBRARY)]
+    placed = [_place(built[name], name) for name in (BINARY, SERVER, LIBRARY)]
     args = maturin.get_maturin_pep517_args(config_settings)
     if sys.platform.startswith("linux") and not any(
         a in ("--compatibility", "--manylinux") or a.startswith(("--compatibility=", "--manylinux="))
@@ -85,7 +87,7 @@ def _prepare(config_settings: Optional[Mapping[str, Any]]) -> Dict[str, Any]:
 
 
 def _cargo_build() -> Dict[str, str]:
-    """Build the binary and the library; their paths, from cargo's own report."""
+    """Build the binaries and the library; their paths, from cargo's own report."""
     cargo = os.environ.get("CARGO") or shutil.which("cargo")
     if not cargo:
         raise SystemExit(
@@ -111,13 +113,13 @@ def _cargo_build() -> Dict[str, str]:
         if msg.get("reason") != "compiler-artifact":
             continue
         kinds = msg.get("target", {}).get("kind", [])
-        if "bin" in kinds and msg.get("executable") and msg["target"]["name"] == BINARY:
-            found[BINARY] = msg["executable"]
+        if "bin" in kinds and msg.get("executable") and msg["target"]["name"] in (BINARY, SERVER):
+            found[msg["target"]["name"]] = msg["executable"]
         elif "cdylib" in kinds:
             for f in msg.get("filenames", []):
                 if os.path.basename(f) == LIBRARY:
                     found[LIBRARY] = f
-    missing = {BINARY, LIBRARY} - found.keys()
+    missing = {BINARY, SERVER, LIBRARY} - found.keys()
     if missing:
         raise SystemExit("pysandbox: cargo did not report building %s" % ", ".join(sorted(missing)))
     return found

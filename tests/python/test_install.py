@@ -146,6 +146,9 @@ def check_installed(bin_dir, env, tmp_path):
     bad = subprocess.run(["pysandbox", "run", "-c", "raise SystemExit(3)"], env=env,
                          cwd=str(tmp_path), capture_output=True, text=True, timeout=60)  # fmt: skip
     assert bad.returncode == 3, (bad.returncode, bad.stderr)
+    # `pysandbox server` becomes the service's binary, shipped next to the command's.
+    server = run(["pysandbox", "server", "--help"], env=env, cwd=str(tmp_path))
+    assert "Usage: pysandbox server [OPTIONS]" in server.stdout, server.stdout
 
 
 def test_pip_install_from_a_clean_checkout(built, tmp_path):
@@ -166,7 +169,8 @@ def test_wheel_is_abi3_manylinux(built):
         assert "Tag: cp39-abi3-%s" % tag in z.read(wheel_meta).decode().splitlines()
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
         assert "pysandbox=pysandbox._cli:main" in z.read(entry_points).decode().replace(" ", "")
-        for shipped in ("pysandbox/_bin/pysandbox", "pysandbox/_bin/libpysandbox_zygote.so",
+        for shipped in ("pysandbox/_bin/pysandbox", "pysandbox/_bin/pysandbox-server",
+                        "pysandbox/_bin/libpysandbox_zygote.so",
                         "pysandbox/_native.abi3.so"):  # fmt: skip
             assert shipped in names
             # Executable bits survive in the archive (pip restores them).

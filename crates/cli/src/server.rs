@@ -78,7 +78,10 @@ pub fn run(a: &ServerArgs) -> Result<ExitCode> {
         max_queue: a.max_queue,
         max_sessions: a.max_sessions,
         session_idle: a.session_idle,
-        binary: std::env::current_exe().context("finding the pysandbox binary")?,
+        // The workers are `pysandbox worker`: the command next to this binary.
+        binary: std::env::current_exe()
+            .context("finding the pysandbox-server binary")?
+            .with_file_name("pysandbox"),
         max_body: a.max_body,
         header_timeout: a.header_timeout,
         body_timeout: a.body_timeout,

@@ -601,6 +601,11 @@ fn make_nobody_copy() -> String {
     let original = Path::new(bin());
     let here = original.parent().unwrap();
     let mut files = vec![original.to_path_buf()];
+    // `pysandbox server` becomes the server's binary, next to the command's.
+    let server = here.join("pysandbox-server");
+    if server.is_file() {
+        files.push(server);
+    }
     for e in std::fs::read_dir(here).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with("libpysandbox_") && name.ends_with(".so") {
