@@ -839,11 +839,13 @@ impl StaticSource {
     }
 }
 
-/// The cold bootstrap compiled by `exe` and marshalled, behind [`COMPILED_MAGIC`]: a pair of
-/// `run` (the code of `bootstrap/run.py`, file name `<string>` as under `-c`) and, as bytes,
-/// `support` compiled (`<pysandbox>`) behind the magic again, unmarshalled only when needed:
-/// split at [`SUPPORT_SPLIT`] into a pair of the part above (code) and the part below (its
-/// marshalled code, on the file's own line numbers), which `_pysandbox_more` loads on demand.
+/// The cold bootstrap compiled by `exe` and marshalled, behind [`COMPILED_MAGIC`]: the length
+/// (u32, little-endian) of `run` marshalled (the code of `bootstrap/run.py`, file name
+/// `<string>` as under `-c`), `run`, then `support` compiled (`<pysandbox>`) behind the magic
+/// again, read and unmarshalled only when needed (the stub reads `run` alone: a run without the
+/// guard never reads the rest): split at [`SUPPORT_SPLIT`] into a pair of the part above (code)
+/// and the part below (its marshalled code, on the file's own line numbers), which
+/// `_pysandbox_more` loads on demand.
 /// What a cold run hands its interpreter instead of the sources, so that it compiles neither
 /// the 60 lines it always runs nor the 1,000 it runs with the guard (about 1 and 7 ms). Cached in
 /// the private cache directory per interpreter binary and sources; `None` when it cannot be made
@@ -930,7 +932,8 @@ fn compile_on_host(exe: &Path, run: &str, support: &str) -> Option<Vec<u8>> {
                  \x20   rest = b'\\n' * core.count(b'\\n') + rest\n\
                  \x20   code = (code, marshal.dumps(compile(rest, '<pysandbox>', 'exec')))\n\
                  inner = b'\\0PYSBMC\\0' + marshal.dumps(code)\n\
-                 sys.stdout.buffer.write(marshal.dumps((compile(run, '<string>', 'exec'), inner)))"
+                 run = marshal.dumps(compile(run, '<string>', 'exec'))\n\
+                 sys.stdout.buffer.write(len(run).to_bytes(4, 'little') + run + inner)"
             ),
         ])
         .env_clear()

@@ -1,9 +1,10 @@
 # pysandbox's bootstrap for `pysandbox run`, executed with `python -I -S -B -c` inside the jail:
-# as source, or compiled on the host and started by a stub (crate::run::COMPILED_STUB) that
-# hands over the support's compiled bytes as `_pysandbox_support`. Descriptors: 3 the code (a
-# sealed memfd), 4 the report pipe to the supervisor (typed frames: docs/protocol.md), 5 the rest
-# of the bootstrap (support.py as source, or this file and support.py compiled by this
-# interpreter; support loaded only when needed), 6 the guard's configuration (modes with "guard").
+# as source, or compiled on the host and started by a stub (crate::run::COMPILED_STUB) that reads
+# this file's code from descriptor 5 and hands over the descriptor, at the support's compiled
+# bytes, as `_pysandbox_support`. Descriptors: 3 the code (a sealed memfd), 4 the report pipe to
+# the supervisor (typed frames: docs/protocol.md), 5 the rest of the bootstrap (support.py as
+# source, or this file and support.py compiled by this interpreter; support read and loaded only
+# when needed), 6 the guard's configuration (modes with "guard").
 # argv after -c: the mode ("-", or a comma-separated set of "guard" and "repl"), the code's file
 # name, then the code's arguments. Not a security layer: the jail around the interpreter is.
 import sys
@@ -18,10 +19,13 @@ def _pysandbox_run(compiled):
 
     def load():
         if not support:
-            data = compiled
-            if data is None:
+            if compiled is None:
                 with open(5, "rb") as f:
                     data = f.read()
+            else:
+                # The rest of descriptor 5, behind this file's code.
+                with compiled:
+                    data = compiled.read()
             if data[:8] == b"\0PYSBMC\0":
                 # Compiled once by this interpreter on the host (crate::interp::compiled_bootstrap).
                 import marshal
