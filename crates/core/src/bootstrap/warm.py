@@ -56,26 +56,25 @@ def _pysandbox_warm(ns, boot):
     # The library forks with glibc's fork(), which runs C at-fork handlers but not Python's:
     # a child calls what os.fork() would (the interpreter's own reinitialisation, then every
     # os.register_at_fork(after_in_child=...) hook: random reseeds, logging remakes its locks,
-    # matplotlib drops fonts whose files the child does not have open). Looked up here: the
-    # child is isolated by the time it calls it.
-    after_fork = ctypes.pythonapi.PyOS_AfterFork_Child
-    after_fork.restype = None
-    after_fork.argtypes = ()
+    # matplotlib drops fonts whose files the child does not have open). The library calls it in
+    # the child, once isolated, before returning: the child then makes no call through ctypes.
+    after_fork = ctypes.cast(ctypes.pythonapi.PyOS_AfterFork_Child, ctypes.c_void_p)
+    serve = lib.pysandbox_zygote_serve
+    serve.restype = ctypes.c_int
+    serve.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
     # Objects made so far live in every child: keep the collector away from them, so that the
     # children's collections do not copy their pages (copy-on-write).
     gc.collect()
     gc.freeze()
     # Returns in the zygote when the host has gone (0) or it could not start (-1); in a child,
-    # once it is isolated: 1 for a fresh request, 2 for a session.
-    role = lib.pysandbox_zygote_serve(6, 0)
+    # once it is isolated and past the after-fork hooks: 1 for a fresh request, 2 for a
+    # session, plus 4 if its request is already waiting.
+    role = serve(6, 0, after_fork.value)
     if role <= 0:
         sys.stderr.flush()
         os._exit(0 if role == 0 else 125)
-    after_fork()
     _W["lib"], _W["trace"] = lib, bool(cfg.get("trace"))
-    if _W["trace"]:
-        lib.pysandbox_zygote_mark(0)
-    _warm_child(role == 2)
+    _warm_child(role & 3 == 2, role & 4)
 
 
 def _warm_prepare(cfg):
@@ -127,7 +126,7 @@ def _warm_join_threads():
             t.join(2)
 
 
-def _warm_child(session):
+def _warm_child(session, waiting):
     # C, isolated (descriptors: 0 /dev/null, 3 requests; 1, 2, 4 /dev/null during the warm-up
     # while the pipes wait at 5, 6, 7). Take the first-use costs of the request path, then serve.
     import os
@@ -139,7 +138,7 @@ def _warm_child(session):
         # worker of the Python package also takes its exec/eval/call path. Only while nothing
         # is asked yet: a request already waiting (requests back to back) is served at once,
         # and its own run pays those costs, once rather than twice.
-        if not _W["lib"].pysandbox_zygote_readable(3, 0):
+        if not waiting:
             warm_r, warm_w = os.pipe()
             warm = b"x = [i for i in range(3)]\nprint(x, 1 + 1)"
             api = b'{"op": "exec", "input": {"d": [["globals", {"d": [["n", {"i": "1"}]]}]]}}'
