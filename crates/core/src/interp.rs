@@ -755,7 +755,7 @@ pub(crate) fn cache_dir() -> Option<PathBuf> {
 
 /// A cache file is trusted only if we own it and nobody else can write it: it decides what is
 /// bound into every jail.
-fn trusted(path: &Path) -> bool {
+pub(crate) fn trusted(path: &Path) -> bool {
     let euid = crate::sys::geteuid();
     match std::fs::symlink_metadata(path) {
         Ok(m) => m.is_file() && m.uid() == euid && m.mode() & 0o022 == 0,
@@ -799,7 +799,7 @@ pub(crate) fn private_dir(dir: &Path) -> bool {
 }
 
 /// Write `file` in the private cache directory `dir` through a temporary file and a rename.
-fn write_atomic(dir: &Path, file: &Path, text: &[u8]) {
+pub(crate) fn write_atomic(dir: &Path, file: &Path, text: &[u8]) {
     if !private_dir(dir) {
         return;
     }

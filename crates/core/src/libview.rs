@@ -61,6 +61,16 @@ fn view_in(cache: &Path, binds: &[Bind], others: &[&Path]) -> Option<LibraryView
     if covers.len() < MIN_FILES || uncovered || others.iter().any(|t| below(t)) {
         return None;
     }
+    // The fast path: the directories the sources are in are as they were when the view was
+    // last checked whole (see `Stamp`).
+    let stamp = Stamp::of(cache, binds, &covers);
+    if let Some(dir) = stamp.as_ref().and_then(|s| s.view(cache)) {
+        return Some(LibraryView {
+            dir,
+            target,
+            covers,
+        });
+    }
     let mut files = Vec::with_capacity(covers.len());
     // What is hashed: every source's name, path and identity, each piece ended by 0xff.
     let mut key: Vec<u8> = Vec::new();
@@ -103,11 +113,115 @@ fn view_in(cache: &Path, binds: &[Bind], others: &[&Path]) -> Option<LibraryView
             return None;
         }
     }
+    if let Some(s) = stamp {
+        s.record(cache, &dir, &files);
+    }
     Some(LibraryView {
         dir,
         target,
         covers,
     })
+}
+
+/// What lets a run use a view without checking each of its forty-odd sources (an open and a
+/// stat each, ~0.1 ms of every cold run): the identity and modification time of every directory
+/// the sources are in, opened as exactly as a source is (no symlink in any component, so a
+/// mount or a directory put in the way shows as another identity), recorded with the view's
+/// name after a whole check found every file of the view a hard link to its source. A source can
+/// then only name another file if an entry of its directory changed (a rename, as an upgrade
+/// does, or an unlink and a new file), which changes the directory's modification time; a file
+/// changed in place is the view's own file (the same inode). A view holding any copy is never
+/// recorded (a copy does not follow its source), nor is one whose check failed, nor one whose
+/// directories changed in the last [`SETTLED`].
+struct Stamp {
+    /// The record's file: named by what the binds are (names, sources).
+    file: PathBuf,
+    /// The directories' identities, hashed.
+    dirs: u64,
+    /// The newest of their modification times.
+    newest: std::time::SystemTime,
+}
+
+/// A directory modified less than this long ago is not recorded: file times come from a coarse
+/// clock (a tick of some milliseconds), so a change made within the same tick as the one before
+/// would leave the time as recorded (git's "racily clean" entries). Once this old, any later
+/// change gives the directory another time.
+const SETTLED: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What starts a record.
+const STAMP_MAGIC: &str = "pysandbox-libview-v1";
+
+impl Stamp {
+    fn of(cache: &Path, binds: &[Bind], covers: &[usize]) -> Option<Stamp> {
+        let mut names: Vec<u8> = Vec::new();
+        let mut dirs: Vec<&Path> = Vec::new();
+        for &i in covers {
+            let b = &binds[i];
+            for part in [b.target.as_os_str(), b.source.as_os_str()] {
+                names.extend(part.as_encoded_bytes());
+                names.push(0xff);
+            }
+            let parent = b.source.parent()?;
+            if !dirs.contains(&parent) {
+                dirs.push(parent);
+            }
+        }
+        let mut key: Vec<u8> = Vec::new();
+        let mut newest = std::time::UNIX_EPOCH;
+        for d in dirs {
+            let m = File::from(paths::open_exact(d).ok()?).metadata().ok()?;
+            newest = newest.max(m.modified().ok()?);
+            key.extend(d.as_os_str().as_encoded_bytes());
+            key.push(0xff);
+            for n in [m.dev(), m.ino(), m.mtime() as u64, m.mtime_nsec() as u64] {
+                key.extend(n.to_le_bytes());
+            }
+        }
+        Some(Stamp {
+            file: cache.join(format!("libs-{:016x}.stamp", interp::fnv(&names))),
+            dirs: interp::fnv(&key),
+            newest,
+        })
+    }
+
+    /// The recorded view, if the directories are as recorded and the view is still ours.
+    fn view(&self, cache: &Path) -> Option<PathBuf> {
+        if !interp::trusted(&self.file) {
+            return None;
+        }
+        let text = std::fs::read_to_string(&self.file).ok()?;
+        let words: Vec<&str> = text.trim_end_matches('\n').split(' ').collect();
+        let [magic, dirs, name] = words[..] else {
+            return None;
+        };
+        let ok = magic == STAMP_MAGIC
+            && dirs == format!("{:016x}", self.dirs)
+            && name.starts_with("libs-")
+            && !name.contains('/');
+        let dir = cache.join(name);
+        (ok && interp::trusted_dir(&dir)).then_some(dir)
+    }
+
+    /// Record `dir` as the view for these directories, if each of its files is a hard link to
+    /// its source (`files`: the sources, open).
+    fn record(&self, cache: &Path, dir: &Path, files: &[(String, File, u32)]) {
+        let linked = files.iter().all(|(name, file, _)| {
+            match (std::fs::symlink_metadata(dir.join(name)), file.metadata()) {
+                (Ok(v), Ok(s)) => v.dev() == s.dev() && v.ino() == s.ino(),
+                _ => false,
+            }
+        });
+        let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
+            return;
+        };
+        let settled = std::time::SystemTime::now()
+            .duration_since(self.newest)
+            .is_ok_and(|age| age >= SETTLED);
+        if linked && settled {
+            let text = format!("{STAMP_MAGIC} {:016x} {name}\n", self.dirs);
+            interp::write_atomic(cache, &self.file, text.as_bytes());
+        }
+    }
 }
 
 /// The directory most file binds' targets are in.
@@ -264,7 +378,123 @@ mod tests {
             std::fs::read_to_string(v.dir.join("libx5.so.5")).unwrap(),
             "library 5"
         );
+        if !same_fs {
+            // A copy does not follow its source: such a view is checked whole at every run.
+            assert_eq!(stamps(&d.join("cache")), 0);
+        }
         let _ = std::fs::remove_dir_all(&src);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    /// `dir`'s modification time put back past [`SETTLED`], as if it had been made long ago.
+    fn age(dir: &Path) {
+        let old = std::time::SystemTime::now() - SETTLED * 2;
+        File::open(dir).unwrap().set_modified(old).unwrap();
+    }
+
+    fn stamps(cache: &Path) -> usize {
+        std::fs::read_dir(cache)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("stamp".as_ref()))
+            .count()
+    }
+
+    /// A view of hard links is recorded with its sources' directories and used again while they
+    /// are unchanged, without checking each source: a source changed in place is the view's
+    /// own file (the same directory, the new content); one replaced by a new file changes its
+    /// directory, so the view is checked whole and made again; a record others could have
+    /// written, or one for a view that is gone, is not used; nor is a view once a file in it is
+    /// no longer its source's inode (a record is only made for links).
+    #[test]
+    fn a_view_of_links_is_used_again_while_its_directories_are_unchanged() {
+        let d = scratch("stamp");
+        let (src, cache) = (d.join("src"), d.join("cache"));
+        std::fs::create_dir_all(&src).unwrap();
+        let binds = libs(&src, 9);
+        // Just modified: checked whole, not recorded.
+        let v = view_in(&cache, &binds, &[]).expect("a view");
+        assert_eq!(stamps(&cache), 0);
+        age(&src);
+        assert_eq!(view_in(&cache, &binds, &[]).unwrap().dir, v.dir);
+        assert_eq!(stamps(&cache), 1);
+        assert_eq!(view_in(&cache, &binds, &[]).unwrap().dir, v.dir);
+        // In place: the whole check would name another directory (size and mtime changed); the
+        // record keeps this one, whose file is the source's inode.
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        std::fs::write(&binds[2].source, "library 2, in place").unwrap();
+        let w = view_in(&cache, &binds, &[]).unwrap();
+        assert_eq!(w.dir, v.dir);
+        assert_eq!(
+            std::fs::read_to_string(w.dir.join("libx2.so.2")).unwrap(),
+            "library 2, in place"
+        );
+        // Replaced by a new file (a rename changes the directory): checked whole, made again.
+        let fresh = src.join("new");
+        std::fs::write(&fresh, "library 4, new file").unwrap();
+        std::fs::rename(&fresh, &binds[4].source).unwrap();
+        age(&src);
+        let x = view_in(&cache, &binds, &[]).unwrap();
+        assert_ne!(x.dir, v.dir);
+        assert_eq!(
+            std::fs::read_to_string(x.dir.join("libx4.so.4")).unwrap(),
+            "library 4, new file"
+        );
+        assert_eq!(view_in(&cache, &binds, &[]).unwrap().dir, x.dir);
+        // A record others could have written: not used (the whole check finds the same view).
+        let record = std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension() == Some("stamp".as_ref()))
+            .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(
+            &record,
+            format!("{STAMP_MAGIC} 0000000000000000 libs-planted\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            view_in(&cache, &binds, &[]).unwrap().dir,
+            x.dir,
+            "another hash"
+        );
+        let planted = std::fs::read_to_string(&record).unwrap();
+        assert!(
+            !planted.contains("planted"),
+            "the whole check recorded again"
+        );
+        let name = x.dir.file_name().unwrap().to_str().unwrap().to_string();
+        let text = planted.replace(&name, "libs-planted");
+        std::fs::create_dir(cache.join("libs-planted")).unwrap();
+        std::fs::set_permissions(
+            cache.join("libs-planted"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        std::fs::write(&record, &text).unwrap();
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o666)).unwrap();
+        assert_eq!(
+            view_in(&cache, &binds, &[]).unwrap().dir,
+            x.dir,
+            "writable by others"
+        );
+        // The control: the same record, ours alone, is followed.
+        std::fs::write(&record, &text).unwrap();
+        std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(
+            view_in(&cache, &binds, &[]).unwrap().dir,
+            cache.join("libs-planted")
+        );
+        // The view it names gone: checked whole.
+        std::fs::remove_dir(cache.join("libs-planted")).unwrap();
+        assert_eq!(view_in(&cache, &binds, &[]).unwrap().dir, x.dir);
+        // A file of the view that is not its source's inode: no record is made.
+        std::fs::remove_file(&record).unwrap();
+        let copy = x.dir.join("libx5.so.5");
+        std::fs::remove_file(&copy).unwrap();
+        std::fs::write(&copy, "library 5").unwrap();
+        assert_eq!(view_in(&cache, &binds, &[]).unwrap().dir, x.dir);
+        assert_eq!(stamps(&cache), 0);
         let _ = std::fs::remove_dir_all(&d);
     }
 
