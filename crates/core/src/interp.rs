@@ -26,7 +26,7 @@ use std::process::Command;
 /// Bumped whenever the cached layout or the way it is computed changes. It is part of the cache
 /// file's name too, so that binaries of two versions on one machine do not overwrite each
 /// other's entry on every run.
-const CACHE_VERSION: u32 = 3;
+const CACHE_VERSION: u32 = 4;
 
 /// Environment variable naming the interpreter when `--python` is not given.
 pub const PYTHON_ENV: &str = "PYSANDBOX_PYTHON";
@@ -599,7 +599,7 @@ struct CacheEntry {
 }
 
 /// What starts a cache entry's file.
-const ENTRY_MAGIC: &[u8; 8] = b"PYSBIC3\n";
+const ENTRY_MAGIC: &[u8; 8] = b"PYSBIC4\n";
 
 /// A cache entry's file: [`ENTRY_MAGIC`], then the fields in order, integers little-endian,
 /// paths and strings as a u32 length and their bytes (any path, UTF-8 or not), lists as a u32
@@ -842,10 +842,10 @@ impl StaticSource {
 /// The cold bootstrap compiled by `exe` and marshalled, behind [`COMPILED_MAGIC`]: the length
 /// (u32, little-endian) of `run` marshalled (the code of `bootstrap/run.py`, file name
 /// `<string>` as under `-c`), `run`, then `support` compiled (`<pysandbox>`) behind the magic
-/// again, read and unmarshalled only when needed (the stub reads `run` alone: a run without the
-/// guard never reads the rest): split at [`SUPPORT_SPLIT`] into a pair of the part above (code)
-/// and the part below (its marshalled code, on the file's own line numbers), which
-/// `_pysandbox_more` loads on demand.
+/// again, split at [`SUPPORT_SPLIT`]: the length of the part above marshalled, that part, then
+/// the part below marshalled (on the file's own line numbers) to the end. Each is read only when
+/// needed, at its offset (`pread`): the stub reads `run` alone, a run with the guard the part
+/// above, and `_pysandbox_more` the rest when a run needs it (a traceback, the API, cells).
 /// What a cold run hands its interpreter instead of the sources, so that it compiles neither
 /// the 60 lines it always runs nor the 1,000 it runs with the guard (about 1 and 7 ms). Cached in
 /// the private cache directory per interpreter binary and sources; `None` when it cannot be made
@@ -927,11 +927,11 @@ fn compile_on_host(exe: &Path, run: &str, support: &str) -> Option<Vec<u8>> {
                 "import marshal, sys\n\
                  run, support = sys.stdin.buffer.read().split(b'\\0', 1)\n\
                  core, split, rest = support.partition({SUPPORT_SPLIT:?}.encode())\n\
-                 code = compile(core, '<pysandbox>', 'exec')\n\
+                 code = marshal.dumps(compile(core, '<pysandbox>', 'exec'))\n\
                  if split:\n\
                  \x20   rest = b'\\n' * core.count(b'\\n') + rest\n\
-                 \x20   code = (code, marshal.dumps(compile(rest, '<pysandbox>', 'exec')))\n\
-                 inner = b'\\0PYSBMC\\0' + marshal.dumps(code)\n\
+                 \x20   rest = marshal.dumps(compile(rest, '<pysandbox>', 'exec'))\n\
+                 inner = b'\\0PYSBMC\\0' + len(code).to_bytes(4, 'little') + code + rest\n\
                  run = marshal.dumps(compile(run, '<string>', 'exec'))\n\
                  sys.stdout.buffer.write(len(run).to_bytes(4, 'little') + run + inner)"
             ),

@@ -21,7 +21,7 @@ const SUPPORT_SOURCE: crate::interp::StaticSource = crate::interp::StaticSource:
 /// What `-c` runs when descriptor 5 holds the compiled bootstrap: the pair of the bootstrap's
 /// code and the support's compiled bytes; `bootstrap/run.py` takes the latter from its globals.
 pub const COMPILED_STUB: &str = "import marshal\n\
-     _pysandbox_support = open(5, 'rb', buffering=0)\n\
+     _pysandbox_support = open(5, 'rb', buffering=0, closefd=False)\n\
      exec(marshal.loads(_pysandbox_support.read(\
      int.from_bytes(_pysandbox_support.read(12)[8:], 'little'))))\n";
 /// The warm worker's zygote, appended to [`SUPPORT`] in warm mode (see `crate::warm`).

@@ -1,7 +1,7 @@
 # pysandbox's bootstrap for `pysandbox run`, executed with `python -I -S -B -c` inside the jail:
 # as source, or compiled on the host and started by a stub (crate::run::COMPILED_STUB) that reads
-# this file's code from descriptor 5 and hands over the descriptor, at the support's compiled
-# bytes, as `_pysandbox_support`. Descriptors: 3 the code (a sealed memfd), 4 the report pipe to
+# this file's code from descriptor 5 and hands over the descriptor's file object, positioned at
+# the support's compiled bytes, as `_pysandbox_support`. Descriptors: 3 the code (a sealed memfd), 4 the report pipe to
 # the supervisor (typed frames: docs/protocol.md), 5 the rest of the bootstrap (support.py as
 # source, or this file and support.py compiled by this interpreter; support read and loaded only
 # when needed), 6 the guard's configuration (modes with "guard").
@@ -17,26 +17,26 @@ def _pysandbox_run(compiled):
         src = f.read()
     support = {}
 
+    # Where the support's compiled bytes start on descriptor 5: read at that offset (pread) when
+    # needed, whatever the code does with the descriptor's position.
+    at = None if compiled is None else compiled.tell()
+
     def load():
         if not support:
-            if compiled is None:
+            if at is None:
                 with open(5, "rb") as f:
-                    data = f.read()
+                    code = compile(f.read(), "<pysandbox>", "exec")
             else:
-                # The rest of descriptor 5, behind this file's code.
-                with compiled:
-                    data = compiled.read()
-            if data[:8] == b"\0PYSBMC\0":
-                # Compiled once by this interpreter on the host (crate::interp::compiled_bootstrap).
+                # Compiled once by this interpreter on the host (crate::interp::compiled_bootstrap):
+                # the part a run with the guard needs; the rest stays on the descriptor for
+                # support's _pysandbox_more to read when needed.
                 import marshal
+                import posix
 
-                code = marshal.loads(data[8:])
-                if type(code) is tuple:
-                    # What a run with the guard needs, and the rest, marshalled apart, for
-                    # support's _pysandbox_more to load when needed.
-                    code, support["_PYSANDBOX_REST"] = code
-            else:
-                code = compile(data, "<pysandbox>", "exec")
+                head = posix.pread(5, 12, at)
+                n = int.from_bytes(head[8:], "little")
+                code = marshal.loads(posix.pread(5, n, at + 12))
+                support["_PYSANDBOX_REST"] = at + 12 + n
             exec(code, support)
         return support
 

@@ -284,11 +284,15 @@ def _pysandbox_more():
     # unmarshalled only when a run needs it: the package's API, cells, files, the REPL, a warm
     # zygote, a traceback. A run with the guard whose code ends well never loads it (0.3 ms and
     # 110 page faults less per cold start). From the source, everything is already here.
-    rest = globals().pop("_PYSANDBOX_REST", None)
-    if rest is not None:
+    at = globals().pop("_PYSANDBOX_REST", None)
+    if at is not None:
+        # Its offset on descriptor 5 (bootstrap/run.py's load).
         import marshal
+        import posix
 
-        exec(marshal.loads(rest), globals())
+        rest = posix.pread(5, posix.fstat(5).st_size - at, at)
+        if rest:
+            exec(marshal.loads(rest), globals())
 
 
 # ---- pysandbox: the rest, loaded on demand (_pysandbox_more) ----
