@@ -595,6 +595,23 @@ fn the_support_below_the_split_loads_only_when_a_run_needs_it() {
     // nested lists do not compile under a limit of 60: the compiler counts against it too).
     let nested = format!("x = {}1{}\nprint(len(x))", "[".repeat(200), "]".repeat(200));
     assert_ok(&run(&["--recursion-limit", "60"], &nested), "1\n");
+    // The rest is read at its offset on descriptor 5: code that moves the descriptor's position
+    // (reading it, seeking it) still gets its own traceback, with and without the guard.
+    let probe = "import os
+os.lseek(5, 0, 0)
+os.read(5, 4096)
+os.lseek(5, 3, 0)
+1 / 0";
+    for flags in [&["--allow-module", "os"][..], &["--preset", "stdlib"][..]] {
+        let r = run(flags, probe);
+        assert_eq!(r.code, 1, "{flags:?}: {}", r.stderr);
+        assert!(r.stderr.contains("    1 / 0"), "{flags:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains("ZeroDivisionError"),
+            "{flags:?}: {}",
+            r.stderr
+        );
+    }
 }
 
 #[test]
