@@ -943,116 +943,147 @@ enum Decision {
 /// Numbers at or above this one (and below the x32 bit) take the default; x86-64 has fewer.
 const TABLE_LEN: u32 = 1024;
 
-/// The decision for every number below [`TABLE_LEN`], and the argument blocks they refer to.
-/// The first rule that names a number decides it, in this order of precedence: the kill list
+/// One rule of the filter: for a call number, a return value or a block of code that inspects
+/// an argument (and ends in returns).
+enum Rule {
+    Ret(u32),
+    Block(Asm),
+}
+
+/// The rules, in order of precedence (the first that names a number decides it): the kill list
 /// (but the zygote's own calls), the zygote's calls, `clone`, `clone3`, the mode-checked calls,
 /// `setsockopt`, `ioctl`, `socket`, `execve`/`execveat`, [`ARG_FILTERED`], [`ALLOW`],
 /// [`REFUSED`]; every other number is refused with `EPERM`.
-fn decisions(opts: &SeccompOptions) -> (Vec<Decision>, Vec<Asm>) {
-    let mut table: Vec<Option<Decision>> = vec![None; TABLE_LEN as usize];
-    let mut blocks: Vec<Asm> = Vec::new();
-    let decide = |table: &mut Vec<Option<Decision>>, nr: i64, d: Decision| {
-        let e = &mut table[usize::try_from(nr).expect("syscall numbers are small")];
-        if e.is_none() {
-            *e = Some(d);
-        }
-    };
-    let mut block = |table: &mut Vec<Option<Decision>>, nr: i64, code: &dyn Fn(&mut Asm)| {
+fn rules(opts: &SeccompOptions) -> Vec<(i64, Rule)> {
+    let mut rules = Vec::new();
+    let block = |code: &dyn Fn(&mut Asm)| {
         let mut a = Asm::default();
         code(&mut a);
-        blocks.push(a);
-        decide(table, nr, Decision::Block(blocks.len() - 1));
+        Rule::Block(a)
     };
     for (nr, _) in KILL {
         if !(opts.zygote && ZYGOTE.contains(nr)) {
-            decide(&mut table, *nr, Decision::Ret(RET_KILL));
+            rules.push((*nr, Rule::Ret(RET_KILL)));
         }
     }
     if opts.zygote {
         for nr in ZYGOTE.iter().chain(ZYGOTE_EXTRA) {
-            decide(&mut table, *nr, Decision::Ret(RET_ALLOW));
+            rules.push((*nr, Rule::Ret(RET_ALLOW)));
         }
     }
     // clone: the flags are the first argument; the kernel only uses their low 32 bits for clone.
-    block(&mut table, libc::SYS_clone, &|a| {
-        a.load(off_arg_low(0));
-        a.jump(libc::BPF_JSET, NS_FLAGS, 0, 1);
-        a.ret(RET_KILL);
-        a.ret(RET_ALLOW);
-    });
-    decide(
-        &mut table,
-        libc::SYS_clone3,
-        Decision::Ret(ret_errno(libc::ENOSYS)),
-    );
+    rules.push((
+        libc::SYS_clone,
+        block(&|a| {
+            a.load(off_arg_low(0));
+            a.jump(libc::BPF_JSET, NS_FLAGS, 0, 1);
+            a.ret(RET_KILL);
+            a.ret(RET_ALLOW);
+        }),
+    ));
+    rules.push((libc::SYS_clone3, Rule::Ret(ret_errno(libc::ENOSYS))));
     // Opening and chmod: no set-id bits (MODE_CHECKED).
     for (nr, arg, _) in MODE_CHECKED {
-        block(&mut table, *nr, &|a| {
-            a.load(off_arg_low(*arg));
-            a.jump(libc::BPF_JSET, SETID_BITS, 0, 1);
-            a.ret(ret_errno(libc::EPERM));
-            a.ret(RET_ALLOW);
-        });
+        rules.push((
+            *nr,
+            block(&|a| {
+                a.load(off_arg_low(*arg));
+                a.jump(libc::BPF_JSET, SETID_BITS, 0, 1);
+                a.ret(ret_errno(libc::EPERM));
+                a.ret(RET_ALLOW);
+            }),
+        ));
     }
     // setsockopt: the level and the option name are `int`s.
-    block(&mut table, libc::SYS_setsockopt, &|a| {
-        a.load(off_arg_low(1));
-        a.jump(libc::BPF_JEQ, libc::SOL_SOCKET as u32, 1, 0);
-        a.ret(RET_ALLOW);
-        a.load(off_arg_low(2));
-        for opt in BUFFER_SIZES {
-            a.if_eq(*opt, RET_IGNORED);
-        }
-        a.ret(RET_ALLOW);
-    });
-    // ioctl: the request is an `unsigned int` in the kernel, so the low word is all of it.
-    block(&mut table, libc::SYS_ioctl, &|a| {
-        a.load(off_arg_low(1));
-        a.if_eq(TIOCSTI, ret_errno(libc::EPERM));
-        a.if_eq(TIOCLINUX, ret_errno(libc::EPERM));
-        a.ret(RET_ALLOW);
-    });
-    // socket: the family is an `int`.
-    let network = opts.network;
-    block(&mut table, libc::SYS_socket, &|a| {
-        a.load(off_arg_low(0));
-        if network {
-            // Every family but netlink: routing and firewall tables are nobody's business here.
-            a.if_eq(libc::AF_NETLINK as u32, ret_errno(libc::EAFNOSUPPORT));
+    rules.push((
+        libc::SYS_setsockopt,
+        block(&|a| {
+            a.load(off_arg_low(1));
+            a.jump(libc::BPF_JEQ, libc::SOL_SOCKET as u32, 1, 0);
             a.ret(RET_ALLOW);
-        } else {
-            a.if_eq(libc::AF_UNIX as u32, RET_ALLOW);
-            a.ret(ret_errno(libc::EAFNOSUPPORT));
-        }
-    });
+            a.load(off_arg_low(2));
+            for opt in BUFFER_SIZES {
+                a.if_eq(*opt, RET_IGNORED);
+            }
+            a.ret(RET_ALLOW);
+        }),
+    ));
+    // ioctl: the request is an `unsigned int` in the kernel, so the low word is all of it.
+    rules.push((
+        libc::SYS_ioctl,
+        block(&|a| {
+            a.load(off_arg_low(1));
+            a.if_eq(TIOCSTI, ret_errno(libc::EPERM));
+            a.if_eq(TIOCLINUX, ret_errno(libc::EPERM));
+            a.ret(RET_ALLOW);
+        }),
+    ));
+    // socket: the family is an `int`.
+    rules.push((
+        libc::SYS_socket,
+        block(&|a| {
+            a.load(off_arg_low(0));
+            if opts.network {
+                // Every family but netlink: routing and firewall tables are nobody's business here.
+                a.if_eq(libc::AF_NETLINK as u32, ret_errno(libc::EAFNOSUPPORT));
+                a.ret(RET_ALLOW);
+            } else {
+                a.if_eq(libc::AF_UNIX as u32, RET_ALLOW);
+                a.ret(ret_errno(libc::EAFNOSUPPORT));
+            }
+        }),
+    ));
     let exec = match opts.exec {
         ExecPolicy::Deny => ret_errno(libc::EPERM),
         ExecPolicy::FirstOnly => RET_NOTIFY,
         ExecPolicy::Allow => RET_ALLOW,
     };
-    decide(&mut table, libc::SYS_execve, Decision::Ret(exec));
-    decide(&mut table, libc::SYS_execveat, Decision::Ret(exec));
-    let zygote = opts.zygote;
+    rules.push((libc::SYS_execve, Rule::Ret(exec)));
+    rules.push((libc::SYS_execveat, Rule::Ret(exec)));
     for f in ARG_FILTERED {
-        block(&mut table, f.nr, &|a| {
-            a.load(off_arg_low(f.arg));
-            for (value, _) in f.allowed {
-                a.if_eq(*value, RET_ALLOW);
-            }
-            if zygote && f.nr == libc::SYS_prctl {
-                for value in PRCTL_ZYGOTE {
+        rules.push((
+            f.nr,
+            block(&|a| {
+                a.load(off_arg_low(f.arg));
+                for (value, _) in f.allowed {
                     a.if_eq(*value, RET_ALLOW);
                 }
-            }
-            a.ret(ret_errno(libc::EPERM));
-        });
+                if opts.zygote && f.nr == libc::SYS_prctl {
+                    for value in PRCTL_ZYGOTE {
+                        a.if_eq(*value, RET_ALLOW);
+                    }
+                }
+                a.ret(ret_errno(libc::EPERM));
+            }),
+        ));
     }
     for (nr, _) in ALLOW {
-        decide(&mut table, *nr, Decision::Ret(RET_ALLOW));
+        rules.push((*nr, Rule::Ret(RET_ALLOW)));
     }
-    // Explicit, whatever the default below becomes.
+    // Explicit, whatever the default becomes.
     for (nr, _) in REFUSED {
-        decide(&mut table, *nr, Decision::Ret(ret_errno(libc::EPERM)));
+        rules.push((*nr, Rule::Ret(ret_errno(libc::EPERM))));
+    }
+    rules
+}
+
+/// The decision for every number below [`TABLE_LEN`] ([`rules`]: the first that names it), and
+/// the argument blocks they refer to.
+fn decisions(opts: &SeccompOptions) -> (Vec<Decision>, Vec<Asm>) {
+    let mut table: Vec<Option<Decision>> = vec![None; TABLE_LEN as usize];
+    let mut blocks: Vec<Asm> = Vec::new();
+    for (nr, rule) in rules(opts) {
+        let e = &mut table[usize::try_from(nr).expect("syscall numbers are small")];
+        if e.is_some() {
+            continue;
+        }
+        *e = Some(match rule {
+            Rule::Ret(k) => Decision::Ret(k),
+            Rule::Block(a) => {
+                blocks.push(a);
+                Decision::Block(blocks.len() - 1)
+            }
+        });
     }
     let table = table
         .into_iter()
@@ -1079,11 +1110,7 @@ pub fn program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompE
         ranges.push((TABLE_LEN, default));
     }
     let mut a = Asm::default();
-    a.load(OFF_ARCH);
-    a.unless_eq(AUDIT_ARCH_X86_64, RET_KILL);
-    a.load(OFF_NR);
-    a.jump(libc::BPF_JGE, X32_SYSCALL_BIT, 0, 1);
-    a.ret(RET_KILL);
+    a.header();
     // The search; a leaf with a block is a jump fixed up once the blocks' places are known.
     let mut fixups: Vec<(usize, usize)> = Vec::new();
     a.search(&ranges, &mut fixups);
@@ -1254,6 +1281,15 @@ impl Asm {
             k,
         });
     }
+    /// Kill anything but x86-64 and the x32 call numbers, then load the call's number: no
+    /// second system call table is reachable.
+    fn header(&mut self) {
+        self.load(OFF_ARCH);
+        self.unless_eq(AUDIT_ARCH_X86_64, RET_KILL);
+        self.load(OFF_NR);
+        self.jump(libc::BPF_JGE, X32_SYSCALL_BIT, 0, 1);
+        self.ret(RET_KILL);
+    }
     /// `goto +k` (32-bit offset).
     fn ja(&mut self, k: u32) {
         self.code.push(libc::sock_filter {
@@ -1341,101 +1377,17 @@ mod tests {
         }
     }
 
-    /// The filter as it was written before the binary search (a list of checks, first match
-    /// wins): the reference [`program`] must agree with on every number and argument.
+    /// The filter as it was written before the binary search: the same rules as a list of
+    /// checks, first match wins. The reference [`program`] must agree with on every number and
+    /// argument.
     fn linear_program(opts: &SeccompOptions) -> Result<Vec<libc::sock_filter>, SeccompError> {
         let mut a = Asm::default();
-        a.load(OFF_ARCH);
-        a.unless_eq(AUDIT_ARCH_X86_64, RET_KILL);
-        a.load(OFF_NR);
-        a.jump(libc::BPF_JGE, X32_SYSCALL_BIT, 0, 1);
-        a.ret(RET_KILL);
-        for (nr, _) in KILL {
-            if opts.zygote && ZYGOTE.contains(nr) {
-                continue;
+        a.header();
+        for (nr, rule) in rules(opts) {
+            match rule {
+                Rule::Ret(k) => a.if_eq(nr as u32, k),
+                Rule::Block(b) => a.when_eq(nr as u32, |a| a.code.extend(b.code))?,
             }
-            a.if_eq(*nr as u32, RET_KILL);
-        }
-        if opts.zygote {
-            for nr in ZYGOTE.iter().chain(ZYGOTE_EXTRA) {
-                a.if_eq(*nr as u32, RET_ALLOW);
-            }
-        }
-        // clone: the flags are the first argument; the kernel only uses their low 32 bits for clone.
-        a.when_eq(libc::SYS_clone as u32, |a| {
-            a.load(off_arg_low(0));
-            a.jump(libc::BPF_JSET, NS_FLAGS, 0, 1);
-            a.ret(RET_KILL);
-            a.ret(RET_ALLOW);
-        })?;
-        a.if_eq(libc::SYS_clone3 as u32, ret_errno(libc::ENOSYS));
-        // Opening and chmod: no set-id bits (MODE_CHECKED).
-        for (nr, arg, _) in MODE_CHECKED {
-            a.when_eq(*nr as u32, |a| {
-                a.load(off_arg_low(*arg));
-                a.jump(libc::BPF_JSET, SETID_BITS, 0, 1);
-                a.ret(ret_errno(libc::EPERM));
-                a.ret(RET_ALLOW);
-            })?;
-        }
-        // setsockopt: the level and the option name are `int`s.
-        a.when_eq(libc::SYS_setsockopt as u32, |a| {
-            a.load(off_arg_low(1));
-            a.jump(libc::BPF_JEQ, libc::SOL_SOCKET as u32, 1, 0);
-            a.ret(RET_ALLOW);
-            a.load(off_arg_low(2));
-            for opt in BUFFER_SIZES {
-                a.if_eq(*opt, RET_IGNORED);
-            }
-            a.ret(RET_ALLOW);
-        })?;
-        // ioctl: the request is an `unsigned int` in the kernel, so the low word is all of it.
-        a.when_eq(libc::SYS_ioctl as u32, |a| {
-            a.load(off_arg_low(1));
-            a.if_eq(TIOCSTI, ret_errno(libc::EPERM));
-            a.if_eq(TIOCLINUX, ret_errno(libc::EPERM));
-            a.ret(RET_ALLOW);
-        })?;
-        // socket: the family is an `int`.
-        a.when_eq(libc::SYS_socket as u32, |a| {
-            a.load(off_arg_low(0));
-            if opts.network {
-                // Every family but netlink: routing and firewall tables are nobody's business here.
-                a.if_eq(libc::AF_NETLINK as u32, ret_errno(libc::EAFNOSUPPORT));
-                a.ret(RET_ALLOW);
-            } else {
-                a.if_eq(libc::AF_UNIX as u32, RET_ALLOW);
-                a.ret(ret_errno(libc::EAFNOSUPPORT));
-            }
-        })?;
-        let exec = match opts.exec {
-            ExecPolicy::Deny => ret_errno(libc::EPERM),
-            ExecPolicy::FirstOnly => RET_NOTIFY,
-            ExecPolicy::Allow => RET_ALLOW,
-        };
-        a.if_eq(libc::SYS_execve as u32, exec);
-        a.if_eq(libc::SYS_execveat as u32, exec);
-        for f in ARG_FILTERED {
-            a.when_eq(f.nr as u32, |a| {
-                a.load(off_arg_low(f.arg));
-                for (value, _) in f.allowed {
-                    a.if_eq(*value, RET_ALLOW);
-                }
-                if opts.zygote && f.nr == libc::SYS_prctl {
-                    for value in PRCTL_ZYGOTE {
-                        a.if_eq(*value, RET_ALLOW);
-                    }
-                }
-                a.ret(ret_errno(libc::EPERM));
-            })?;
-        }
-        for (nr, _) in ALLOW {
-            a.if_eq(*nr as u32, RET_ALLOW);
-        }
-        // Explicit, whatever the default below becomes; after the allowlist, so that they cost
-        // nothing to the calls it allows.
-        for (nr, _) in REFUSED {
-            a.if_eq(*nr as u32, ret_errno(libc::EPERM));
         }
         a.ret(ret_errno(libc::EPERM));
         a.finish()
