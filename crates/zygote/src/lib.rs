@@ -32,8 +32,9 @@ pub extern "C" fn pysandbox_zygote_serve(
     ctl_fd: c_int,
     after_fork: Option<unsafe extern "C" fn()>,
 ) -> c_int {
-    let role = pysandbox_core::warm::serve_inside(config_fd, ctl_fd);
-    if role != pysandbox_core::warm::ROLE_REQUEST && role != pysandbox_core::warm::ROLE_SESSION {
+    use pysandbox_core::warm;
+    let role = warm::serve_inside(config_fd, ctl_fd);
+    if role != warm::ROLE_REQUEST && role != warm::ROLE_SESSION {
         return role;
     }
     if let Some(f) = after_fork {
@@ -42,15 +43,12 @@ pub extern "C" fn pysandbox_zygote_serve(
         // the GIL held (PyDLL): the state `os.fork()` calls it in, in the child.
         unsafe { f() };
     }
-    pysandbox_core::warm::trace::mark(pysandbox_core::warm::trace::BOOTSTRAP_PHASES[0]);
-    match pysandbox_core::warm::request_waiting(3, 0) {
-        Ok(true) => role | ROLE_WAITING,
+    warm::trace::mark(warm::trace::BOOTSTRAP_PHASES[0]);
+    match warm::request_waiting(warm::REQUEST_FD, 0) {
+        Ok(true) => role | warm::ROLE_WAITING,
         _ => role,
     }
 }
-
-/// Added to a child's role when its request is already waiting (it then skips its warm-up).
-const ROLE_WAITING: c_int = 4;
 
 /// A traced child (`PYSANDBOX_TRACE_PHASES`): the bootstrap's phase `phase` (an index of
 /// `trace::BOOTSTRAP_PHASES`) has just ended. A no-op otherwise, or for an unknown index.

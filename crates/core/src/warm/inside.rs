@@ -26,6 +26,11 @@ pub const ROLE_EXIT: i32 = 0;
 pub const ROLE_REQUEST: i32 = 1;
 pub const ROLE_SESSION: i32 = 2;
 pub const ROLE_FAILED: i32 = -1;
+/// Added to a child's role by the zygote library when its request already waits on
+/// [`REQUEST_FD`] (the bootstrap then skips the child's warm-up).
+pub const ROLE_WAITING: i32 = 4;
+/// A request or session child's request pipe, as the bootstrap reads it.
+pub const REQUEST_FD: RawFd = 3;
 
 /// Exit status of a child whose isolation failed (its report pipe says which step).
 pub const SETUP_FAILED: i32 = 125;
