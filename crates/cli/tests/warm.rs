@@ -82,6 +82,79 @@ print("threads", threading.active_count())
     );
 }
 
+/// The zygote's mounts at `/tmp` and below (what `/proc/PID/mountinfo` of the `pysandbox
+/// worker`'s python descendant lists), from the host.
+fn zygote_tmp_mounts(worker: u32) -> usize {
+    let children = |pid: u32| -> Vec<u32> {
+        let list = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"));
+        list.unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse().ok())
+            .collect()
+    };
+    let mut todo = vec![worker];
+    while let Some(pid) = todo.pop() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.starts_with("python") {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+            return info
+                .lines()
+                .filter(|l| {
+                    let point = l.split(' ').nth(4).unwrap_or("");
+                    point == "/tmp" || point.starts_with("/tmp/")
+                })
+                .count();
+        }
+        todo.extend(children(pid));
+    }
+    panic!("no zygote under worker {worker}");
+}
+
+#[test]
+fn every_request_has_a_tmp_of_its_own_and_ended_ones_are_out_of_reach() {
+    // Each request looks at its /tmp (empty, and not the filesystem of the request before: its
+    // device number), then leaves something behind: a file, or only traces of one (made and
+    // removed: /tmp's times change, nothing is left in it), or nothing. The zygote keeps the
+    // /tmps of ended requests that hold nothing under its holder, out of every path, and
+    // detaches them together; one that holds a file at once.
+    let p = pool(1, 8);
+    let code = |leave: &str| {
+        format!("import os\nprint(sorted(os.listdir('/tmp')), os.stat('/tmp').st_dev)\n{leave}\n")
+    };
+    let mut last: Option<String> = None;
+    let mut most = 0;
+    for i in 0..90 {
+        let leave = match i % 9 {
+            8 => "open('/tmp/kept', 'w').write('x' * 100000)",
+            0 | 3 => "open('/tmp/gone', 'w').write('x'); os.unlink('/tmp/gone')",
+            _ => "",
+        };
+        let r = p.run(&code(leave), None).unwrap();
+        assert_eq!(r.run.exit_code, Some(0), "{r:?}");
+        let out = r.run.stdout.trim().to_string();
+        let (listing, dev) = out.split_once("] ").expect("the request's line");
+        assert_eq!(listing, "[", "request {i} found something in /tmp: {out}");
+        // Not the filesystem of the request before (kept or detached, it is never the next
+        // one's).
+        assert_ne!(
+            last.as_deref(),
+            Some(dev),
+            "request {i} got the last request's /tmp"
+        );
+        last = Some(dev.to_string());
+        let pid = p.worker_pids()[0];
+        let mounts = zygote_tmp_mounts(pid);
+        most = most.max(mounts);
+        if i % 9 == 0 && i > 0 {
+            // The /tmp of the request before held a file: it was not kept. Mounted now: the
+            // holder, this request's /tmp, and the next one's if this one has ended already.
+            assert!(mounts <= 3, "{mounts} mounts at /tmp after request {i}");
+        }
+    }
+    // Bounded: the holder keeps at most a few dozen empty ones.
+    assert!(most > 2 && most <= 40, "{most} mounts at /tmp");
+}
+
 #[test]
 fn randomness_is_fresh_per_request() {
     let p = pool(1, 8);

@@ -908,8 +908,10 @@ const ZYGOTE: &[i64] = &[
     libc::SYS_setns,
 ];
 /// Further calls only the zygote needs (the default denies them): `pidfd_open` and
-/// `pidfd_send_signal` watch and wake its request children.
+/// `pidfd_send_signal` watch and wake its request children; `fchdir` reaches the covered
+/// holder where the ended requests' `/tmp`s are moved (`warm::inside`).
 const ZYGOTE_EXTRA: &[i64] = &[
+    libc::SYS_fchdir,
     libc::SYS_pidfd_open,
     libc::SYS_pidfd_send_signal,
     libc::SYS_capset,

@@ -927,6 +927,42 @@ pub(crate) fn single_threaded() -> io::Result<bool> {
     }
 }
 
+/// Move the mount at `from` onto a new directory `name` (mode 0700) of the directory `dir` (an
+/// `O_PATH` descriptor, which may be covered by other mounts): `fchdir` to `dir`, `mkdir`,
+/// `mount(from, name, MS_MOVE)`, and back to `/`.
+pub(crate) fn move_mount_into(from: &Path, dir: BorrowedFd, name: &CStr) -> io::Result<()> {
+    let from = cpath(from)?;
+    // SAFETY: a valid descriptor; fchdir accepts O_PATH directories.
+    cvt(unsafe { libc::fchdir(dir.as_raw_fd()) })?;
+    // SAFETY: a valid C string (relative to the working directory, `dir`).
+    let r = cvt(unsafe { libc::mkdir(name.as_ptr(), 0o700) }).and_then(|_| {
+        // SAFETY: valid C strings; MS_MOVE takes no filesystem type or data.
+        cvt(unsafe {
+            libc::mount(
+                from.as_ptr(),
+                name.as_ptr(),
+                std::ptr::null(),
+                libc::MS_MOVE,
+                std::ptr::null(),
+            )
+        })
+    });
+    // SAFETY: valid C string.
+    cvt(unsafe { libc::chdir(c"/".as_ptr()) })?;
+    r.map(|_| ())
+}
+
+/// Whether the filesystem at `path` holds anything beyond its root: more than one inode in use,
+/// or any block (`statfs`).
+pub(crate) fn filesystem_in_use(path: &Path) -> io::Result<bool> {
+    let c = cpath(path)?;
+    // SAFETY: zeroed statfs is a valid out-parameter.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid C string and out-pointer.
+    cvt(unsafe { libc::statfs(c.as_ptr(), &mut st) })?;
+    Ok(st.f_files.saturating_sub(st.f_ffree) > 1 || st.f_blocks != st.f_bfree)
+}
+
 /// `umount2(path, MNT_DETACH)`.
 pub(crate) fn umount_detach(path: &Path) -> io::Result<()> {
     let c = cpath(path)?;

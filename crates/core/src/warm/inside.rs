@@ -38,6 +38,10 @@ pub const SETUP_FAILED: i32 = 125;
 /// How many ended children the zygote remembers for the host's `Status` questions.
 const REMEMBERED: usize = 64;
 
+/// How many ended requests' `/tmp`s the holder keeps (see [`Zygote::fresh_tmp`]) before they
+/// are detached together. Each is an empty tmpfs: a few KiB.
+const TMP_KEPT: usize = 32;
+
 /// Serve the host on `ctl_fd` with the configuration on `config_fd` (both handed over: this
 /// function owns them). Returns [`ROLE_REQUEST`] or [`ROLE_SESSION`] in a child that is
 /// isolated and must now run the bootstrap's request loop, [`ROLE_EXIT`] in the zygote once the
@@ -96,6 +100,8 @@ pub fn serve(config_fd: RawFd, ctl_fd: RawFd) -> i32 {
             return ROLE_FAILED;
         }
     };
+    // SAFETY: malloc_trim only returns free heap memory to the kernel; the zygote has one thread.
+    unsafe { libc::malloc_trim(0) };
     match z.run() {
         Ok(Some(role)) => {
             // In a child: every descriptor the zygote held was closed or moved by the isolation
@@ -293,6 +299,7 @@ impl Zygote {
         // (matplotlib's font cache) is left behind, as every request's /tmp is after it.
         let tmp_options = isolate::tmp_options(cfg.limits.tmp_size);
         sys::umount_detach(Path::new("/tmp")).map_err(zerr("umount /tmp"))?;
+        let tmp_holder = mount_tmp_holder()?;
         isolate::mount_tmp(Some(&tmp_options)).map_err(zerr("mount /tmp"))?;
         Ok(Prepared {
             null,
@@ -303,6 +310,8 @@ impl Zygote {
             scoped,
             tmp_rights: landlock::rights(Access::ReadWrite, handled),
             tmp_options,
+            tmp_holder,
+            tmp_kept: 0,
             filter: seccomp::request_program(),
         })
     }
@@ -400,10 +409,7 @@ impl Zygote {
         self.ended.push_back((c.seq, exit));
         if !c.session && self.request == Some(c.seq) {
             self.request = None;
-            // The last request's /tmp is detached (nothing uses it any more: its whole PID
-            // namespace has ended) and a new, empty one is mounted for the next.
-            sys::umount_detach(Path::new("/tmp")).map_err(zerr("umount /tmp"))?;
-            isolate::mount_tmp(Some(&self.p.tmp_options)).map_err(zerr("mount /tmp"))?;
+            self.fresh_tmp()?;
             self.last_reap = from.elapsed();
         }
         if let Some(at) = self.asked.iter().position(|s| *s == c.seq) {
@@ -411,6 +417,33 @@ impl Zygote {
             self.answer(c.seq)?;
         }
         Ok(())
+    }
+
+    /// A new, empty `/tmp` for the next request; the last one's (nothing uses it any more: its
+    /// whole PID namespace has ended) goes out of every path.
+    ///
+    /// Detaching a mount makes the kernel wait for an expedited RCU grace period (an IPI to
+    /// every CPU, and ~150 µs asleep here, on the zygote's way to its next child). So the
+    /// `/tmp` of a request is mounted over a holder (a tmpfs of the zygote's, never visible to
+    /// a child: a request's `/tmp` covers it); when the request has ended, its `/tmp` is moved
+    /// onto a directory of the holder (out of every path: the holder is covered again by the
+    /// next `/tmp` before any child is made) and a fresh one mounted. The holder, with all it
+    /// holds, is detached in one call when [`TMP_KEPT`] are there, or at once when the last
+    /// `/tmp` holds anything (a file, a block: that is not kept in memory for later requests).
+    fn fresh_tmp(&mut self) -> Result<(), ZygoteError> {
+        let tmp = Path::new("/tmp");
+        let used = sys::filesystem_in_use(tmp).map_err(zerr("statfs /tmp"))?;
+        let name = CString::new(self.p.tmp_kept.to_string()).expect("digits");
+        sys::move_mount_into(tmp, self.p.tmp_holder.as_fd(), &name)
+            .map_err(zerr("moving the last /tmp aside"))?;
+        self.p.tmp_kept += 1;
+        if used || self.p.tmp_kept >= TMP_KEPT {
+            // The holder is at the top now: detached with every /tmp it holds.
+            sys::umount_detach(tmp).map_err(zerr("umount the /tmp holder"))?;
+            self.p.tmp_holder = mount_tmp_holder()?;
+            self.p.tmp_kept = 0;
+        }
+        isolate::mount_tmp(Some(&self.p.tmp_options)).map_err(zerr("mount /tmp"))
     }
 
     fn answer(&mut self, seq: u64) -> Result<(), ZygoteError> {
@@ -611,7 +644,27 @@ struct Prepared {
     scoped: u64,
     tmp_rights: u64,
     tmp_options: CString,
+    /// The holder under the requests' `/tmp`s (an `O_PATH` descriptor of its root), and how
+    /// many ended requests' `/tmp`s it holds.
+    tmp_holder: OwnedFd,
+    tmp_kept: usize,
     filter: Vec<libc::sock_filter>,
+}
+
+/// Mount the holder of [`Zygote::fresh_tmp`] at `/tmp` (a small tmpfs only the zygote writes
+/// in, mode 0700, nosuid, nodev, noexec) and return a descriptor of its root.
+fn mount_tmp_holder() -> Result<OwnedFd, ZygoteError> {
+    let options =
+        CString::new(format!("size=64k,nr_inodes={},mode=700", TMP_KEPT + 8)).expect("no NUL");
+    sys::mount(
+        Some(Path::new("tmpfs")),
+        Path::new("/tmp"),
+        Some(c"tmpfs"),
+        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+        Some(options.as_c_str()),
+    )
+    .map_err(zerr("mount the /tmp holder"))?;
+    sys::open_path(Path::new("/tmp")).map_err(zerr("/tmp"))
 }
 
 /// A child's pipes: request (host writes), stdout, stderr, report (host reads). The host's

@@ -28,6 +28,20 @@ struct State {
     entries: Vec<Entry>,
     fired: Vec<u64>,
     next: u64,
+    /// When the thread wakes next by itself (`None`: only when told).
+    wakes_at: Option<Instant>,
+}
+
+impl State {
+    /// Whether the thread must be woken for a deadline: it sleeps past it. A watch that was
+    /// cancelled leaves the thread's wake-up as it was, so a request's watch, which usually
+    /// replaces one that ended earlier, costs no wake-up (a context switch) per request.
+    fn sleeps_past(&self, deadline: Instant) -> bool {
+        match self.wakes_at {
+            None => true,
+            Some(t) => deadline < t,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -70,7 +84,8 @@ fn run(s: &Shared) {
                 st.fired.drain(..2048);
             }
         }
-        st = match st.entries.iter().map(|e| e.deadline).min() {
+        st.wakes_at = st.entries.iter().map(|e| e.deadline).min();
+        st = match st.wakes_at {
             None => s.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
             Some(next) => {
                 let wait = next.saturating_duration_since(Instant::now());
@@ -89,10 +104,7 @@ pub(crate) fn watch(deadline: Instant, targets: Vec<OwnedFd>) -> WatchId {
     let mut st = lock(s);
     st.next += 1;
     let id = st.next;
-    // The thread sleeps until the earliest deadline: wake it only if this one comes first (a
-    // request's watch is usually later than the one it replaces, and a wake-up per request
-    // costs a context switch).
-    let earlier = st.entries.iter().all(|e| e.deadline > deadline);
+    let earlier = st.sleeps_past(deadline);
     st.entries.push(Entry {
         id,
         deadline,
@@ -122,7 +134,7 @@ pub(crate) fn cancel(id: WatchId) -> bool {
 pub(crate) fn reschedule(id: WatchId, deadline: Instant) -> bool {
     let s = shared();
     let mut st = lock(s);
-    let earlier = st.entries.iter().all(|e| e.deadline > deadline);
+    let earlier = st.sleeps_past(deadline);
     let Some(e) = st.entries.iter_mut().find(|e| e.id == id.0) else {
         return false;
     };
@@ -169,5 +181,29 @@ mod tests {
         assert!(b.try_wait().unwrap().is_none(), "cancelled, yet killed");
         b.kill().unwrap();
         b.wait().unwrap();
+    }
+
+    #[test]
+    fn a_later_deadline_after_a_cancel_still_kills_on_time() {
+        // The thread is not woken for a deadline later than its own wake-up (the cancelled
+        // watch's): it must still find the new one when it wakes.
+        let mut c = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        let early = watch(start + Duration::from_millis(50), Vec::new());
+        assert!(cancel(early));
+        let fd = sys::pidfd_open(c.id() as libc::pid_t).unwrap();
+        let w = watch(start + Duration::from_millis(150), vec![fd]);
+        let status = c.wait().unwrap();
+        let took = start.elapsed();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&status),
+            Some(9)
+        );
+        assert!(fired(w));
+        assert!(took >= Duration::from_millis(150), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
     }
 }
