@@ -20,7 +20,7 @@ _W = {}
 
 
 def _pysandbox_warm(ns, boot):
-    import ctypes
+    import _imp
     import gc
     import json
     import os
@@ -29,8 +29,17 @@ def _pysandbox_warm(ns, boot):
     cfg = json.loads(os.pread(6, 1 << 24, 0))
     _W["cfg"] = cfg
     _W["boot"] = boot
-    # PyDLL: the GIL stays held across the calls (the zygote has one thread; the library forks).
-    lib = ctypes.PyDLL(cfg["library"])
+    # The library is an extension module (what an import of it does, without importlib; not
+    # ctypes, whose objects every fork would copy the page tables of). Its functions keep the
+    # GIL (the zygote has one thread; the library forks).
+    spec = type(sys.implementation)(name="pysandbox_zygote", origin=cfg["library"])
+    try:
+        lib = _imp.create_dynamic(spec)
+    except ImportError as exc:
+        print("pysandbox zygote: %s: %s; the binary and the library come from different "
+              "builds? rebuild both" % (cfg["library"], exc), file=sys.stderr)  # fmt: skip
+        os._exit(125)
+    sys.modules.pop("pysandbox_zygote", None)
     # Descriptors 0 to 8 are the children's own (the library places their pipes there): taken
     # (by /dev/null) before the preloads, so that no file a preload keeps open has one of
     # those numbers, which a child's copy of its object would close one day. The library
@@ -43,7 +52,7 @@ def _pysandbox_warm(ns, boot):
             os.dup2(null, fd, inheritable=False)
     if null > 8:
         os.close(null)
-    if lib.pysandbox_zygote_protocol() != cfg["protocol"]:
+    if lib.protocol() != cfg["protocol"]:
         print("pysandbox zygote: %s speaks another protocol than the binary; rebuild both"
               % cfg["library"], file=sys.stderr)  # fmt: skip
         os._exit(125)
@@ -54,14 +63,10 @@ def _pysandbox_warm(ns, boot):
             pass
     _warm_prepare(cfg)
     # The library forks with glibc's fork(), which runs C at-fork handlers but not Python's:
-    # a child calls what os.fork() would (the interpreter's own reinitialisation, then every
-    # os.register_at_fork(after_in_child=...) hook: random reseeds, logging remakes its locks,
-    # matplotlib drops fonts whose files the child does not have open). The library calls it in
-    # the child, once isolated, before returning: the child then makes no call through ctypes.
-    after_fork = ctypes.cast(ctypes.pythonapi.PyOS_AfterFork_Child, ctypes.c_void_p)
-    serve = lib.pysandbox_zygote_serve
-    serve.restype = ctypes.c_int
-    serve.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_void_p)
+    # in the child, once isolated, it calls what os.fork() would (the interpreter's own
+    # reinitialisation, then every os.register_at_fork(after_in_child=...) hook: random
+    # reseeds, logging remakes its locks, matplotlib drops fonts whose files the child does not
+    # have open) before returning.
     # Objects made so far live in every child: keep the collector away from them, so that the
     # children's collections do not copy their pages (copy-on-write).
     gc.collect()
@@ -69,7 +74,7 @@ def _pysandbox_warm(ns, boot):
     # Returns in the zygote when the host has gone (0) or it could not start (-1); in a child,
     # once it is isolated and past the after-fork hooks: 1 for a fresh request, 2 for a
     # session, plus 4 if its request is already waiting.
-    role = serve(6, 0, after_fork.value)
+    role = lib.serve(6, 0)
     if role <= 0:
         sys.stderr.flush()
         os._exit(0 if role == 0 else 125)
@@ -148,7 +153,7 @@ def _warm_child(session, waiting):
             os.close(warm_r)
             os.close(warm_w)
         if _W["trace"]:
-            _W["lib"].pysandbox_zygote_mark(1)
+            _W["lib"].mark(1)
         _warm_main(session)
         for src, target in ((5, 1), (6, 2), (7, 4)):
             os.dup2(src, target)
@@ -198,8 +203,8 @@ def _warm_loop(session):
     pending = bytearray()
     while True:
         if _W["trace"]:
-            _W["lib"].pysandbox_zygote_readable(3, -1)
-            _W["lib"].pysandbox_zygote_mark(2)
+            _W["lib"].readable(3, -1)
+            _W["lib"].mark(2)
         status = _warm_request(_warm_next(3, pending), session)
         if not session:
             os._exit(status & 0xFF)
@@ -347,7 +352,7 @@ def _warm_request(fields, session, warm=False):
     cpu = ((ru.ru_utime + ru.ru_stime) * 1e6).__int__()
     done = status.to_bytes(4, "little", signed=True) + cpu.to_bytes(8, "little")
     if not warm and _W["trace"]:
-        _W["lib"].pysandbox_zygote_mark(3)
-        _W["lib"].pysandbox_zygote_trace(4)
+        _W["lib"].mark(3)
+        _W["lib"].trace(4)
     write(4, frame(3, done + ru.ru_maxrss.to_bytes(8, "little")))
     return status
