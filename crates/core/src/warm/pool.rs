@@ -203,9 +203,7 @@ impl Pool {
             std::mem::take(&mut s.idle)
         };
         self.ready.notify_all();
-        for w in idle {
-            w.stop();
-        }
+        Worker::stop_all(idle);
     }
 
     /// The policy every request of this pool runs under.

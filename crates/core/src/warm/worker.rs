@@ -10,7 +10,7 @@ use crate::protocol::{FromZygote, ToZygote};
 use crate::sys;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
@@ -431,17 +431,45 @@ impl Worker {
 
     /// Stop the worker: end of file on the control channel makes the zygote kill its children
     /// and exit, and the jail ends with it.
-    pub fn stop(mut self) {
-        self.ready = None;
-        self.forget_lingering();
-        let _ = sys::shutdown(self.ctl.as_fd(), libc::SHUT_WR);
-        for _ in 0..100 {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(10));
+    pub fn stop(self) {
+        Worker::stop_all(vec![self]);
+    }
+
+    /// Stop `workers` together: every one is told first, then each is waited for (up to 1 s
+    /// from the telling, then killed), woken by its pidfd as soon as it has ended rather than
+    /// by a polling interval.
+    pub(crate) fn stop_all(mut workers: Vec<Worker>) {
+        for w in &mut workers {
+            w.ready = None;
+            w.forget_lingering();
+            let _ = sys::shutdown(w.ctl.as_fd(), libc::SHUT_WR);
         }
-        self.kill();
+        let deadline = Instant::now() + Duration::from_secs(1);
+        for mut w in workers {
+            let pidfd = sys::pidfd_open(w.child.id() as libc::pid_t).ok();
+            loop {
+                if let Ok(Some(_)) = w.child.try_wait() {
+                    break;
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    w.kill();
+                    break;
+                }
+                match &pidfd {
+                    Some(fd) => {
+                        let mut p = [libc::pollfd {
+                            fd: fd.as_raw_fd(),
+                            events: libc::POLLIN,
+                            revents: 0,
+                        }];
+                        let ms = left.as_millis().clamp(1, 1000) as libc::c_int;
+                        let _ = sys::poll(&mut p, ms);
+                    }
+                    None => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        }
     }
 }
 
