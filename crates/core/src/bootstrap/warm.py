@@ -32,6 +32,11 @@ def _pysandbox_warm(ns, boot):
     # The library is an extension module (what an import of it does, without importlib; not
     # ctypes, whose objects every fork would copy the page tables of). Its functions keep the
     # GIL (the zygote has one thread; the library forks).
+    if "t" in getattr(sys, "abiflags", ""):
+        # The module is built for the interpreter's object layout with the GIL.
+        print("pysandbox zygote: warm mode needs an interpreter built with the GIL; %s is "
+              "free-threaded" % sys.executable, file=sys.stderr)  # fmt: skip
+        os._exit(125)
     spec = type(sys.implementation)(name="pysandbox_zygote", origin=cfg["library"])
     try:
         lib = _imp.create_dynamic(spec)
