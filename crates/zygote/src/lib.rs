@@ -5,7 +5,7 @@
 //!
 //! An extension module rather than a library called through ctypes: importing ctypes put some
 //! 490 KiB of objects and 15 mappings into the zygote, which every fork copies the page tables
-//! of (docs/performance.md). The module is made with the stable C API by hand (a method table
+//! of (docs/performance.md). The module is made with the C API by hand (a method table
 //! and `PyModule_Create2`): the symbols come from the interpreter that loads it.
 #![deny(unsafe_code)]
 
