@@ -2,7 +2,8 @@
 //! the real binary on every path (cold, warm, session) and caller: calls that are allowed only
 //! with some argument values (`madvise`, `mremap`, `prctl`, `fcntl`) are refused with the
 //! others, calls left out of the allowlist (`splice`, `tee`, `vmsplice`, `personality`) are
-//! refused, and `userfaultfd` and `io_uring_setup` kill the process. Each call is made through
+//! refused (so is `fchdir`, which a warm zygote may call and its children may not), and
+//! `userfaultfd` and `io_uring_setup` kill the process. Each call is made through
 //! ctypes' raw `syscall()`, so no library fallback hides the kernel's answer; the same program on
 //! the host is the control that shows every refused call works without the filter, and the
 //! allowed values answer inside too (the filter does not refuse the call as a whole).
@@ -57,6 +58,8 @@ buf = ctypes.create_string_buffer(b"z")
 iov = (ctypes.c_void_p * 2)(ctypes.addressof(buf), 1)
 call("vmsplice", VMSPLICE, w2, ctypes.addressof(iov), 1, 0)
 call("personality_no_aslr", PERSONALITY, 0x0040000)
+# A call a warm zygote may make (to reach its /tmp holder) and its children may not.
+call("fchdir", 81, d)
 print("DONE", flush=True)
 "#;
 
@@ -79,6 +82,7 @@ const REFUSED: &[&str] = &[
     "splice",
     "vmsplice",
     "personality_no_aslr",
+    "fchdir",
 ];
 
 fn answers(out: &str) -> std::collections::HashMap<String, String> {

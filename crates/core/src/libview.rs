@@ -392,11 +392,17 @@ mod tests {
         File::open(dir).unwrap().set_modified(old).unwrap();
     }
 
-    fn stamps(cache: &Path) -> usize {
+    /// The view records in `cache`.
+    fn stamp_files(cache: &Path) -> Vec<PathBuf> {
         std::fs::read_dir(cache)
             .unwrap()
-            .filter(|e| e.as_ref().unwrap().path().extension() == Some("stamp".as_ref()))
-            .count()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension() == Some("stamp".as_ref()))
+            .collect()
+    }
+
+    fn stamps(cache: &Path) -> usize {
+        stamp_files(cache).len()
     }
 
     /// A view of hard links is recorded with its sources' directories and used again while they
@@ -441,11 +447,7 @@ mod tests {
         );
         assert_eq!(view_in(&cache, &binds, &[]).unwrap().dir, x.dir);
         // A record others could have written: not used (the whole check finds the same view).
-        let record = std::fs::read_dir(&cache)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .find(|p| p.extension() == Some("stamp".as_ref()))
-            .unwrap();
+        let record = stamp_files(&cache).pop().unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::write(
             &record,

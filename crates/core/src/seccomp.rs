@@ -1601,7 +1601,11 @@ mod tests {
         assert_eq!(eval(&req, libc::SYS_unshare, x86, z), RET_KILL);
         assert_eq!(eval(&req, libc::SYS_mount, x86, z), RET_KILL);
         assert_eq!(eval(&req, libc::SYS_capset, x86, z), ret_errno(libc::EPERM));
-        for nr in [libc::SYS_pidfd_open, libc::SYS_pidfd_send_signal] {
+        for nr in [
+            libc::SYS_pidfd_open,
+            libc::SYS_pidfd_send_signal,
+            libc::SYS_fchdir,
+        ] {
             assert_eq!(eval(&zygote, nr, x86, z), RET_ALLOW);
             assert_eq!(eval(&req, nr, x86, z), ret_errno(libc::EPERM));
             let cold = program(&opts(ExecPolicy::Deny, false)).unwrap();

@@ -531,6 +531,18 @@ pub(crate) fn pidfd_kill(pidfd: BorrowedFd, sig: libc::c_int) -> io::Result<()> 
     Ok(())
 }
 
+/// Whether `fd` is readable within `timeout_ms` (0: now; -1: waiting as long as it takes): a
+/// pipe with data or at its end, a pidfd whose process has ended. An interrupted wait is
+/// `Ok(false)`.
+pub(crate) fn readable(fd: RawFd, timeout_ms: libc::c_int) -> io::Result<bool> {
+    let mut p = [libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    }];
+    Ok(poll(&mut p, timeout_ms)? > 0 && p[0].revents & libc::POLLIN != 0)
+}
+
 /// poll(2) over `fds` (fd, events) filling revents; returns the number ready. EINTR → Ok(0).
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
     // SAFETY: `fds` is a valid mutable slice of pollfd structures.

@@ -620,12 +620,7 @@ impl Zygote {
 /// taken only while nothing waits (`bootstrap/warm.py`).
 /// `timeout_ms` as `poll`'s: 0 asks, -1 waits (a traced child tells its idle time apart).
 pub fn request_waiting(fd: RawFd, timeout_ms: i32) -> std::io::Result<bool> {
-    let mut p = [libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    Ok(sys::poll(&mut p, timeout_ms)? > 0 && p[0].revents & libc::POLLIN != 0)
+    sys::readable(fd, timeout_ms)
 }
 
 /// A traced child's isolation step has ended.
@@ -651,19 +646,12 @@ struct Prepared {
     filter: Vec<libc::sock_filter>,
 }
 
-/// Mount the holder of [`Zygote::fresh_tmp`] at `/tmp` (a small tmpfs only the zygote writes
-/// in, mode 0700, nosuid, nodev, noexec) and return a descriptor of its root.
+/// Mount the holder of [`Zygote::fresh_tmp`] at `/tmp` (a small tmpfs, mode 0700, that only
+/// the zygote makes directories in) and return a descriptor of its root.
 fn mount_tmp_holder() -> Result<OwnedFd, ZygoteError> {
     let options =
         CString::new(format!("size=64k,nr_inodes={},mode=700", TMP_KEPT + 8)).expect("no NUL");
-    sys::mount(
-        Some(Path::new("tmpfs")),
-        Path::new("/tmp"),
-        Some(c"tmpfs"),
-        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-        Some(options.as_c_str()),
-    )
-    .map_err(zerr("mount the /tmp holder"))?;
+    isolate::mount_tmp(Some(&options)).map_err(zerr("mount the /tmp holder"))?;
     sys::open_path(Path::new("/tmp")).map_err(zerr("/tmp"))
 }
 

@@ -272,12 +272,7 @@ impl Session {
 
 /// Whether the process behind `pidfd` has ended.
 fn gone(pidfd: &OwnedFd) -> bool {
-    let mut p = [libc::pollfd {
-        fd: std::os::fd::AsRawFd::as_raw_fd(pidfd),
-        events: libc::POLLIN,
-        revents: 0,
-    }];
-    sys::poll(&mut p, 0).is_ok_and(|n| n > 0)
+    sys::readable(std::os::fd::AsRawFd::as_raw_fd(pidfd), 0).unwrap_or(false)
 }
 
 impl Drop for Session {

@@ -456,16 +456,9 @@ impl Worker {
                     w.kill();
                     break;
                 }
+                let ms = left.as_millis().clamp(1, 1000) as libc::c_int;
                 match &pidfd {
-                    Some(fd) => {
-                        let mut p = [libc::pollfd {
-                            fd: fd.as_raw_fd(),
-                            events: libc::POLLIN,
-                            revents: 0,
-                        }];
-                        let ms = left.as_millis().clamp(1, 1000) as libc::c_int;
-                        let _ = sys::poll(&mut p, ms);
-                    }
+                    Some(fd) => drop(sys::readable(fd.as_raw_fd(), ms)),
                     None => std::thread::sleep(Duration::from_millis(10)),
                 }
             }
