@@ -321,7 +321,9 @@ def _warm_request(fields, session, warm=False):
             else:
                 exec(code, ns)
     except SystemExit as e:
-        status = e.code if is_int(e.code, int) else (0 if e.code is None else 1)
+        import sys
+
+        status = _W["boot"]["_pysandbox_status"](e.code, sys)
     except BaseException as exc:
         import sys
 
@@ -349,6 +351,20 @@ def _warm_request(fields, session, warm=False):
             collect_files(collect)
         except BaseException:
             pass
+    if not session and not warm:
+        # A fresh child ends as a cold run does (run.py's _pysandbox_finish: threads joined,
+        # atexit, the globals released).
+        import sys
+
+        try:
+            if not _W["boot"]["_pysandbox_finish"](ns, sys):
+                status = 120
+        except BaseException:
+            pass
+    if not warm:
+        # What native code printed through C's stdio: the child's _exit would drop it, and a
+        # session's call owns what it printed.
+        _W["lib"].flush_c()
     ru = getrusage(resource.RUSAGE_SELF)
     if not is_int(status, int):
         status = 1

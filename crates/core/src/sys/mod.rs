@@ -543,6 +543,13 @@ pub(crate) fn readable(fd: RawFd, timeout_ms: libc::c_int) -> io::Result<bool> {
     Ok(poll(&mut p, timeout_ms)? > 0 && p[0].revents & libc::POLLIN != 0)
 }
 
+/// The C library's output streams flushed (`fflush(NULL)`): what native code printed through
+/// stdio and `_exit` would drop.
+pub(crate) fn flush_stdio() {
+    // SAFETY: fflush(NULL) only flushes the process's open stdio streams.
+    unsafe { libc::fflush(std::ptr::null_mut()) };
+}
+
 /// poll(2) over `fds` (fd, events) filling revents; returns the number ready. EINTR → Ok(0).
 pub(crate) fn poll(fds: &mut [libc::pollfd], timeout_ms: libc::c_int) -> io::Result<usize> {
     // SAFETY: `fds` is a valid mutable slice of pollfd structures.

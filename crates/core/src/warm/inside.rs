@@ -623,6 +623,12 @@ pub fn request_waiting(fd: RawFd, timeout_ms: i32) -> std::io::Result<bool> {
     sys::readable(fd, timeout_ms)
 }
 
+/// A fresh request child's end: the C library's output streams flushed before its `_exit`
+/// (`bootstrap/warm.py`).
+pub fn flush_stdio() {
+    sys::flush_stdio();
+}
+
 /// A traced child's isolation step has ended.
 fn trace_step(step: Step) {
     trace::mark(step.name());

@@ -1,0 +1,91 @@
+//! How a run ends, through the real binary on every path and caller: a cold run and a fresh warm
+//! child end with `_exit` after doing what the interpreter's own exit does that code can see
+//! (`bootstrap/run.py`: `_pysandbox_exit`, `_pysandbox_finish`), not by tearing the interpreter
+//! down. What code sees must be the interpreter's: the exit status and message of `SystemExit`
+//! (the host's interpreter is the control), threads that are not daemons joined, the atexit
+//! functions run, the code's globals released (`__del__`, files left open flushed), and what
+//! native code printed through C's stdio (kept in the C library's buffers, which `_exit` drops).
+
+mod common;
+
+use common::*;
+
+/// Ends with a thread still running, an atexit function, an object whose `__del__` prints, and
+/// a file left open whose text another `__del__` reads back after the file's object is gone.
+const END: &str = r#"
+import atexit, threading, time
+class A:
+    def __del__(self): print("del A")
+f = open("/tmp/left-open", "w"); f.write("flushed at exit")
+class Check:
+    def __del__(self): print("file holds:", open("/tmp/left-open").read())
+a = A(); c = Check()
+atexit.register(print, "atexit ran")
+def late(): time.sleep(0.2); print("thread done")
+threading.Thread(target=late).start()
+print("end of code")
+"#;
+
+#[test]
+fn a_run_ends_with_the_threads_atexit_and_the_globals_of_the_code() {
+    for_each_combo(|c| {
+        if c.path == ExecPath::Session {
+            // A session's call is not the end of its interpreter: nothing of this applies.
+            return;
+        }
+        let r = c.run(&[], END);
+        assert_eq!(
+            r.outcome.stdout,
+            "end of code\nthread done\natexit ran\ndel A\nfile holds: flushed at exit\n",
+            "{c}: {:?}",
+            r.outcome
+        );
+        assert_eq!(r.outcome.exit_code, Some(0), "{c}: {:?}", r.outcome);
+    });
+}
+
+#[test]
+fn system_exit_gives_the_interpreter_s_status_and_message() {
+    let cases = [
+        ("sys.exit()", 0),
+        ("sys.exit(3)", 3),
+        ("sys.exit(300)", 44),
+        ("sys.exit(-1)", 255),
+        ("sys.exit(2 ** 70)", 255),
+        ("sys.exit(True)", 1),
+        ("sys.exit('bye: a message')", 1),
+        ("raise SystemExit(['a', 1])", 1),
+    ];
+    for (exit, want) in cases {
+        let code = format!("import sys\nprint('before', flush=True)\n{exit}\nprint('never')");
+        let (host_status, host_out) = on_host(&code, &[]);
+        assert_eq!(
+            host_status, want,
+            "the host's interpreter on {exit}: {host_out}"
+        );
+        for_each_combo(|c| {
+            let r = c.run(&[], &code);
+            let o = &r.outcome;
+            assert_eq!(o.exit_code, Some(want), "{c} {exit}: {o:?}");
+            assert_eq!(
+                format!("{}{}", o.stdout, o.stderr),
+                host_out,
+                "{c} {exit}: output differs from the host's"
+            );
+        });
+    }
+}
+
+#[test]
+fn what_native_code_printed_through_c_stdio_is_kept() {
+    // printf through ctypes: the C library buffers it (stdout is a pipe), and only its exit()
+    // or an fflush writes it out.
+    let code = "import ctypes\nctypes.CDLL(None).printf(b'from C %d\\n', 42)\n";
+    let (status, host) = on_host(code, &[]);
+    assert_eq!((status, host.as_str()), (0, "from C 42\n"), "the host");
+    for_each_combo(|c| {
+        let r = c.run(&[], code);
+        assert_eq!(r.outcome.stdout, "from C 42\n", "{c}: {:?}", r.outcome);
+        assert_eq!(r.outcome.exit_code, Some(0), "{c}: {:?}", r.outcome);
+    });
+}
