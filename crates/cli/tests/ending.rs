@@ -1,6 +1,6 @@
 //! How a run ends, through the real binary on every path and caller: a cold run and a fresh warm
 //! child end with `_exit` after doing what the interpreter's own exit does that code can see
-//! (`bootstrap/run.py`: `_pysandbox_exit`, `_pysandbox_finish`), not by tearing the interpreter
+//! (`bootstrap/run.py`: `_pysandbox_exit`; `bootstrap/warm.py`: `_warm_request`), not by tearing the interpreter
 //! down. What code sees must be the interpreter's: the exit status and message of `SystemExit`
 //! (the host's interpreter is the control), threads that are not daemons joined, the atexit
 //! functions run, the code's globals released (`__del__`, files left open flushed), and what

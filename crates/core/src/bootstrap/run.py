@@ -74,32 +74,58 @@ def _pysandbox_run(compiled, main):
 
 
 def _pysandbox_exit(code, main):
-    # The end of a cold run: what the interpreter's own exit does that code can see
-    # (_pysandbox_status, _pysandbox_finish), then _exit, without tearing down the
-    # interpreter's own state, which no code sees (~1 ms of a cold start). Native code from
-    # outside the standard library (or ctypes) may leave output in the C library's buffers,
-    # which only C's exit() flushes: then, and when a flush fails (the interpreter reports it),
-    # the interpreter's own exit.
+    # The end of a cold run: what the interpreter's own exit does that code can see, then _exit,
+    # without tearing down the interpreter's own state, which no code sees (~1 ms of a cold
+    # start). The status and message of SystemExit as the interpreter takes them; then what
+    # Py_FinalizeEx does first: threads that are not daemons joined, the atexit functions,
+    # sys.stdout and sys.stderr flushed; then the code's globals released (their objects'
+    # __del__ run, files left open are flushed and closed, as when the interpreter clears
+    # __main__) and the streams flushed again. Unlike the interpreter, no last garbage
+    # collection (~0.2 ms): an object in a reference cycle is not finalized, which the language
+    # does not promise either. A fresh warm child ends with the same steps (warm.py,
+    # _warm_request). When native code may have printed through C's stdio (_pysandbox_native),
+    # which only C's exit() flushes, and when a flush fails (the interpreter reports it): the
+    # interpreter's own exit.
     import sys
 
+    if _pysandbox_native(sys):
+        raise SystemExit(code)
+    import posix
+
+    status = _pysandbox_status(code, sys)
+    # Neither has anything to do unless imported (and an import here would cost a warm child
+    # the import system's run over the zygote's shared pages).
+    mods = sys.modules
+    threading = mods.get("threading")
+    if threading is not None:
+        threading._shutdown()
+    atexit = mods.get("atexit")
+    if atexit is not None:
+        atexit._run_exitfuncs()
+    if not _pysandbox_flushed(sys):
+        raise SystemExit(status)
+    main.__dict__.clear()
+    if not _pysandbox_flushed(sys):
+        raise SystemExit(status)
+    posix._exit(status)
+
+
+def _pysandbox_native(sys):
+    # Whether native code that may print through C's stdio is loaded: ctypes, or an extension
+    # module from outside the standard library's lib-dynload.
     mods = sys.modules
     if "_ctypes" in mods:
-        raise SystemExit(code)
+        return True
     v = sys.version_info
     dynload = "%s/%s/python%d.%d/lib-dynload/" % (sys.base_exec_prefix, sys.platlibdir, v[0], v[1])
     try:
         for m in list(mods.values()):
             f = getattr(m, "__file__", None)
             if f is not None and (f.endswith(".so") and not f.startswith(dynload)):
-                raise SystemExit
+                return True
     except BaseException:
-        raise SystemExit(code) from None
-    import posix
-
-    status = _pysandbox_status(code, sys)
-    if not _pysandbox_finish(main.__dict__, sys):
-        raise SystemExit(status)
-    posix._exit(status)
+        return True
+    return False
 
 
 def _pysandbox_status(code, sys):
@@ -114,25 +140,6 @@ def _pysandbox_status(code, sys):
     except Exception:
         pass
     return 1
-
-
-def _pysandbox_finish(ns, sys):
-    # What Py_FinalizeEx does first, which code sees: threads that are not daemons joined, the
-    # atexit functions, sys.stdout and sys.stderr flushed; then the code's globals released
-    # (their objects' __del__ run, files left open are flushed and closed, as when the
-    # interpreter clears __main__), and the streams flushed again. Unlike the interpreter, no
-    # last garbage collection (~0.2 ms): an object in a reference cycle is not finalized, which
-    # the language does not promise either. False if a flush failed. (A fresh warm child too.)
-    threading = sys.modules.get("threading")
-    if threading is not None:
-        threading._shutdown()
-    import atexit
-
-    atexit._run_exitfuncs()
-    if not _pysandbox_flushed(sys):
-        return False
-    ns.clear()
-    return _pysandbox_flushed(sys)
 
 
 def _pysandbox_flushed(sys):
