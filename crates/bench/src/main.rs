@@ -310,25 +310,39 @@ fn warm(runs: usize, python: &str, base: Duration) {
     };
     let (p, w) = (med(plain), med(sandboxed));
 
-    // Throughput: `pysandbox batch` with one worker per CPU, and what each run cost every
-    // process involved (CPU, page faults; `pysandbox-bench N throughput` repeats it).
+    // Throughput: `pysandbox batch` with one worker per CPU against the bare-fork ceiling, in
+    // interleaved rounds (this VM's speed drifts by more than a round's difference), and what
+    // each run cost every process involved (CPU, page faults; `pysandbox-bench N throughput`
+    // adds the default policy's batch).
     let n = 2000;
-    let start = Instant::now();
-    let (rate, batch_cpu, batch_faults) =
-        per_run(n, || batch_throughput(python, n, &["--preset", "stdlib"]));
-    let secs = start.elapsed().as_secs_f64();
     let cpus = std::thread::available_parallelism().map_or(1, |c| c.get());
     println!();
-    println!(
-        "pysandbox batch: {n}/{n} runs of print(1+1) in {secs:.2} s = {rate:.0} runs/s on {cpus} CPUs (pool start included); {batch_cpu:.2} ms of CPU and {batch_faults:.0} page faults per run"
-    );
-    let (ceiling, ceil_cpu, ceil_faults) = per_run(n, || fork_ceiling(python, n, cpus));
-    match ceiling {
-        Some(f) => println!(
-            "no sandbox, a bare fork per run:    {f:.0} runs/s ({cpus} plain python processes forking, the ceiling of any fork per run here; batch = {:.0}% of it); {ceil_cpu:.2} ms of CPU and {ceil_faults:.0} page faults per run",
-            rate / f * 100.0
-        ),
-        None => println!("(the fork-per-run ceiling could not be measured)"),
+    let mut ratios = Vec::new();
+    for round in 1..=THROUGHPUT_ROUNDS {
+        let start = Instant::now();
+        let (rate, batch_cpu, batch_faults) =
+            per_run(n, || batch_throughput(python, n, &["--preset", "stdlib"]));
+        let secs = start.elapsed().as_secs_f64();
+        let (ceiling, ceil_cpu, ceil_faults) = per_run(n, || fork_ceiling(python, n, cpus));
+        let Some(f) = ceiling else {
+            println!("(the fork-per-run ceiling could not be measured)");
+            break;
+        };
+        ratios.push(rate / f);
+        println!(
+            "round {round}: pysandbox batch {n}/{n} runs of print(1+1) in {secs:.2} s = {rate:.0} runs/s on {cpus} CPUs (pool start included), {batch_cpu:.2} ms of CPU and {batch_faults:.0} page faults per run; a bare fork per run ({cpus} plain python processes forking, the ceiling of any fork per run here) {f:.0} runs/s, {ceil_cpu:.2} ms and {ceil_faults:.0} faults: batch = {:.2} of the ceiling",
+            rate / f
+        );
+    }
+    if !ratios.is_empty() {
+        ratios.sort_by(|a, b| a.total_cmp(b));
+        println!(
+            "throughput: batch / ceiling, median of {} interleaved rounds: {:.2} (rounds {:.2} to {:.2})",
+            ratios.len(),
+            ratios[ratios.len() / 2],
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
     }
     println!(
         "fib(27): plain {:.1} ms, warm sandbox {:.1} ms ({:+.1}%)",
@@ -701,6 +715,9 @@ fn running_interpreter(
     t.sort();
     t
 }
+
+/// Interleaved rounds of batch and ceiling in `make bench`'s throughput rows.
+const THROUGHPUT_ROUNDS: usize = 5;
 
 /// The ceiling of any design that forks a fresh child per run, on this machine: plain python
 /// (no sandbox, no namespace, no limit), one process per CPU, each forking a child per run that

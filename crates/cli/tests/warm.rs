@@ -48,12 +48,14 @@ fn session(idle: Duration) -> Session {
 #[test]
 fn nothing_of_one_request_is_visible_to_the_next() {
     let p = pool(1, 8);
+    // A thread left running (a daemon: the end of a run waits for the others, as the
+    // interpreter's exit does) and a process left behind.
     let first = r#"
 import builtins, json, os, threading, time
 open("/tmp/left-behind", "w").write("x")
 LEFT = 1
 json.LEFT = 1
-threading.Thread(target=time.sleep, args=(30,), daemon=False).start()
+threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
 pid = os.fork()
 if pid == 0:
     time.sleep(30)
