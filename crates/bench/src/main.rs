@@ -311,7 +311,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
     let (p, w) = (med(plain), med(sandboxed));
 
     // Throughput: `pysandbox batch` with one worker per CPU against the bare-fork ceiling, in
-    // interleaved rounds (this VM's speed drifts by more than a round's difference), and what
+    // interleaved rounds (this VM's speed drifts by more than the difference sought), and what
     // each run cost every process involved (CPU, page faults; `pysandbox-bench N throughput`
     // adds the default policy's batch).
     let n = 2000;
@@ -319,11 +319,16 @@ fn warm(runs: usize, python: &str, base: Duration) {
     println!();
     let mut ratios = Vec::new();
     for round in 1..=THROUGHPUT_ROUNDS {
+        // Which goes first alternates: a drift of the VM's speed within a round does not
+        // always favour the same side.
+        let ceiling_first = round % 2 == 0;
+        let ceiling_run = || per_run(n, || fork_ceiling(python, n, cpus));
+        let first = ceiling_first.then(ceiling_run);
         let start = Instant::now();
         let (rate, batch_cpu, batch_faults) =
             per_run(n, || batch_throughput(python, n, &["--preset", "stdlib"]));
         let secs = start.elapsed().as_secs_f64();
-        let (ceiling, ceil_cpu, ceil_faults) = per_run(n, || fork_ceiling(python, n, cpus));
+        let (ceiling, ceil_cpu, ceil_faults) = first.unwrap_or_else(ceiling_run);
         let Some(f) = ceiling else {
             println!("(the fork-per-run ceiling could not be measured)");
             break;
