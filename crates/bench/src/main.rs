@@ -103,6 +103,24 @@ fn main() {
         throughput(runs, &python);
         return;
     }
+    // `pysandbox-bench RUNS warm`: the warm pool's rows alone (ratios to a bare python's p50
+    // over 20 runs).
+    if std::env::args().nth(2).as_deref() == Some("warm") {
+        let mut t: Vec<Duration> = (0..20)
+            .map(|_| {
+                time_once(&[
+                    python.clone(),
+                    "-I".into(),
+                    "-S".into(),
+                    "-c".into(),
+                    CODE.into(),
+                ])
+            })
+            .collect();
+        t.sort();
+        warm(runs, &python, percentile(&t, 0.5));
+        return;
+    }
     // `pysandbox-bench RUNS server`: the HTTP server's rows alone.
     if std::env::args().nth(2).as_deref() == Some("server") {
         server::run(runs, &python);
