@@ -68,13 +68,6 @@ fn readable(fd: c_int, timeout_ms: c_int) -> c_int {
     }
 }
 
-/// Flush the C library's output streams (what native code printed with stdio), which the
-/// child's `_exit` would drop. Always 0.
-fn flush_c() -> c_int {
-    pysandbox_core::warm::flush_stdio();
-    0
-}
-
 /// The module `pysandbox_zygote` for the interpreter: its definition, its initialisation
 /// function, and one wrapper per function above (integers in, an integer out).
 #[allow(unsafe_code)]
@@ -212,7 +205,6 @@ mod python {
     function!(py_mark, 1, |a| super::mark(a[0]));
     function!(py_trace, 1, |a| super::trace(a[0]));
     function!(py_readable, 2, |a| super::readable(a[0], a[1]));
-    function!(py_flush_c, 0, |_a| super::flush_c());
 
     const fn method(name: &'static CStr, f: Fast) -> PyMethodDef {
         PyMethodDef {
@@ -225,13 +217,12 @@ mod python {
 
     // The interpreter writes into both (the definition's base, reference counts): they are
     // mutable statics, only touched through the pointers given to `PyModule_Create2`.
-    static mut METHODS: [PyMethodDef; 7] = [
+    static mut METHODS: [PyMethodDef; 6] = [
         method(c"protocol", py_protocol),
         method(c"serve", py_serve),
         method(c"mark", py_mark),
         method(c"trace", py_trace),
         method(c"readable", py_readable),
-        method(c"flush_c", py_flush_c),
         PyMethodDef {
             ml_name: null(),
             ml_meth: None,

@@ -351,31 +351,28 @@ def _warm_request(fields, session, warm=False):
             collect_files(collect)
         except BaseException:
             pass
-    if not warm:
-        if not session:
-            import sys
+    if not session and not warm:
+        # A fresh child ends as a cold run does (run.py's _pysandbox_exit: threads joined,
+        # atexit, the globals released, the streams flushed), in line: in a child every
+        # function called for the first time costs copies of its objects' pages (a call of
+        # run.py's steps as a function: ~12 page faults more per run, measured). What native
+        # code prints through C's stdout is not buffered in a child (the zygote library makes
+        # it unbuffered), so _exit loses none of it.
+        import sys
 
-            mods = sys.modules
-            # A fresh child ends as a cold run does (run.py's _pysandbox_exit: threads joined,
-            # atexit, the globals released, the streams flushed), in line: in a child every
-            # function called for the first time costs copies of its objects' pages (a call of
-            # run.py's steps as a function: ~12 page faults more per run, measured).
-            t = mods.get("threading")
-            if t is not None:
-                t._shutdown()
-            t = mods.get("atexit")
-            if t is not None:
-                t._run_exitfuncs()
-            ns.clear()
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except BaseException:
-                    status = 120
-        # What native code printed through C's stdio: _exit would drop it, and a session's call
-        # owns what it printed. (Asked every time: a test of whether such code is loaded costs
-        # a child more page copies than the flush, measured.)
-        _W["lib"].flush_c()
+        mods = sys.modules
+        t = mods.get("threading")
+        if t is not None:
+            t._shutdown()
+        t = mods.get("atexit")
+        if t is not None:
+            t._run_exitfuncs()
+        ns.clear()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except BaseException:
+                status = 120
     ru = getrusage(resource.RUSAGE_SELF)
     if not is_int(status, int):
         status = 1

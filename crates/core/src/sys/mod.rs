@@ -543,11 +543,22 @@ pub(crate) fn readable(fd: RawFd, timeout_ms: libc::c_int) -> io::Result<bool> {
     Ok(poll(&mut p, timeout_ms)? > 0 && p[0].revents & libc::POLLIN != 0)
 }
 
-/// The C library's output streams flushed (`fflush(NULL)`): what native code printed through
-/// stdio and `_exit` would drop.
-pub(crate) fn flush_stdio() {
-    // SAFETY: fflush(NULL) only flushes the process's open stdio streams.
-    unsafe { libc::fflush(std::ptr::null_mut()) };
+extern "C" {
+    /// The C library's standard output stream (`<stdio.h>`).
+    static stdout: *mut libc::FILE;
+}
+
+/// The C library's `stdout` made unbuffered (what `python -u` does to it): what native code
+/// prints through stdio is written at once, so a process that ends with `_exit` loses none.
+pub(crate) fn unbuffer_stdout() {
+    // SAFETY: reading the C library's stream pointer, which it sets before main; setvbuf with
+    // no buffer on a stream nothing has used yet in this process (the zygote writes no C
+    // output before its loop).
+    unsafe {
+        if !stdout.is_null() {
+            libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IONBF, 0);
+        }
+    }
 }
 
 /// poll(2) over `fds` (fd, events) filling revents; returns the number ready. EINTR → Ok(0).

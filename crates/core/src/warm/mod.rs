@@ -26,9 +26,7 @@ mod worker;
 mod zygote;
 
 pub use inside::serve as serve_inside;
-pub use inside::{
-    flush_stdio, request_waiting, trace, REQUEST_FD, ROLE_REQUEST, ROLE_SESSION, ROLE_WAITING,
-};
+pub use inside::{request_waiting, trace, REQUEST_FD, ROLE_REQUEST, ROLE_SESSION, ROLE_WAITING};
 
 /// Set in the environment of a pool's host process (its workers inherit it), request children
 /// report how long each phase of their start took and the page faults they took in it
