@@ -93,8 +93,7 @@ def _pysandbox_exit(code, main):
     import posix
 
     status = _pysandbox_status(code, sys)
-    # Neither has anything to do unless imported (and an import here would cost a warm child
-    # the import system's run over the zygote's shared pages).
+    # Neither has anything to do unless imported: not imported here either.
     mods = sys.modules
     threading = mods.get("threading")
     if threading is not None:
