@@ -89,6 +89,25 @@ for p in ("/proc/self/environ", "/proc/1/environ", "/proc/self/cmdline"):
     });
 }
 
+/// The code's environment is the policy's and nothing else on every path: a warm worker's
+/// zygote starts with `LD_BIND_NOW=1` added (`warm::adds_bind_now`) and takes it out before any
+/// code runs; a policy that names the variable keeps its own value.
+#[test]
+fn the_environment_is_the_policy_s_on_every_path() {
+    let code = "import os\nprint(sorted(os.environ.items()))";
+    for_each_combo(|c| {
+        let r = c.run(&["--env", "GREETING=hi"], code);
+        assert_eq!(r.outcome.stdout, "[('GREETING', 'hi')]\n", "{c}: {:?}", r.outcome);
+        let r = c.run(&["--env", "GREETING=hi", "--env", "LD_BIND_NOW=mine"], code);
+        assert_eq!(
+            r.outcome.stdout,
+            "[('GREETING', 'hi'), ('LD_BIND_NOW', 'mine')]\n",
+            "{c}: {:?}",
+            r.outcome
+        );
+    });
+}
+
 #[test]
 fn writes_outside_tmp_do_not_reach_the_host() {
     // Anyone may write in the directory: only the sandbox stops the write, also as nobody.

@@ -201,11 +201,14 @@ impl Prepared {
         let exe = cstr(&spec.interpreter.executable.to_string_lossy());
         let mut argv = vec![exe.clone()];
         argv.extend(spec.args.iter().map(|a| cstr(a)));
-        let envp = spec
+        let mut envp: Vec<CString> = spec
             .env
             .iter()
             .map(|(k, v)| cstr(&format!("{k}={v}")))
             .collect();
+        if spec.warm && crate::warm::adds_bind_now(&spec.env) {
+            envp.push(cstr(&format!("{}=1", crate::warm::BIND_NOW_ENV)));
+        }
         let abi = landlock::abi().unwrap_or(0);
         Ok(Prepared {
             binds,

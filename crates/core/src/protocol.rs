@@ -20,7 +20,7 @@ use crate::limits::Limit;
 
 /// Bumped whenever a frame's layout, the zygote's configuration (`warm::ZygoteConfig`) or the
 /// library's entry points change; the zygote library refuses another version.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 
 /// Frames longer than this are refused on every channel except a report's `Result`, which has
 /// its own bound ([`ReportReader::new`]).

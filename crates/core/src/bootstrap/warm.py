@@ -28,6 +28,10 @@ def _pysandbox_warm(ns, boot):
 
     cfg = json.loads(os.pread(6, 1 << 24, 0))
     _W["cfg"] = cfg
+    if cfg.get("bind_now"):
+        # Added by the jail so that the dynamic loader resolved every symbol here, once, and
+        # no child resolves one itself (warm::adds_bind_now): not the code's.
+        os.environ.pop("LD_BIND_NOW", None)
     _W["boot"] = boot
     # The library is an extension module (what an import of it does, without importlib; not
     # ctypes, whose objects every fork would copy the page tables of). Its functions keep the

@@ -36,8 +36,8 @@ pub use pool::{Pool, PoolOptions};
 pub use session::{Session, SessionOptions, DEFAULT_LIFETIME};
 pub use worker::Worker;
 pub use zygote::{
-    find_library, zygote_config, WarmUp, ZygoteConfig, ZygoteMode, ZygoteRule, LIBRARY_IN_JAIL,
-    LIBRARY_NAME,
+    adds_bind_now, find_library, zygote_config, WarmUp, ZygoteConfig, ZygoteMode, ZygoteRule,
+    BIND_NOW_ENV, LIBRARY_IN_JAIL, LIBRARY_NAME,
 };
 
 use crate::outcome::Outcome;

@@ -76,6 +76,25 @@ pub struct ZygoteConfig {
     /// Children report their phases ([`super::TRACE_ENV`]).
     #[serde(default)]
     pub trace: bool,
+    /// The jail added `LD_BIND_NOW=1` to the zygote's environment ([`adds_bind_now`]): the
+    /// bootstrap takes it out again before anything else.
+    #[serde(default)]
+    pub bind_now: bool,
+}
+
+/// The variable that makes the dynamic loader resolve every symbol when it loads a library
+/// rather than at its first call.
+pub const BIND_NOW_ENV: &str = "LD_BIND_NOW";
+
+/// Whether a warm worker's jail starts its interpreter with `LD_BIND_NOW=1` added to the
+/// policy's environment `env`: unless `env` names the variable itself. Every symbol of the
+/// interpreter and its libraries is then resolved once, in the zygote: with lazy binding each
+/// forked child resolved the ones it called first itself, writing the libraries' GOT pages (a
+/// page copy each) and walking their symbol tables (~10 page faults and ~40 µs of CPU per run,
+/// docs/performance.md). The zygote's bootstrap removes it from the environment before anything
+/// runs ([`ZygoteConfig::bind_now`]): the code never sees it.
+pub fn adds_bind_now(env: &[(String, String)]) -> bool {
+    !env.iter().any(|(k, _)| k == BIND_NOW_ENV)
 }
 
 /// The zygote's configuration for a resolved policy.
@@ -148,6 +167,7 @@ pub fn zygote_config(
         network: spec.network,
         inject,
         trace: std::env::var_os(super::TRACE_ENV).is_some(),
+        bind_now: adds_bind_now(&spec.env),
     })
 }
 
