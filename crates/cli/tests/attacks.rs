@@ -97,11 +97,14 @@ fn the_environment_is_the_policy_s_on_every_path() {
     let code = "import os\nprint(sorted(os.environ.items()))";
     for_each_combo(|c| {
         let r = c.run(&["--env", "GREETING=hi"], code);
-        assert_eq!(r.outcome.stdout, "[('GREETING', 'hi')]\n", "{c}: {:?}", r.outcome);
+        assert_eq!(
+            r.outcome.stdout, "[('GREETING', 'hi')]\n",
+            "{c}: {:?}",
+            r.outcome
+        );
         let r = c.run(&["--env", "GREETING=hi", "--env", "LD_BIND_NOW=mine"], code);
         assert_eq!(
-            r.outcome.stdout,
-            "[('GREETING', 'hi'), ('LD_BIND_NOW', 'mine')]\n",
+            r.outcome.stdout, "[('GREETING', 'hi'), ('LD_BIND_NOW', 'mine')]\n",
             "{c}: {:?}",
             r.outcome
         );
