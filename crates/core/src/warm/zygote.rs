@@ -90,7 +90,7 @@ pub const BIND_NOW_ENV: &str = "LD_BIND_NOW";
 /// policy's environment `env`: unless `env` names the variable itself. Every symbol of the
 /// interpreter and its libraries is then resolved once, in the zygote: with lazy binding each
 /// forked child resolved the ones it called first itself, writing the libraries' GOT pages (a
-/// page copy each) and walking their symbol tables (~10 page faults and ~40 µs of CPU per run,
+/// page copy each) and walking their symbol tables (~25 page faults and ~60 µs of CPU per run,
 /// docs/performance.md). The zygote's bootstrap removes it from the environment before anything
 /// runs ([`ZygoteConfig::bind_now`]): the code never sees it.
 pub fn adds_bind_now(env: &[(String, String)]) -> bool {
