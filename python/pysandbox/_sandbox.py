@@ -770,12 +770,12 @@ class Session:
         conv = _from_warm(resp, self.config.max_result)
         conv["result"] = conv.get("result") or "{\"d\": []}"
         result = self._checker._result(conv)
-        if resp.get("exit_code") and not resp.get("ended") and resp.get("stderr"):
-            # An exception in a session call: the session lives on, the caller hears of it.
-            lines = resp["stderr"].rstrip().splitlines()
-            last = lines[-1] if lines else "error"
-            type_name, _, message = last.partition(": ")
-            raise SandboxedException(type_name, message, resp["stderr"])
+        error = resp.get("error")
+        if resp.get("exit_code") and not resp.get("ended") and error:
+            # An exception in a session call (the bootstrap's account of it, not a guess from
+            # stderr: code may write there and exit): the session lives on, the caller hears.
+            raise SandboxedException(str(error.get("type", "")), str(error.get("message", "")),
+                                     str(error.get("traceback", "")))  # fmt: skip
         return result
 
     def close(self, why: Optional[str] = None) -> None:

@@ -467,3 +467,49 @@ def test_session_lifetime_and_nothing_runs_between_calls(tmp_path_factory):
             s.execute("print(1)")
     finally:
         shutil.rmtree(shared, ignore_errors=True)
+
+
+# How a run ends through the package's API (crates/cli/tests/ending.rs runs the same on the
+# command line's paths): the status and message of SystemExit are the interpreter's (the host
+# interpreter is the control), and a fresh run (cold or warm) ends with its threads joined, its
+# atexit functions run and its globals released, as the interpreter's exit does.
+END = """
+import atexit, threading, time
+class A:
+    def __del__(self): print("del A")
+a = A()
+atexit.register(print, "atexit ran")
+def late(): time.sleep(0.2); print("thread done")
+threading.Thread(target=late).start()
+print("end of code")
+"""
+
+
+def _api_runner(mode):
+    cfg = SandboxConfig(preset="stdlib", timeout=5)
+    if mode == "cold":
+        return Sandbox(cfg)
+    if mode == "warm":
+        return Sandbox(cfg, pool=True, workers=1)
+    return Sandbox(cfg).session()
+
+
+@pytest.mark.parametrize("mode", ["cold", "warm", "session"])
+def test_the_api_ends_a_run_as_the_interpreter_does(mode):
+    import subprocess
+    import sys
+
+    with _api_runner(mode) as s:
+        for exit in ("sys.exit(3)", "sys.exit(300)", "sys.exit(-1)", "sys.exit('bye: a message')"):
+            code = "import sys\n" + exit
+            host = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+            r = s.execute(code)
+            assert (r.exit_code, r.stderr) == (host.returncode, host.stderr), (mode, exit, r)
+        # Code that writes on stderr and exits raised nothing (a session once took the last
+        # line of stderr for an exception).
+        r = s.execute("import sys\nprint('ValueError: not raised', file=sys.stderr)\nsys.exit(2)")
+        assert (r.exit_code, r.stderr) == (2, "ValueError: not raised\n"), (mode, r)
+        if mode != "session":
+            # A session's call is not the end of its interpreter.
+            r = s.execute(END)
+            assert r.stdout == "end of code\nthread done\natexit ran\ndel A\n", (mode, r)

@@ -89,3 +89,39 @@ fn what_native_code_printed_through_c_stdio_is_kept() {
         assert_eq!(r.outcome.exit_code, Some(0), "{c}: {:?}", r.outcome);
     });
 }
+
+/// The cold path's rule for native code (`_pysandbox_native`): with an extension module from
+/// outside the standard library loaded (Pillow's, which unlike numpy's does not bring ctypes),
+/// the run ends through the interpreter's own exit,
+/// whose last garbage collection finalizes an object in a reference cycle; with only the
+/// standard library's (json), through `_exit`, which does not (the one difference the fast end
+/// keeps, docs/warm.md). The cold path only: a warm child never ends through the interpreter's
+/// exit.
+#[test]
+fn native_code_from_outside_the_standard_library_gets_the_interpreter_s_exit() {
+    let (status, _) = on_host(
+        "import PIL._imaging, sys; assert '_ctypes' not in sys.modules",
+        &[],
+    );
+    if status != 0 && skip("Pillow is not installed in the host interpreter (make deps)") {
+        return;
+    }
+    let cycle = "import gc\nclass C:\n    def __del__(self): print('cycle finalized')\n\
+                 gc.collect()\nc = C(); c.me = c; del c\nprint('end')\n";
+    for (import, want) in [
+        ("import PIL._imaging", "end\ncycle finalized\n"),
+        ("import json", "end\n"),
+    ] {
+        let out = std::process::Command::new(bin())
+            .args(["run", "--preset", "full", "--python", host_python(), "-c"])
+            .arg(format!("{import}\n{cycle}"))
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want,
+            "{import}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

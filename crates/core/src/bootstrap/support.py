@@ -826,7 +826,8 @@ def _pysandbox_api(ns, src, name, boot, request=None, cell=False):
         if local_ns is not ns:
             result["locals"] = _pysandbox_data_only(local_ns)
     except SystemExit as exc:
-        result = {"exit": exc.code if isinstance(exc.code, int) else 1}
+        # The status (and message) the interpreter takes from the code, as on every other path.
+        result = {"exit": boot["_pysandbox_status"](exc.code, sys)}
     except BaseException as exc:
         if isinstance(exc, MemoryError):
             ns.clear()
