@@ -97,6 +97,14 @@ fn main() {
         phases(runs, &policy);
         return;
     }
+    // `pysandbox-bench RUNS tails`: where a spaced-out warm request's time goes, median and p99.
+    if std::env::args().nth(2).as_deref() == Some("tails") {
+        let mut policy =
+            pysandbox_core::policy::Policy::from_toml_str("preset = \"stdlib\"").expect("policy");
+        policy.python = Some(PathBuf::from(&python));
+        tails(runs, &policy);
+        return;
+    }
     // `pysandbox-bench RUNS throughput`: `pysandbox batch` against the bare-fork ceiling,
     // interleaved rounds of RUNS runs each, with the CPU and page faults per run.
     if std::env::args().nth(2).as_deref() == Some("throughput") {
@@ -286,6 +294,7 @@ fn warm(runs: usize, python: &str, base: Duration) {
     python_api(runs, python, base);
     floor(runs, python, base);
     phases(runs, &policy);
+    tails(runs, &policy);
     // A session: one isolated child keeps its state, no fork per call.
     let mut session =
         pysandbox_core::warm::Session::open(&pysandbox_binary(), &policy, Duration::from_secs(600))
@@ -1017,4 +1026,63 @@ fn tree_uss_kib(pid: u32) -> (u64, u64) {
         }
     }
     (dirty, clean)
+}
+
+/// Where a warm request's time goes when requests are spaced out, at its median and its tail: a
+/// traced worker's children report the request phase (read, decode, compile, run, report, on
+/// their own clock); the rest of what the caller sees is the hand-offs (the host's write waking
+/// the child, the `Done` frame waking the host) and the host's own work.
+fn tails(runs: usize, policy: &pysandbox_core::policy::Policy) {
+    use pysandbox_core::warm::{Pool, PoolOptions, Request, TRACE_ENV};
+    // The worker inherits the variable at its start; nothing else starts a worker meanwhile.
+    std::env::set_var(TRACE_ENV, "1");
+    let mut opts = PoolOptions::new(pysandbox_binary());
+    opts.workers = 1;
+    let pool = Pool::new(policy.clone(), opts).expect("start a traced warm worker");
+    std::env::remove_var(TRACE_ENV);
+    let req = Request::new(None, CODE, None);
+    println!();
+    println!(
+        "a warm request's tail: print(1+1), {runs} requests, traced (tracing adds ~0.1 ms to each), µs"
+    );
+    println!(
+        "{:<22} {:>9} {:>9} {:>12} {:>12} {:>11} {:>11}",
+        "spacing", "caller", "p99", "child p50", "child p99", "rest p50", "rest p99"
+    );
+    for pause in [5, 20] {
+        let (mut caller, mut child, mut rest) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..runs + 10 {
+            std::thread::sleep(Duration::from_millis(pause));
+            let start = Instant::now();
+            let o = pool.run_request(&req).expect("traced warm run");
+            let took = start.elapsed();
+            assert_eq!(o.run.stdout, "2\n", "{o:?}");
+            let Some(m) = o.trace.iter().find(|m| m.phase.starts_with("the request")) else {
+                println!("(the warm children reported no phases: tail table skipped)");
+                pool.shutdown();
+                return;
+            };
+            if i >= 10 {
+                let own = Duration::from_nanos(m.nanos);
+                caller.push(took);
+                child.push(own);
+                rest.push(took.saturating_sub(own));
+            }
+        }
+        for v in [&mut caller, &mut child, &mut rest] {
+            v.sort();
+        }
+        let us = |v: &[Duration], p| percentile(v, p).as_secs_f64() * 1e6;
+        println!(
+            "{:<22} {:>9.0} {:>9.0} {:>12.0} {:>12.0} {:>11.0} {:>11.0}",
+            format!("{pause} ms apart"),
+            us(&caller, 0.5),
+            us(&caller, 0.99),
+            us(&child, 0.5),
+            us(&child, 0.99),
+            us(&rest, 0.5),
+            us(&rest, 0.99)
+        );
+    }
+    pool.shutdown();
 }

@@ -216,6 +216,9 @@ def _warm_loop(session):
             _W["lib"].mark(2)
         status = _warm_request(_warm_next(3, pending), session)
         if not session:
+            # The host, woken by the Done frame, usually shares this CPU (a pipe's wake-up is
+            # a synchronous one): let it take its answer before this child's exit work.
+            os.sched_yield()
             os._exit(status & 0xFF)
 
 
