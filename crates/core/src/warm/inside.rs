@@ -100,6 +100,12 @@ pub fn serve(config_fd: RawFd, ctl_fd: RawFd) -> i32 {
             return ROLE_FAILED;
         }
     };
+    // No fastbins from here on: malloc keeps small freed chunks in them unmerged until a larger
+    // request merges them all (malloc_consolidate), writing chunk headers across the heap; a
+    // child that did so copied those pages (~1–9 page faults per child, depending on what the
+    // zygote freed last, measured). The interpreter's small objects do not use malloc.
+    // SAFETY: mallopt changes a tunable of this process's allocator; one thread.
+    unsafe { libc::mallopt(libc::M_MXFAST, 0) };
     // SAFETY: malloc_trim only returns free heap memory to the kernel; the zygote has one thread.
     unsafe { libc::malloc_trim(0) };
     // Its children end with _exit (bootstrap/warm.py): what native code prints through C's
