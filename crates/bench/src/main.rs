@@ -58,6 +58,14 @@ fn time_once(cmd: &[String]) -> Duration {
     elapsed
 }
 
+/// The warm rows' policy: the `stdlib` preset with this interpreter.
+fn stdlib_policy(python: &str) -> pysandbox_core::policy::Policy {
+    let mut policy =
+        pysandbox_core::policy::Policy::from_toml_str("preset = \"stdlib\"").expect("policy");
+    policy.python = Some(PathBuf::from(python));
+    policy
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx]
@@ -89,21 +97,12 @@ fn main() {
         packages(runs, &python);
         return;
     }
-    // `pysandbox-bench RUNS phases`: the per-phase table of a warm child alone.
-    if std::env::args().nth(2).as_deref() == Some("phases") {
-        let mut policy =
-            pysandbox_core::policy::Policy::from_toml_str("preset = \"stdlib\"").expect("policy");
-        policy.python = Some(PathBuf::from(&python));
-        phases(runs, &policy);
-        return;
-    }
+    // `pysandbox-bench RUNS phases`: the per-phase table of a warm child alone;
     // `pysandbox-bench RUNS tails`: where a spaced-out warm request's time goes, median and p99.
-    if std::env::args().nth(2).as_deref() == Some("tails") {
-        let mut policy =
-            pysandbox_core::policy::Policy::from_toml_str("preset = \"stdlib\"").expect("policy");
-        policy.python = Some(PathBuf::from(&python));
-        tails(runs, &policy);
-        return;
+    match std::env::args().nth(2).as_deref() {
+        Some("phases") => return phases(runs, &stdlib_policy(&python)),
+        Some("tails") => return tails(runs, &stdlib_policy(&python)),
+        _ => {}
     }
     // `pysandbox-bench RUNS throughput`: `pysandbox batch` against the bare-fork ceiling,
     // interleaved rounds of RUNS runs each, with the CPU and page faults per run.
@@ -248,10 +247,8 @@ fn main() {
 }
 
 fn warm(runs: usize, python: &str, base: Duration) {
-    use pysandbox_core::policy::Policy;
     use pysandbox_core::warm::{Pool, PoolOptions};
-    let mut policy = Policy::from_toml_str("preset = \"stdlib\"").expect("policy");
-    policy.python = Some(PathBuf::from(python));
+    let policy = stdlib_policy(python);
     let mut opts = PoolOptions::new(pysandbox_binary());
     opts.workers = 1;
     let pool = Pool::new(policy.clone(), opts).expect("start a warm worker");

@@ -314,7 +314,8 @@ const ALLOW: &[(i64, &str)] = &[
     ),
     (
         libc::SYS_sched_yield,
-        "spinning threads of OpenMP and OpenBLAS (test_threading)",
+        "spinning threads of OpenMP and OpenBLAS (test_threading); a warm child's yield after its \
+         answer (bootstrap/warm.py)",
     ),
     (
         libc::SYS_restart_syscall,

@@ -218,7 +218,10 @@ def _warm_loop(session):
         if not session:
             # The host, woken by the Done frame, usually shares this CPU (a pipe's wake-up is
             # a synchronous one): let it take its answer before this child's exit work.
-            os.sched_yield()
+            try:
+                os.sched_yield()
+            except OSError:
+                pass
             os._exit(status & 0xFF)
 
 
