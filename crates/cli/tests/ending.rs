@@ -1,7 +1,7 @@
 //! How a run ends, through the real binary on every path and caller: a cold run and a fresh warm
 //! child end with `_exit` after doing what the interpreter's own exit does that code can see
-//! (`bootstrap/run.py`: `_pysandbox_exit`; `bootstrap/warm.py`: `_warm_request`), not by tearing the interpreter
-//! down. What code sees must be the interpreter's: the exit status and message of `SystemExit`
+//! (`bootstrap/run.py`: `_pysandbox_end`, from `_pysandbox_exit` and from `bootstrap/warm.py`'s
+//! `_warm_request`), not by tearing the interpreter down. What code sees must be the interpreter's: the exit status and message of `SystemExit`
 //! (the host's interpreter is the control), threads that are not daemons joined, the atexit
 //! functions run, the code's globals released (`__del__`, files left open flushed), and what
 //! native code printed through C's stdio (kept in the C library's buffers, which `_exit` drops).
@@ -72,6 +72,42 @@ fn system_exit_gives_the_interpreter_s_status_and_message() {
                 host_out,
                 "{c} {exit}: output differs from the host's"
             );
+        });
+    }
+}
+
+/// The streams at the end as the interpreter's exit takes them (`flush_std_files`): a stream the
+/// code closed is skipped (status 0), a flush that fails gives status 120. A fresh warm child
+/// once flushed a closed `sys.stdout` anyway and reported 120 where a cold run and the host
+/// gave 0 (its end steps were a copy of the cold path's; they are one function now).
+#[test]
+fn the_streams_at_the_end_are_the_interpreter_s() {
+    let cases = [
+        "import sys\nprint('out', flush=True)\nsys.stdout.close()",
+        "import sys\nprint('err', file=sys.stderr, flush=True)\nsys.stderr.close()",
+        "import sys\nclass W:\n    def write(self, s): return len(s)\n    def flush(self): raise OSError('no')\nsys.stdout = W()",
+    ];
+    for code in cases {
+        let (want, host_out) = on_host(code, &[]);
+        for_each_combo(|c| {
+            if c.path == ExecPath::Session {
+                // A session's call is not the end of its interpreter.
+                return;
+            }
+            let r = c.run(&[], code);
+            let o = &r.outcome;
+            assert_eq!(
+                o.exit_code,
+                Some(want),
+                "{c} {code:?}: {o:?} (host: {host_out:?})"
+            );
+            if want == 0 {
+                assert_eq!(
+                    format!("{}{}", o.stdout, o.stderr),
+                    host_out,
+                    "{c} {code:?}"
+                );
+            }
         });
     }
 }

@@ -82,8 +82,8 @@ def _pysandbox_exit(code, main):
     # __del__ run, files left open are flushed and closed, as when the interpreter clears
     # __main__) and the streams flushed again. Unlike the interpreter, no last garbage
     # collection (~0.2 ms): an object in a reference cycle is not finalized, which the language
-    # does not promise either. A fresh warm child ends with the same steps (warm.py,
-    # _warm_request). When native code may have printed through C's stdio (_pysandbox_native),
+    # does not promise either. A fresh warm child ends with the same steps (_pysandbox_end, from
+    # warm.py's _warm_request). When native code may have printed through C's stdio (_pysandbox_native),
     # which only C's exit() flushes, and when a flush fails (the interpreter reports it): the
     # interpreter's own exit.
     import sys
@@ -93,6 +93,16 @@ def _pysandbox_exit(code, main):
     import posix
 
     status = _pysandbox_status(code, sys)
+    if not _pysandbox_end(main.__dict__, sys):
+        raise SystemExit(status)
+    posix._exit(status)
+
+
+def _pysandbox_end(ns, sys):
+    # The end steps of a run that code can see (_pysandbox_exit; a fresh warm child's too):
+    # threads joined, atexit, the streams flushed, the globals `ns` released, the streams
+    # flushed again. False when a flush failed (the globals then kept, as the interpreter's
+    # exit reports the failure before it clears __main__).
     # Neither has anything to do unless imported: not imported here either.
     mods = sys.modules
     threading = mods.get("threading")
@@ -102,11 +112,9 @@ def _pysandbox_exit(code, main):
     if atexit is not None:
         atexit._run_exitfuncs()
     if not _pysandbox_flushed(sys):
-        raise SystemExit(status)
-    main.__dict__.clear()
-    if not _pysandbox_flushed(sys):
-        raise SystemExit(status)
-    posix._exit(status)
+        return False
+    ns.clear()
+    return _pysandbox_flushed(sys)
 
 
 def _pysandbox_native(sys):

@@ -362,27 +362,14 @@ def _warm_request(fields, session, warm=False):
         except BaseException:
             pass
     if not session and not warm:
-        # A fresh child ends as a cold run does (run.py's _pysandbox_exit: threads joined,
-        # atexit, the globals released, the streams flushed), in line: in a child every
-        # function called for the first time costs copies of its objects' pages (a call of
-        # run.py's steps as a function: ~12 page faults more per run, measured). What native
-        # code prints through C's stdout is not buffered in a child (the zygote library makes
-        # it unbuffered), so _exit loses none of it.
+        # A fresh child ends as a cold run does (run.py's _pysandbox_end: threads joined,
+        # atexit, the streams flushed, the globals released, flushed again); a failed flush is
+        # the interpreter's status 120. What native code prints through C's stdout is not
+        # buffered in a child (the zygote library makes it unbuffered): _exit loses none of it.
         import sys
 
-        mods = sys.modules
-        t = mods.get("threading")
-        if t is not None:
-            t._shutdown()
-        t = mods.get("atexit")
-        if t is not None:
-            t._run_exitfuncs()
-        ns.clear()
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                status = 120
+        if not _W["boot"]["_pysandbox_end"](ns, sys):
+            status = 120
     ru = getrusage(resource.RUSAGE_SELF)
     if not is_int(status, int):
         status = 1

@@ -552,8 +552,8 @@ extern "C" {
 /// prints through stdio is written at once, so a process that ends with `_exit` loses none.
 pub(crate) fn unbuffer_stdout() {
     // SAFETY: reading the C library's stream pointer, which it sets before main; setvbuf with
-    // no buffer on a stream nothing has used yet in this process (the zygote writes no C
-    // output before its loop).
+    // no buffer of ours to keep alive. The stream may have been written already (a preload or
+    // the warmup printing through C): glibc's setvbuf flushes what it holds before switching.
     unsafe {
         if !stdout.is_null() {
             libc::setvbuf(stdout, std::ptr::null_mut(), libc::_IONBF, 0);
